@@ -1,0 +1,35 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv if needed and installs layerloom into it (editable) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT ?= build/demo
+
+.PHONY: demo test test-slow lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py --out $(DEMO_OUT)
+
+# Default suite (under 10 minutes); slow suites are run by test-all, which CI calls.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+# Only the suites marked slow (CI runs `make test` then this); "no tests" (exit 5) is fine.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m slow tests || test $$? -eq 5
+
+lint: $(STAMP)
+	$(BIN)/ruff check compiler dialects passes backends tests benchmarks examples
+	$(BIN)/mypy
+
+clean:
+	rm -rf build $(VENV)

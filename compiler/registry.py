@@ -1,0 +1,101 @@
+"""Registries of dialects and passes: the built-in ones and those that installed packages
+add through entry points (`layerloom.dialects`, `layerloom.passes`), so nothing in
+layerloom is edited to extend it."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+from importlib.metadata import entry_points
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import Builtin, ModuleOp
+from xdsl.dialects.func import Func
+from xdsl.ir import Dialect
+from xdsl.parser import Parser
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import ParseError
+
+from compiler.errors import LayerloomError
+
+# name -> "module:attribute"; imported only when asked for, so start-up stays fast.
+BUILTIN_DIALECTS: dict[str, str] = {
+    "nn": "dialects.nn:NN",
+}
+
+BUILTIN_PASSES: dict[str, str] = {
+    "canonicalize": "passes.canonicalize:CanonicalizePass",
+    "fold-batchnorm": "passes.fold_batchnorm:FoldBatchNormPass",
+    "fuse-activation": "passes.fuse_activation:FuseActivationPass",
+}
+
+
+def _load(ref: str) -> object:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _plugin_refs(group: str) -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
+@cache
+def dialect_refs() -> dict[str, str]:
+    return BUILTIN_DIALECTS | _plugin_refs("layerloom.dialects")
+
+
+@cache
+def pass_refs() -> dict[str, str]:
+    return BUILTIN_PASSES | _plugin_refs("layerloom.passes")
+
+
+def all_dialects() -> dict[str, Callable[[], Dialect]]:
+    return {name: (lambda ref=ref: _as_dialect(_load(ref))) for name, ref in dialect_refs().items()}
+
+
+def all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
+    return {name: (lambda ref=ref: _as_pass(_load(ref))) for name, ref in pass_refs().items()}
+
+
+def _as_dialect(obj: object) -> Dialect:
+    assert isinstance(obj, Dialect), f"{obj!r} is not an xDSL Dialect"
+    return obj
+
+
+def _as_pass(obj: object) -> type[ModulePass]:
+    assert isinstance(obj, type) and issubclass(obj, ModulePass), f"{obj!r} is not a ModulePass"
+    return obj
+
+
+def make_context() -> Context:
+    """A context with builtin, func and every layerloom (and plugin) dialect loaded."""
+    ctx = Context()
+    ctx.load_dialect(Builtin)
+    ctx.load_dialect(Func)
+    for name, factory in all_dialects().items():
+        ctx.register_dialect(name, factory)
+    return ctx
+
+
+def parse_module(text: str, where: str = "<input>") -> ModuleOp:
+    """Parse MLIR text into a verified module; errors become one LayerloomError."""
+    try:
+        module = Parser(make_context(), text, where).parse_module()
+    except ParseError as e:
+        # xDSL's message is "file:line:col", the source line, a caret line, the reason.
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        location = lines[0] if lines else where
+        reason = lines[-1].strip() if len(lines) > 1 else "parse error"
+        raise LayerloomError(reason, location) from None
+    verify_module(module, where)
+    return module
+
+
+def verify_module(module: ModuleOp, where: str = "") -> None:
+    from xdsl.utils.exceptions import VerifyException
+
+    try:
+        module.verify()
+    except VerifyException as e:
+        raise LayerloomError(f"IR does not verify: {str(e).splitlines()[0]}", where) from None
