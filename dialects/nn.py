@@ -521,6 +521,22 @@ class SoftmaxOp(UnaryElementwiseOp):
 
 
 @irdl_op_definition
+class LRNOp(UnaryElementwiseOp):
+    """Local response normalization across channels (ONNX LRN; AlexNet, GoogLeNet):
+    y = x / (bias + alpha / size * sum of x^2 over `size` neighbouring channels) ^ beta."""
+
+    name = "nn.lrn"
+    size = prop_def(IntegerAttr)
+    alpha = prop_def(FloatAttr)
+    beta = prop_def(FloatAttr)
+    bias = prop_def(FloatAttr)
+
+    def verify_params(self) -> None:
+        self.check(self.size.value.data >= 1, "size must be positive")
+        self.check(len(shape_of(self.input)) >= 2, "lrn needs rank >= 2 (channels on axis 1)")
+
+
+@irdl_op_definition
 class BatchNormOp(NNOp):
     """Inference batch normalization over axis 1."""
 
@@ -761,6 +777,7 @@ NN = Dialect(
         LeakyReluOp,
         HardSigmoidOp,
         SoftmaxOp,
+        LRNOp,
         BatchNormOp,
         PoolOp,
         GlobalPoolOp,
