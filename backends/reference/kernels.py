@@ -1,0 +1,601 @@
+"""NumPy kernels for the `nn` dialect: the one place that defines what an nn op computes.
+
+`KERNELS` maps an op class to a function `(op, args) -> results`; `evaluate` looks the
+kernel up, runs it and casts each result to its result type's element type. The executor
+and the `canonicalize` pass (constant folding) both go through `evaluate`, so an op means
+the same thing everywhere. Semantics are ONNX's, checked against onnxruntime.
+
+Kernels never write into their arguments (weights and inputs are handed out read-only);
+they may return views of them. Hot kernels (conv, pool) are vectorised NumPy: im2col from
+a strided view plus one BLAS GEMM per group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, TensorType
+from xdsl.ir import Operation
+
+from compiler.errors import LayerloomError, UnsupportedError
+from compiler.program import array_of, weights_of
+from compiler.tensors import dtype_of
+from dialects import nn
+
+Kernel = Callable[[Operation, list[np.ndarray]], list[np.ndarray]]
+
+KERNELS: dict[type[Operation], Kernel] = {}
+
+
+def register_kernel(op_class: type[Operation], fn: Kernel) -> None:
+    """Make `fn` the kernel of `op_class` (other dialects, e.g. qnn, add theirs here)."""
+    KERNELS[op_class] = fn
+
+
+def kernel(*op_classes: type[Operation]) -> Callable[[Kernel], Kernel]:
+    """Decorator: register the function as the kernel of every class in `op_classes`."""
+
+    def register(fn: Kernel) -> Kernel:
+        for cls in op_classes:
+            register_kernel(cls, fn)
+        return fn
+
+    return register
+
+
+def layer_name(op: Operation) -> str:
+    name = op.properties.get("name")
+    return getattr(name, "data", "") if name is not None else ""
+
+
+def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run `op` on `args`; results have the element types of the op's result types."""
+    fn = KERNELS.get(type(op))
+    if fn is None:
+        raise UnsupportedError(f"the reference executor has no kernel for '{op.name}'", layer_name(op) or op.name)
+    with np.errstate(all="ignore"):  # inf/nan are ONNX semantics, not errors
+        results = fn(op, list(args))
+    out: list[np.ndarray] = []
+    for value, array in zip(op.results, results, strict=True):
+        dtype = dtype_of(value.type)
+        array = np.asarray(array)
+        out.append(array if array.dtype == dtype else array.astype(dtype))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Attribute readers
+# ---------------------------------------------------------------------------------------
+
+
+def _float(attr: FloatAttr | None, default: float | None = None) -> float | None:
+    return default if attr is None else float(attr.value.data)
+
+
+def _int(attr: IntegerAttr) -> int:
+    return int(attr.value.data)
+
+
+def _result_shape(op: Operation, index: int = 0) -> tuple[int, ...]:
+    t = op.results[index].type
+    assert isinstance(t, TensorType)
+    return tuple(t.get_shape())
+
+
+def _compute_dtype(x: np.ndarray) -> np.dtype:
+    """Half floats are computed in float32 (NumPy has no half-precision BLAS)."""
+    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+
+
+# ---------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------
+
+
+def weight_array(op: nn.WeightOp, store: object) -> np.ndarray:
+    """The (read-only) array of a weight op: its inline value or its entry in `store`."""
+    t = op.result.type
+    assert isinstance(t, TensorType)
+    if op.value is not None:
+        array = array_of(op.value, t)
+    else:
+        array = store[op.handle.data]  # type: ignore[index]
+    expected, dtype = tuple(t.get_shape()), dtype_of(t)
+    if array.shape != expected or array.dtype != dtype:
+        shape = "x".join(map(str, array.shape))
+        raise LayerloomError(
+            f"weight '{op.handle.data}' in the store is {shape} {array.dtype}, the IR expects "
+            f"{'x'.join(map(str, expected))} {dtype}",
+            layer_name(op) or op.handle.data,
+        )
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+@kernel(nn.WeightOp)
+def _weight(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.WeightOp)
+    top = op.get_toplevel_object()
+    store = weights_of(top) if isinstance(top, ModuleOp) else None
+    return [weight_array(op, store)]
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise
+# ---------------------------------------------------------------------------------------
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.maximum(x, x.dtype.type(0), out=out)
+
+
+def clip(x: np.ndarray, lo: float | None, hi: float | None, out: np.ndarray | None = None) -> np.ndarray:
+    """min(max(x, lo), hi); with lo > hi every value becomes hi (as ONNX)."""
+    y = x
+    if lo is not None:
+        y = np.maximum(y, x.dtype.type(lo), out=out)
+    if hi is not None:
+        y = np.minimum(y, x.dtype.type(hi), out=out)
+    return y if (y is not x or out is None) else x.copy()
+
+
+def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return np.where(x < 0, x * x.dtype.type(alpha), x)
+    np.multiply(out, out.dtype.type(alpha), out=out, where=out < 0)
+    return out
+
+
+def fused_activation(op: Operation, y: np.ndarray) -> np.ndarray:
+    """Apply a conv2d / gemm op's fused activation to the fresh array `y`, in place."""
+    act = op.properties.get("activation")
+    if act is None:
+        return y
+    kind = act.data  # type: ignore[attr-defined]
+    if kind == "relu":
+        return relu(y, out=y)
+    if kind == "clip":
+        return clip(y, _float(op.properties.get("act_min")), _float(op.properties.get("act_max")), out=y)  # type: ignore[arg-type]
+    if kind == "leaky_relu":
+        return leaky_relu(y, _float(op.properties.get("act_alpha")) or 0.0, out=y)  # type: ignore[arg-type]
+    raise AssertionError(f"unknown fused activation {kind}")  # the verifier rejects it
+
+
+@kernel(nn.IdentityOp)
+def _identity(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    return [args[0]]
+
+
+@kernel(nn.ReluOp)
+def _relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    return [relu(args[0])]
+
+
+@kernel(nn.ClipOp)
+def _clip(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.ClipOp)
+    return [clip(args[0], _float(op.min), _float(op.max))]
+
+
+@kernel(nn.LeakyReluOp)
+def _leaky_relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.LeakyReluOp)
+    return [leaky_relu(args[0], float(op.alpha.value.data))]
+
+
+@kernel(nn.SigmoidOp)
+def _sigmoid(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    x = args[0]
+    e = np.exp(-np.abs(x))  # never overflows
+    return [np.where(x >= 0, 1 / (1 + e), e / (1 + e))]
+
+
+@kernel(nn.TanhOp)
+def _tanh(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.tanh(args[0])]
+
+
+def hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    t = x.dtype.type
+    y = x * t(alpha)
+    y += t(beta)
+    return np.clip(y, t(0), t(1), out=y)
+
+
+@kernel(nn.HardSigmoidOp)
+def _hard_sigmoid(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.HardSigmoidOp)
+    return [hard_sigmoid(args[0], float(op.alpha.value.data), float(op.beta.value.data))]
+
+
+@kernel(nn.HardSwishOp)
+def _hardswish(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    x = args[0]
+    y = hard_sigmoid(x, 1 / 6, 0.5)
+    y *= x
+    return [y]
+
+
+def truncating_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division rounding toward zero (C, onnxruntime), not toward -inf (Python)."""
+    q = np.floor_divide(a, b)
+    if np.issubdtype(q.dtype, np.signedinteger):
+        inexact = (a - q * b != 0) & ((a < 0) != (b < 0))
+        q += inexact.astype(q.dtype)
+    return q
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(np.result_type(a, b), np.integer):
+        return truncating_divide(a, b)
+    return np.true_divide(a, b)
+
+
+_BINARY: dict[type[Operation], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    nn.AddOp: np.add,
+    nn.SubOp: np.subtract,
+    nn.MulOp: np.multiply,
+    nn.DivOp: _divide,
+}
+
+
+@kernel(*_BINARY)
+def _binary(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    return [_BINARY[type(op)](args[0], args[1])]
+
+
+@kernel(nn.SoftmaxOp)
+def _softmax(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.SoftmaxOp)
+    x, axis = args[0], _int(op.axis)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return [e]
+
+
+@kernel(nn.LRNOp)
+def _lrn(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """ONNX LRN: the window over channels is [c - floor((size-1)/2), c + ceil((size-1)/2)]."""
+    assert isinstance(op, nn.LRNOp)
+    x = args[0]
+    size = _int(op.size)
+    t = x.dtype.type
+    square = x * x
+    channels = x.shape[1]
+    before = (size - 1) // 2
+    total = np.zeros_like(square)
+    for offset in range(-before, size - before):  # `size` shifted adds, each over the whole tensor
+        lo, hi = max(0, -offset), min(channels, channels - offset)
+        if lo < hi:
+            total[:, lo:hi] += square[:, lo + offset : hi + offset]
+    total *= t(float(op.alpha.value.data) / size)
+    total += t(float(op.bias.value.data))
+    return [x / total ** t(float(op.beta.value.data))]
+
+
+@kernel(nn.BatchNormOp)
+def _batchnorm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.BatchNormOp)
+    x, scale, bias, mean, var = args
+    t = x.dtype.type
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    factor = scale / np.sqrt(var + t(float(op.epsilon.value.data)))
+    y = x * factor.reshape(shape)
+    y += (bias - mean * factor).reshape(shape)
+    return [y]
+
+
+# ---------------------------------------------------------------------------------------
+# Convolution, GEMM, MatMul
+# ---------------------------------------------------------------------------------------
+
+
+def pad_spatial(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Sequence[int] = (0, 0)) -> np.ndarray:
+    """Pad the last two axes of an NCHW array by (top, left, bottom, right) (+ `extra`
+    rows / columns at the end); returns `x` itself when there is nothing to pad."""
+    top, left, bottom, right = pads
+    bottom, right = bottom + extra[0], right + extra[1]
+    if not (top or left or bottom or right):
+        return x
+    n, c, h, w = x.shape
+    xp = np.full((n, c, top + h + bottom, left + w + right), fill, dtype=x.dtype)
+    xp[:, :, top : top + h, left : left + w] = x
+    return xp
+
+
+def window_view(
+    xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], out_hw: Sequence[int]
+) -> np.ndarray:
+    """A (N, C, KH, KW, OH, OW) strided view of the padded NCHW `xp`: element [n, c, i, j, y, x]
+    is the input under kernel tap (i, j) of output pixel (y, x). No copy."""
+    sn, sc, sh, sw = xp.strides
+    return as_strided(
+        xp,
+        shape=(xp.shape[0], xp.shape[1], kernel[0], kernel[1], out_hw[0], out_hw[1]),
+        strides=(sn, sc, sh * dilations[0], sw * dilations[1], sh * strides[0], sw * strides[1]),
+        writeable=False,
+    )
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    out_hw: Sequence[int],
+) -> np.ndarray:
+    """NCHW x OIHW -> a fresh NCHW array (no bias). im2col + one GEMM per group, a plain
+    GEMM for 1x1 kernels, a loop over the KH*KW taps for depthwise convolutions."""
+    n, c, _, _ = x.shape
+    m, c_per_group, kh, kw = w.shape
+    oh, ow = out_hw
+    if group == c and c_per_group == 1:
+        return _depthwise(x, w, strides, pads, dilations, out_hw)
+    if kh == kw == 1 and not any(pads) and group == 1:
+        if strides != (1, 1):
+            x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
+        cols = x.reshape(n, c, oh * ow)  # a copy only when strided
+        return np.matmul(w.reshape(m, c), cols).reshape(n, m, oh, ow)
+    windows = window_view(pad_spatial(x, pads), (kh, kw), strides, dilations, out_hw)
+    out = np.empty((n, group, m // group, oh * ow), dtype=x.dtype)
+    weights = w.reshape(group, m // group, c_per_group * kh * kw)
+    cols = np.empty((group, c_per_group * kh * kw, oh * ow), dtype=x.dtype)
+    for i in range(n):
+        cols.reshape(c, kh, kw, oh, ow)[...] = windows[i]
+        np.matmul(weights, cols, out=out[i])
+    return out.reshape(n, m, oh, ow)
+
+
+def _depthwise(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    out_hw: Sequence[int],
+) -> np.ndarray:
+    """One input channel per group (channel multiplier m / c): a multiply-add per kernel tap,
+    each over the whole tensor."""
+    n, c, _, _ = x.shape
+    m, _, kh, kw = w.shape
+    xp = pad_spatial(x, pads)
+    if m != c:  # output channel o reads input channel o // (m / c)
+        xp = np.repeat(xp, m // c, axis=1)
+    windows = window_view(xp, (kh, kw), strides, dilations, out_hw)
+    out = np.zeros((n, m) + tuple(out_hw), dtype=x.dtype)
+    term = np.empty_like(out)
+    for i in range(kh):
+        for j in range(kw):
+            np.multiply(windows[:, :, i, j], w[:, 0, i, j].reshape(m, 1, 1), out=term)
+            out += term
+    return out
+
+
+@kernel(nn.Conv2dOp)
+def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.Conv2dOp)
+    x, w = args[0], args[1]
+    dtype = _compute_dtype(x)
+    y = conv2d(
+        x.astype(dtype, copy=False),
+        w.astype(dtype, copy=False),
+        nn.int_list(op.strides),
+        nn.int_list(op.pads),
+        nn.int_list(op.dilations),
+        _int(op.group),
+        _result_shape(op)[2:],
+    )
+    if len(args) > 2:
+        y += args[2].astype(dtype, copy=False).reshape(-1, 1, 1)
+    return [fused_activation(op, y)]
+
+
+@kernel(nn.GemmOp)
+def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.GemmOp)
+    a, b = args[0], args[1]
+    dtype = _compute_dtype(a)
+    a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    y = np.matmul(a.T if _int(op.trans_a) else a, b.T if _int(op.trans_b) else b)
+    alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
+    if alpha != 1.0:
+        y *= dtype.type(alpha)
+    if len(args) > 2 and beta != 0.0:
+        c = args[2].astype(dtype, copy=False)
+        y += c if beta == 1.0 else c * dtype.type(beta)
+    return [fused_activation(op, y)]
+
+
+@kernel(nn.MatMulOp)
+def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    dtype = _compute_dtype(args[0])
+    return [np.matmul(args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False))]
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------
+
+
+def window_counts(size: int, out: int, kernel: int, stride: int, dilation: int, pad_begin: int, lo: int, hi: int) -> np.ndarray:
+    """For each output position on one axis (window starting at o * stride - pad_begin),
+    how many of its taps lie in [-lo, size + hi) (at least 1)."""
+    taps = np.arange(out)[:, None] * stride - pad_begin + np.arange(kernel)[None, :] * dilation
+    return np.maximum(((taps >= -lo) & (taps < size + hi)).sum(axis=1), 1)
+
+
+@kernel(nn.PoolOp)
+def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.PoolOp)
+    x = args[0]
+    kh, kw = nn.int_list(op.kernel)
+    strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
+    n, c, h, w = x.shape
+    oh, ow = _result_shape(op)[2:]
+    # ceil_mode may need input rows / columns past the end padding: pad those too.
+    extra = (
+        max(0, (oh - 1) * strides[0] + (kh - 1) * dilations[0] + 1 - (h + pads[0] + pads[2])),
+        max(0, (ow - 1) * strides[1] + (kw - 1) * dilations[1] + 1 - (w + pads[1] + pads[3])),
+    )
+    is_max = op.kind.data == "max"
+    if is_max:
+        fill = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+    else:
+        fill = 0
+    dtype = x.dtype if is_max else _compute_dtype(x)
+    windows = window_view(pad_spatial(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
+    out = windows[:, :, 0, 0].copy()
+    reduce = np.maximum if is_max else np.add
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                reduce(out, windows[:, :, i, j], out=out)
+    if not is_max:
+        # The divisor counts valid inputs, plus the declared pads with count_include_pad.
+        lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
+        count_h = window_counts(h, oh, kh, strides[0], dilations[0], pads[0], lo[0], hi[0])
+        count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
+        out /= (count_h[:, None] * count_w[None, :]).astype(dtype)
+    return [out]
+
+
+@kernel(nn.GlobalPoolOp)
+def _global_pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.GlobalPoolOp)
+    x = args[0]
+    axes = tuple(range(2, x.ndim))
+    if op.kind.data == "max":
+        return [x.max(axis=axes, keepdims=True)]
+    return [x.astype(_compute_dtype(x), copy=False).mean(axis=axes, keepdims=True)]
+
+
+# ---------------------------------------------------------------------------------------
+# Data movement
+# ---------------------------------------------------------------------------------------
+
+
+@kernel(nn.ConcatOp)
+def _concat(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.ConcatOp)
+    return [np.concatenate(args, axis=_int(op.axis))]
+
+
+@kernel(nn.SplitOp)
+def _split(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.SplitOp)
+    axis = _int(op.axis)
+    sizes = [_result_shape(op, i)[axis] for i in range(len(op.results))]
+    return np.split(args[0], np.cumsum(sizes)[:-1], axis=axis)
+
+
+@kernel(nn.SliceOp)
+def _slice(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.SliceOp)
+    index = tuple(
+        slice(start, None if (step < 0 and end == -1) else end, step)
+        for start, end, step in zip(nn.int_list(op.starts), nn.int_list(op.ends), nn.int_list(op.steps), strict=True)
+    )
+    return [args[0][index]]
+
+
+@kernel(nn.ReshapeOp)
+def _reshape(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    return [args[0].reshape(_result_shape(op))]
+
+
+@kernel(nn.TransposeOp)
+def _transpose(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.TransposeOp)
+    return [np.transpose(args[0], nn.int_list(op.perm))]
+
+
+@kernel(nn.PadOp)
+def _pad(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """ONNX Pad: negative pads crop first, then constant / reflect / edge padding."""
+    assert isinstance(op, nn.PadOp)
+    x = args[0]
+    pads = nn.int_list(op.pads)
+    rank = x.ndim
+    begins, ends = pads[:rank], pads[rank:]
+    x = x[tuple(slice(max(0, -b), size - max(0, -e)) for size, b, e in zip(x.shape, begins, ends, strict=True))]
+    widths = [(max(0, b), max(0, e)) for b, e in zip(begins, ends, strict=True)]
+    mode = op.mode.data
+    if mode == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=x.dtype.type(float(op.value.value.data)))]
+    return [np.pad(x, widths, mode=mode)]
+
+
+# ---------------------------------------------------------------------------------------
+# Resize (ONNX Resize as onnxruntime computes it: coordinates in float32)
+# ---------------------------------------------------------------------------------------
+
+
+def source_coordinates(mode: str, out_len: int, in_len: int, scale: float) -> np.ndarray:
+    """Where each output index of one axis samples the input, in input coordinates."""
+    f = np.float32
+    x, s = np.arange(out_len, dtype=f), f(scale)
+    if mode == "asymmetric":
+        return x / s
+    if mode == "half_pixel":
+        return (x + f(0.5)) / s - f(0.5)
+    if mode == "pytorch_half_pixel":
+        return (x + f(0.5)) / s - f(0.5) if out_len > 1 else np.zeros(out_len, f)
+    if mode == "align_corners":
+        return x * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros(out_len, f)
+    if mode == "half_pixel_symmetric":
+        adjustment = f(out_len) / (s * f(in_len))
+        offset = f(in_len) / f(2) * (f(1) - adjustment)
+        return (np.float64(offset) + (x.astype(np.float64) + 0.5) / np.float64(s) - 0.5).astype(f)
+    raise AssertionError(f"unknown coordinate mode {mode}")  # the verifier rejects it
+
+
+def nearest_indices(coords: np.ndarray, nearest_mode: str, in_len: int) -> np.ndarray:
+    c = coords.astype(np.float64)  # exact: rounding decisions are those of the float32 value
+    if nearest_mode == "floor":
+        idx = np.floor(c)
+    elif nearest_mode == "ceil":
+        idx = np.ceil(c)
+    else:
+        away = np.sign(c) * np.floor(np.abs(c) + 0.5)  # std::round: halves away from zero
+        if nearest_mode == "round_prefer_floor":
+            idx = np.where(c == np.trunc(c) + 0.5, np.floor(c), away)
+        else:
+            idx = away
+    return np.clip(idx, 0, in_len - 1).astype(np.intp)
+
+
+def _axis_shape(ndim: int, axis: int, length: int) -> tuple[int, ...]:
+    return tuple(length if a == axis else 1 for a in range(ndim))
+
+
+@kernel(nn.ResizeOp)
+def _resize(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Separable: one gather (nearest) or one two-tap blend (linear) per resized axis."""
+    assert isinstance(op, nn.ResizeOp)
+    x = args[0]
+    linear = op.mode.data == "linear"
+    if linear:
+        x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
+    for axis, (in_len, out_len, scale) in enumerate(zip(x.shape, _result_shape(op), nn.float_list(op.scales), strict=True)):
+        if np.float32(scale) == 1 and in_len == out_len:
+            continue  # onnxruntime skips the coordinate transformation when the scale is 1
+        if np.float32(scale) == 1:
+            coords = np.arange(out_len, dtype=np.float32)
+        else:
+            coords = source_coordinates(op.coordinate_mode.data, out_len, in_len, scale)
+        if not linear:
+            x = np.take(x, nearest_indices(coords, op.nearest_mode.data, in_len), axis=axis)
+            continue
+        c = np.clip(coords, np.float32(0), np.float32(in_len - 1))
+        lo = np.minimum(c.astype(np.intp), in_len - 1)
+        hi = np.minimum(lo + 1, in_len - 1)
+        w_hi = np.where(lo == hi, np.float32(0.5), c - lo.astype(np.float32)).astype(x.dtype)
+        w_lo = np.where(lo == hi, np.float32(0.5), hi.astype(np.float32) - c).astype(x.dtype)
+        shape = _axis_shape(x.ndim, axis, out_len)
+        x = np.take(x, lo, axis=axis) * w_lo.reshape(shape) + np.take(x, hi, axis=axis) * w_hi.reshape(shape)
+    return [x]
