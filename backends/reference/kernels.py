@@ -578,12 +578,14 @@ def _resize(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     """Separable: one gather (nearest) or one two-tap blend (linear) per resized axis."""
     assert isinstance(op, nn.ResizeOp)
     x = args[0]
+    if x.shape == _result_shape(op):
+        return [x]  # onnxruntime copies the input when no length changes, whatever the scales
     linear = op.mode.data == "linear"
     if linear:
         x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
     for axis, (in_len, out_len, scale) in enumerate(zip(x.shape, _result_shape(op), nn.float_list(op.scales), strict=True)):
         if np.float32(scale) == 1 and in_len == out_len:
-            continue  # onnxruntime skips the coordinate transformation when the scale is 1
+            continue  # no coordinate transformation at scale 1
         if np.float32(scale) == 1:
             coords = np.arange(out_len, dtype=np.float32)
         else:
