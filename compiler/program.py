@@ -57,11 +57,11 @@ class WeightStore:
         handle, n = base, 1
         while handle in self._arrays:
             handle, n = f"{base}_{n}", n + 1
-        self._arrays[handle] = np.ascontiguousarray(array)
+        self._arrays[handle] = _contiguous(array)
         return handle
 
     def set(self, handle: str, array: np.ndarray) -> None:
-        self._arrays[handle] = np.ascontiguousarray(array)
+        self._arrays[handle] = _contiguous(array)
 
     def copy(self) -> WeightStore:
         # Arrays are treated as immutable (passes store new arrays), so sharing is safe.
@@ -87,6 +87,12 @@ class WeightStore:
                 return WeightStore({k: data[k] for k in data.files})
         except (OSError, ValueError) as e:
             raise LayerloomError(f"cannot read weights: {e}", str(p)) from None
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray turns a 0-d array into shape (1,); keep scalars 0-d.
+    a = np.asarray(array)
+    return np.ascontiguousarray(a).reshape(a.shape)
 
 
 _STORES: weakref.WeakKeyDictionary[ModuleOp, WeightStore] = weakref.WeakKeyDictionary()
