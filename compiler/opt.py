@@ -126,6 +126,8 @@ def one_line(e: BaseException) -> str:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         # "file:line:col", the source line, a caret line, the reason.
         return f"{lines[0]}: {lines[-1].strip()}" if len(lines) > 1 else (lines[0] if lines else "parse error")
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror}"
     if isinstance(e, ArgSpecParseError):
         return "malformed pipeline: " + " ".join(ln.strip() for ln in str(e).splitlines()[1:] if ln.strip())
     text = str(e).strip()
