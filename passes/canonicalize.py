@@ -49,8 +49,9 @@ class FoldConstantOps(RewritePattern):
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter, /) -> None:
         if not isinstance(op, NNOp) or isinstance(op, WeightOp) or not op.operands:
             return
-        args = [weight_array(v, self.store) for v in op.operands]
-        if any(a is None for a in args):
+        arrays = [weight_array(v, self.store) for v in op.operands]
+        args = [a for a in arrays if a is not None]
+        if len(args) != len(arrays):
             return
         try:
             values = evaluate(op, args)
