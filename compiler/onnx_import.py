@@ -452,35 +452,38 @@ def scan_unsupported(
     """Find every unsupported node and tensor and raise one UnsupportedError listing them."""
     from compiler.onnx_ops import CONVERTERS, constant_outputs, node_problems
 
-    problems: list[str] = []
+    tensors: list[str] = []  # unsupported tensors: "name (kind): reason"
     initializers = {t.name for t in graph.initializer}
     for t in graph.initializer:
         if t.data_type not in ONNX_DTYPES:
-            problems.append(f"{t.name} (initializer): element type {dtype_name(t.data_type)} not supported")
+            tensors.append(f"{t.name} (initializer): element type {dtype_name(t.data_type)} not supported")
     for t in graph.sparse_initializer:
-        problems.append(f"{t.values.name} (sparse initializer): sparse tensors not supported")
+        tensors.append(f"{t.values.name} (sparse initializer): sparse tensors not supported")
     for i in graph.input:
-        if i.name in initializers:
-            continue
-        if i.type.HasField("tensor_type") and i.type.tensor_type.elem_type not in ONNX_DTYPES:
-            problems.append(f"{i.name} (graph input): element type {dtype_name(i.type.tensor_type.elem_type)} not supported")
+        elem = i.type.tensor_type.elem_type if i.type.HasField("tensor_type") else None
+        if i.name not in initializers and elem is not None and elem not in ONNX_DTYPES:
+            tensors.append(f"{i.name} (graph input): element type {dtype_name(elem)} not supported")
+
     constants = set(initializers)
     for n in order:
         if n.op_type in CONVERTERS and n.proto.domain in ("", "ai.onnx"):
             constants |= constant_outputs(n, constants)
+    bad_nodes: list[str] = []  # "name (OpType): reason, reason"
     for n in nodes:
         if n.proto.domain not in ("", "ai.onnx"):
-            problems.append(f"{n.label}: domain '{n.proto.domain}' not supported")
+            reasons = [f"domain '{n.proto.domain}' not supported"]
         elif n.op_type not in CONVERTERS:
-            problems.append(f"{n.label}: op not supported")
+            reasons = ["op not supported"]
         else:
-            problems.extend(f"{n.label}: {reason}" for reason in node_problems(n, constants, used))
+            reasons = list(node_problems(n, constants, used))
+        if reasons:
+            bad_nodes.append(f"{n.label}: {', '.join(reasons)}")
+
+    problems = tensors + bad_nodes
     if problems:
-        file = Path(where).name
-        count = f"{len(problems)} unsupported {'part' if len(problems) == 1 else 'parts'}"
-        if all(" (initializer)" not in p and " (graph input)" not in p and "(sparse" not in p for p in problems):
-            count = f"{len(problems)} unsupported {'node' if len(problems) == 1 else 'nodes'}"
-        raise UnsupportedError(f"{count} in {file}: " + "; ".join(problems), where)
+        noun = "node" if not tensors else "tensor" if not bad_nodes else "part"
+        count = f"{len(problems)} unsupported {noun}{'' if len(problems) == 1 else 's'}"
+        raise UnsupportedError(f"{count} in {Path(where).name}: " + "; ".join(problems), where)
 
 
 def import_onnx(
