@@ -1,0 +1,355 @@
+"""The one cost model. Passes (tile, plan-memory, assign-engines, prune) and reports ask it
+the same question -- what does this layer cost on this engine of this target, with these
+PEs, this tile and these tensors on chip? -- and get one `LayerCost`:
+
+- compute cycles: the engine kind's own count (compiler/engines/*.py);
+- DRAM bytes: each tensor's size times how often the loop order re-reads it (below);
+- memory cycles: DRAM bytes / bandwidth x clock (instances of an engine share the DRAM);
+- cycles: max(compute, memory) with double buffering (transfers hide behind compute),
+  compute + memory without;
+- on-chip bytes: the tile's input, weight and output buffers, x2 when double-buffered;
+- energy: MACs x mac_energy + DRAM bytes x DRAM pJ/B + on-chip bytes accessed x the
+  buffer memory's pJ/B (accesses: every DRAM byte passes through a buffer once, and the
+  PE array reads the engine kind's operand bytes per compute cycle);
+- roofline: intensity = ops / DRAM byte against the ridge point = peak ops/s / DRAM B/s
+  of the engine's PEs (the target's ridge point when the engine has the whole budget):
+  below it the layer is memory-bound, above compute-bound.
+
+DRAM re-reads of a tile with n_m output-channel tiles, n_n input-channel tiles and n_s
+spatial tiles, by loop order (the tensor named stays on chip over the inner loops):
+    output:  inputs x n_m,  weights x (n_s if n_n > 1 else 1),  outputs x 1
+    weight:  inputs x n_m,  weights x 1,  outputs x (2·n_n - 1)   (partial sums spill)
+    input:   inputs x 1,  weights x (n_s if n_m·n_n > 1 else 1),
+             outputs x (2·n_n - 1 if n_m > 1 else 1)
+Inputs are counted with the halo that overlapping windows of neighbouring spatial tiles
+share (read twice), and without padding (never fetched). With no tile (the default) each
+tensor crosses the DRAM interface exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from compiler.engines.base import WHOLE, Tile, ceil_div
+from compiler.engines.workload import VIEW_KINDS, Workload
+from compiler.errors import LayerloomError, UnsupportedError
+from compiler.hw.model import Engine, Target
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which of a layer's tensors need no DRAM traffic because they stay on chip (chosen
+    by plan-memory: a feature map handed to the next layer, resident weights)."""
+
+    input_on_chip: bool = False
+    weights_on_chip: bool = False
+    output_on_chip: bool = False
+
+
+OFF_CHIP = Placement()
+
+# Layers without MACs whose windows tile like a depthwise convolution's; the other ones
+# (elementwise, activations, data movement) stream: inputs read once, output written once.
+WINDOWED_KINDS = frozenset({"maxpool", "avgpool"})
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes moved per tensor."""
+
+    input: int = 0
+    weights: int = 0
+    output: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.weights + self.output
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Joules by where they are spent."""
+
+    compute: float = 0.0
+    dram: float = 0.0
+    onchip: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.compute + self.dram + self.onchip
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    op: str
+    engine: str
+    pes: int
+    macs: int
+    ops: int
+    compute_cycles: int
+    memory_cycles: int
+    cycles: int
+    double_buffered: bool
+    traffic: Traffic
+    onchip_bytes: int
+    energy: Energy
+    intensity: float  # ops per DRAM byte (inf when nothing moves)
+    ridge: float  # ops per byte where the engine's roofline turns
+    clock: float  # Hz
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.traffic.total
+
+    @property
+    def bound(self) -> str:
+        """'compute' or 'memory': the layer's side of the roofline's ridge point."""
+        return "compute" if self.intensity >= self.ridge else "memory"
+
+    @property
+    def seconds(self) -> float:
+        return self.cycles / self.clock
+
+    @property
+    def energy_j(self) -> float:
+        return self.energy.total
+
+    def as_dict(self) -> dict[str, object]:
+        """The per-layer record reports print (`layerloom estimate --json` keys included)."""
+        d = asdict(self)
+        d.update(dram_bytes=self.dram_bytes, bound=self.bound, seconds=self.seconds, energy_j=self.energy_j)
+        if math.isinf(self.intensity):
+            d["intensity"] = None
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+# Per layer
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_engine(target: Target, engine: Engine | str | None) -> Engine:
+    if isinstance(engine, Engine):
+        return engine
+    if engine is not None:
+        return target.engine(engine)
+    if len(target.engines) != 1:
+        names = ", ".join(e.name for e in target.engines) or "none"
+        raise LayerloomError(f"target '{target.name}' has engines {names}: say which one", target.source)
+    return target.engines[0]
+
+
+def resolve_pes(engine: Engine, pes: int | None) -> int:
+    """The PE count to cost with: the hardware's when fixed, else `pes` or the engine's own."""
+    fixed = engine.fixed_pes
+    if fixed is not None:
+        if pes is not None and pes != fixed:
+            raise LayerloomError(f"engine '{engine.name}' ({engine.kind}) has a fixed {fixed} PEs, not {pes}", engine.where)
+        return fixed
+    chosen = pes if pes is not None else engine.params.get("pes")
+    if chosen is None:
+        raise LayerloomError(
+            f"engine '{engine.name}' ({engine.kind}) has no PE count: give one (pes=N, or `pes N;` in the target)",
+            engine.where,
+        )
+    if chosen < 1:
+        raise LayerloomError(f"engine '{engine.name}': PE count must be positive, got {chosen}", engine.where)
+    return int(chosen)
+
+
+def layer_cost(
+    layer: Workload,
+    target: Target,
+    engine: Engine | str | None = None,
+    *,
+    pes: int | None = None,
+    tile: Tile = WHOLE,
+    placement: Placement = OFF_CHIP,
+    double_buffered: bool = True,
+) -> LayerCost:
+    """The cost of `layer` on `engine` (a name, or the target's only engine) of `target`.
+    Raises UnsupportedError (with the engine's reason) for a layer the engine cannot run."""
+    eng = resolve_engine(target, engine)
+    plugin = eng.kind_plugin
+    support = plugin.supports(layer, eng)
+    if not support:
+        raise UnsupportedError(f"engine '{eng.name}' ({eng.kind}) cannot run it: {support.reason}", layer.name)
+    p = resolve_pes(eng, pes)
+    t = tile.resolved(layer)
+    clock = target.clock_of(eng)
+
+    compute = int(plugin.compute_cycles(layer, eng, p, t))
+    traffic = dram_traffic(layer, t, placement)
+    bandwidth = target.dram.bandwidth / eng.count  # instances run at once and share DRAM
+    memory = ceil_div(traffic.total * int(clock), int(bandwidth)) if traffic.total else 0
+    cycles = max(compute, memory) if double_buffered else compute + memory
+    onchip = buffer_bytes(layer, t, double_buffered)
+
+    buffer = target.buffer_of(eng)
+    onchip_accesses = traffic.total + compute * plugin.operand_bytes_per_cycle(layer, eng, p)
+    arithmetic = layer.macs if layer.has_macs else layer.ops
+    energy = Energy(
+        compute=arithmetic * target.mac_energy,
+        dram=traffic.total * target.dram.energy_per_byte,
+        onchip=onchip_accesses * (buffer.energy_per_byte if buffer else 0.0),
+    )
+    ops = layer.ops
+    return LayerCost(
+        name=layer.name,
+        op=layer.op,
+        engine=eng.name,
+        pes=p,
+        macs=layer.macs,
+        ops=ops,
+        compute_cycles=compute,
+        memory_cycles=memory,
+        cycles=cycles,
+        double_buffered=double_buffered,
+        traffic=traffic,
+        onchip_bytes=onchip,
+        energy=energy,
+        intensity=ops / traffic.total if traffic.total else math.inf,
+        ridge=2.0 * p * eng.count * clock / target.dram.bandwidth,
+        clock=clock,
+    )
+
+
+def _tiles(layer: Workload, t: Tile) -> tuple[int, int, int]:
+    """(n_m, n_n, n_s): output-channel, input-channel and spatial tile counts."""
+    assert t.m and t.n and t.e and t.f
+    n_s = ceil_div(layer.out_h, t.e) * ceil_div(layer.out_w, t.f)
+    return ceil_div(layer.out_channels, t.m), ceil_div(layer.in_channels_per_group, t.n), n_s
+
+
+def _input_channels_of_m_tile(layer: Workload, tm: int) -> int:
+    """Input channels one output-channel tile reads (all of them for a dense conv; the
+    tile's groups' for a grouped one -- one per channel for depthwise)."""
+    if layer.groups == 1:
+        return layer.in_channels
+    return min(layer.in_channels, ceil_div(tm, layer.out_channels_per_group) * layer.in_channels_per_group)
+
+
+def input_sweep_bytes(layer: Workload, t: Tile) -> int:
+    """Bytes of one pass over the input with spatial tiles of t.e x t.f (halos included)."""
+    assert t.e and t.f
+    rows = _axis_read(layer.out_h, t.e, layer.window_rows(t.e), layer.window_rows(layer.out_h % t.e), layer.in_h, layer.pad_h)
+    cols = _axis_read(layer.out_w, t.f, layer.window_cols(t.f), layer.window_cols(layer.out_w % t.f), layer.in_w, layer.pad_w)
+    return layer.inputs * layer.batch * layer.in_channels * rows * cols * layer.elem_bytes
+
+
+def _axis_read(outs: int, tile: int, tile_extent: int, rest_extent: int, real: int, pad: int) -> int:
+    """Input rows (or columns) fetched along one axis: each tile fetches its windows'
+    extent; neighbouring tiles share halos (fetched twice); the padding at the two ends is
+    never fetched."""
+    full, rest = divmod(outs, tile)
+    tiles = full + (1 if rest else 0)
+    if tiles == 1:
+        return real
+    return max(real, full * tile_extent + (rest_extent if rest else 0) - pad)
+
+
+def dram_traffic(layer: Workload, t: Tile, placement: Placement = OFF_CHIP) -> Traffic:
+    """DRAM bytes per tensor for a resolved tile (see the module docstring)."""
+    if layer.op in VIEW_KINDS:
+        return Traffic()
+    if not layer.has_macs and layer.op not in WINDOWED_KINDS:
+        # Streaming ops: read the inputs once, write the output once.
+        inputs, weights, outputs = layer.input_bytes, 0, layer.output_bytes
+    else:
+        n_m, n_n, n_s = _tiles(layer, t)
+        assert t.m
+        sweep = input_sweep_bytes(layer, t)
+        in_share = _input_channels_of_m_tile(layer, t.m) / layer.in_channels
+        w, o = layer.weight_bytes, layer.output_bytes
+        if t.order == "output":
+            inputs = round(sweep * n_m * in_share)
+            weights = w * (n_s if n_n > 1 else 1)
+            outputs = o
+        elif t.order == "weight":
+            inputs = round(sweep * n_m * in_share)
+            weights = w
+            outputs = o * (2 * n_n - 1)
+        else:  # input-stationary
+            inputs = sweep
+            weights = w * (n_s if n_m * n_n > 1 else 1)
+            outputs = o * (2 * n_n - 1 if n_m > 1 else 1)
+    return Traffic(
+        input=0 if placement.input_on_chip else int(inputs),
+        weights=0 if placement.weights_on_chip else int(weights),
+        output=0 if placement.output_on_chip else int(outputs),
+    )
+
+
+def buffer_bytes(layer: Workload, t: Tile, double_buffered: bool = True) -> int:
+    """On-chip bytes of one tile's input, weight and output (accumulator) buffers."""
+    if layer.op in VIEW_KINDS:
+        return 0
+    assert t.m and t.n and t.e and t.f
+    rows = min(layer.window_rows(t.e), layer.in_h)
+    cols = min(layer.window_cols(t.f), layer.in_w)
+    if layer.has_macs:
+        channels = t.n if layer.groups == 1 else min(_input_channels_of_m_tile(layer, t.m), t.n * ceil_div(t.m, layer.out_channels_per_group))
+        weights = t.m * t.n * layer.window * layer.weight_elem_bytes
+        acc_bytes = max(layer.elem_bytes, 4)  # int8 layers accumulate in int32
+    else:
+        channels = min(t.m, layer.in_channels)
+        weights = 0
+        acc_bytes = layer.elem_bytes
+    inputs = layer.inputs * channels * rows * cols * layer.elem_bytes
+    outputs = t.m * t.e * t.f * acc_bytes
+    return (inputs + weights + outputs) * (2 if double_buffered else 1)
+
+
+# ---------------------------------------------------------------------------------------
+# A whole network on one engine, layer after layer
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """Layers run one after another on one engine (SEML-style); instances of the engine
+    (DPU cores) work on different frames, so throughput scales with their count."""
+
+    layers: Sequence[LayerCost]
+    instances: int = 1
+    totals: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cycles(self) -> int:
+        return sum(c.cycles for c in self.layers)
+
+    @property
+    def latency_s(self) -> float:
+        return sum(c.seconds for c in self.layers)
+
+    @property
+    def throughput_fps(self) -> float:
+        return self.instances / self.latency_s if self.latency_s else math.inf
+
+    @property
+    def energy_j(self) -> float:
+        return sum(c.energy_j for c in self.layers)
+
+    @property
+    def dram_bytes(self) -> int:
+        return sum(c.dram_bytes for c in self.layers)
+
+    @property
+    def peak_onchip_bytes(self) -> int:
+        return max((c.onchip_bytes for c in self.layers), default=0)
+
+
+def network_cost(
+    layers: Iterable[Workload],
+    target: Target,
+    engine: Engine | str | None = None,
+    *,
+    pes: int | None = None,
+    double_buffered: bool = True,
+) -> NetworkCost:
+    eng = resolve_engine(target, engine)
+    costs = [layer_cost(layer, target, eng, pes=pes, double_buffered=double_buffered) for layer in layers]
+    return NetworkCost(costs, eng.count)

@@ -1,0 +1,177 @@
+"""What an engine kind is: the interface every engine plugin implements -- the built-in
+SEML, SESL, DPU and systolic kinds exactly as a user's own.
+
+An engine kind says
+- which parameters its `engine NAME { kind K; ... }` block takes (`parameters`, checked and
+  normalised by the hardware-description parser, then `check` for combinations),
+- whether the hardware fixes its PE count (`fixed_pes`) or PEs are chosen in a budget,
+- which layers it runs, and why not when not (`supports` -> `Support`),
+- how many cycles a layer's arithmetic takes given PEs and a tile (`compute_cycles`),
+- how many operand bytes its PE array reads from on-chip buffers per cycle (for energy),
+- and its lowerings to target-level dialects (`lowerings`, the hook the lowering issues fill).
+
+Memory traffic, overlap, energy and the roofline are not the engine's business: the one
+cost model (compiler/cost.py) derives them for every kind alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from compiler.engines.workload import Workload
+from compiler.errors import LayerloomError, UnsupportedError
+from compiler.hw.schema import Param
+
+if TYPE_CHECKING:
+    from compiler.hw.model import Engine
+
+LOOP_ORDERS = ("output", "weight", "input")
+
+
+@dataclass(frozen=True)
+class Support:
+    """Whether an engine runs a layer; `reason` says why not."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+SUPPORTED = Support(True)
+
+
+def unsupported(reason: str) -> Support:
+    return Support(False, reason)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Loop tiling of a layer: sizes of the tile that lives on chip at a time, and the loop
+    order, named by the tensor that stays on chip across the inner loops:
+    `output` (outputs accumulate on chip; inputs and weights stream), `weight` (a weight
+    tile is loaded once; partial sums go back to DRAM), `input` (an input tile is loaded
+    once; weights stream, partial sums go back to DRAM).
+
+    m: output channels (of all groups), n: input channels of one group, e/f: output rows /
+    columns. None means the whole dimension."""
+
+    m: int | None = None
+    n: int | None = None
+    e: int | None = None
+    f: int | None = None
+    order: str = "output"
+
+    def __post_init__(self) -> None:
+        if self.order not in LOOP_ORDERS:
+            raise LayerloomError(f"unknown loop order '{self.order}' (one of {', '.join(LOOP_ORDERS)})")
+        for name in ("m", "n", "e", "f"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise LayerloomError(f"tile size {name}={v} must be positive")
+
+    def resolved(self, layer: Workload) -> Tile:
+        """Every size given, clamped to the layer's dimensions."""
+        return replace(
+            self,
+            m=min(self.m or layer.out_channels, layer.out_channels),
+            n=min(self.n or layer.in_channels_per_group, layer.in_channels_per_group),
+            e=min(self.e or layer.out_h, layer.out_h),
+            f=min(self.f or layer.out_w, layer.out_w),
+        )
+
+
+WHOLE = Tile()
+
+
+class EngineKind(ABC):
+    """An engine plugin. Register a subclass (or an instance) under the entry-point group
+    `layerloom.engines`; the entry point's name is the `kind` used in target files."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    parameters: ClassVar[Mapping[str, Param]] = {}
+    op_kinds: ClassVar[frozenset[str]] = frozenset()
+
+    # Lowering hook. Maps a target-level name ("dpu", "hls", ...) to the "module:function"
+    # that lowers a layer mapped on this engine kind. The built-in kinds have none yet:
+    # the lowering issues add them; `lowering_for` says so instead of pretending.
+    lowerings: ClassVar[Mapping[str, str]] = {}
+
+    def check(self, params: dict[str, Any]) -> Mapping[str, Any]:
+        """Check combinations of parameters and fill derived ones; raise
+        `compiler.hw.schema.ParamError(message, param)` on a bad one."""
+        return params
+
+    def fixed_pes(self, engine: Engine) -> int | None:
+        """MAC units of one instance when the hardware fixes them; None when configurable."""
+        return None
+
+    def supports(self, layer: Workload, engine: Engine) -> Support:
+        if layer.op not in self.op_kinds:
+            return unsupported(self.unsupported_kind_reason(layer))
+        return self.check_layer(layer, engine)
+
+    def unsupported_kind_reason(self, layer: Workload) -> str:
+        return f"{self.name} engines do not run '{layer.op}' layers"
+
+    def check_layer(self, layer: Workload, engine: Engine) -> Support:
+        """Limits beyond the op kind (kernel sizes, strides, channel counts)."""
+        return SUPPORTED
+
+    @abstractmethod
+    def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
+        """Cycles of arithmetic for `layer` on one instance with `pes` MAC units and the
+        (resolved) `tile`, assuming operands are on chip when needed."""
+
+    def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
+        """Bytes the PE array reads from on-chip buffers per compute cycle. Default: an
+        edge-fed square array (rows + columns operands per cycle)."""
+        side = float(np.ceil(np.sqrt(pes)))
+        return 2.0 * side * layer.elem_bytes
+
+    def lowering_for(self, target: str) -> Callable[..., Any]:
+        ref = self.lowerings.get(target)
+        if ref is None:
+            raise UnsupportedError(f"engine kind '{self.name}' has no lowering to '{target}'")
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------
+# Shared arithmetic of parallel loops
+# ---------------------------------------------------------------------------------------
+
+
+def ceil_div(a: Any, b: Any) -> Any:
+    """Ceiling division for ints or integer NumPy arrays."""
+    return -(-a // b)
+
+
+def tiled_steps(total: int, tile: int, par: Any) -> Any:
+    """Steps to cover `total` iterations cut into tiles of `tile`, each tile run `par` at a
+    time: full tiles cost ceil(tile/par), the remainder tile ceil(rest/par). `par` may be a
+    NumPy array (vectorised search over unrollings)."""
+    full, rest = divmod(total, tile)
+    return full * ceil_div(tile, par) + ceil_div(rest, par)
+
+
+def best_unroll(a: int, b: int, pes: int, tile_a: int | None = None, tile_b: int | None = None) -> tuple[int, int, int]:
+    """Best split of `pes` MAC units into pa x pb (pa·pb <= pes) unrolling two loops of
+    trip counts a and b (tiled by tile_a / tile_b): returns (steps, pa, pb) with the fewest
+    steps = tiled_steps(a, tile_a, pa) · tiled_steps(b, tile_b, pb); ties go to the smaller
+    pa. Vectorised over pa, so it costs microseconds even for thousands of PEs."""
+    tile_a = tile_a or a
+    tile_b = tile_b or b
+    pa = np.arange(1, max(1, min(pes, tile_a)) + 1, dtype=np.int64)
+    pb = np.minimum(pes // pa, tile_b)
+    steps = tiled_steps(a, tile_a, pa) * tiled_steps(b, tile_b, pb)
+    i = int(np.argmin(steps))
+    return int(steps[i]), int(pa[i]), int(pb[i])

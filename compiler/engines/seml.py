@@ -1,0 +1,84 @@
+"""SEML: a single engine for multiple layers. One PE array of Tm x Tn MAC units --
+Tm output channels by Tn input channels, as in Zhang et al.'s FPGA'15 accelerator -- that
+every layer reuses one after another; pixels and window taps are sequential loops.
+
+Compute cycles of a conv layer with G groups (M/G output and C/G input channels each):
+    G · steps(M/G over Tm) · steps(C/G over Tn) · N·E·F · R·S
+where steps(x over T) = ceil(x/T), or per tile when tiled (partial tiles waste lanes).
+Depthwise convolution and pooling map channels to Tm and window taps to Tn; elementwise
+ops and activations map channels to Tm and pixels to Tn. Data movement takes no cycles.
+
+With `unroll Tm x Tn;` the array shape is fixed (a real SEML engine has one shape for all
+layers); without it each layer gets the best shape within its PEs -- a lower bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from compiler.engines.base import EngineKind, Tile, best_unroll, tiled_steps
+from compiler.engines.workload import (
+    ACTIVATION_KINDS,
+    DATA_KINDS,
+    ELTWISE_KINDS,
+    MAC_KINDS,
+    POOL_KINDS,
+    VIEW_KINDS,
+    Workload,
+)
+from compiler.hw.schema import ParamError, count, dims
+
+if TYPE_CHECKING:
+    from compiler.hw.model import Engine
+
+
+class ChannelArrayEngine(EngineKind):
+    """Shared by SEML and SESL: configurable PEs, an optional fixed unrolling."""
+
+    parameters = {
+        "pes": count("MAC units (default: chosen within the target's pe_budget by assign-engines)"),
+        "unroll": dims("fixed unrolling A x B of the PE array (default: best per layer)", rank=2),
+    }
+    op_kinds = MAC_KINDS | POOL_KINDS | ELTWISE_KINDS | ACTIVATION_KINDS | DATA_KINDS | VIEW_KINDS
+
+    def check(self, params: dict[str, Any]) -> Mapping[str, Any]:
+        unroll = params.get("unroll")
+        if unroll is not None:
+            size = unroll[0] * unroll[1]
+            if params.get("pes") is None:
+                params["pes"] = size
+            elif size > params["pes"]:
+                raise ParamError(f"unroll {unroll[0]} x {unroll[1]} needs {size} PEs, more than pes {params['pes']}", "unroll")
+        return params
+
+    def unrolled(self, a: int, b: int, pes: int, engine: Engine, tile_a: int | None = None, tile_b: int | None = None) -> int:
+        """Steps of two parallel loops: with the engine's fixed unrolling, else the best."""
+        unroll = engine.params.get("unroll")
+        if unroll is None:
+            return best_unroll(a, b, pes, tile_a, tile_b)[0]
+        return int(tiled_steps(a, tile_a or a, unroll[0]) * tiled_steps(b, tile_b or b, unroll[1]))
+
+
+class SemlEngine(ChannelArrayEngine):
+    name = "seml"
+    summary = "one Tm x Tn PE array (output x input channels) reused by every layer in turn"
+
+    def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
+        op = layer.op
+        if op in DATA_KINDS or op in VIEW_KINDS:
+            return 0
+        if op in MAC_KINDS and op != "depthwise":
+            mg, cg = layer.out_channels_per_group, layer.in_channels_per_group
+            tile_m = min(tile.m or mg, mg)
+            steps = self.unrolled(mg, cg, pes, engine, tile_m, tile.n)
+            return layer.groups * steps * layer.pixels * layer.window
+        if op == "depthwise" or op in POOL_KINDS:
+            return self.unrolled(layer.out_channels, layer.window, pes, engine, tile.m) * layer.pixels
+        # Elementwise ops and activations: channels x pixels, one operation each.
+        per_image = layer.out_h * layer.out_w
+        return layer.batch * self.unrolled(layer.out_channels, per_image, pes, engine, tile.m)
+
+    def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
+        # Tn inputs broadcast to Tm rows, Tm·Tn weights: about sqrt(pes) + pes operands.
+        return (pes**0.5 * layer.elem_bytes) + pes * layer.weight_elem_bytes
