@@ -289,7 +289,9 @@ class Builder:
         **properties: Attribute | None,
     ) -> SSAValue:
         """Emit one op with one result of `shape`; `None` properties are left out."""
-        return self.emit_multi(op_class, operands, [shape], element, **properties)[0]
+        result = self.emit_multi(op_class, operands, [shape], element, properties)[0]
+        assert isinstance(result, SSAValue)
+        return result
 
     def emit_multi(
         self,
@@ -297,9 +299,10 @@ class Builder:
         operands: Sequence[SSAValue | Sequence[SSAValue] | None],
         shapes: Sequence[Sequence[int]],
         element: Attribute | np.dtype,
+        properties: dict[str, Attribute | None],
         variadic_results: bool = False,
-        **properties: Attribute | None,
-    ) -> list[SSAValue]:
+    ) -> list[Value]:
+        """Emit one op with a result per shape (as one variadic result group if asked)."""
         props = {k: v for k, v in properties.items() if v is not None}
         if self.node is not None:
             props.setdefault("name", StringAttr(self.node.name))
@@ -309,7 +312,7 @@ class Builder:
             operands=ops_operands, result_types=[types] if variadic_results else types, properties=props
         )
         self.ops.append(op)
-        return list(op.results)
+        return [*op.results]
 
     def reshape(self, x: Value, shape: Sequence[int]) -> Value:
         from dialects.nn import ReshapeOp

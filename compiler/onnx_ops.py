@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import StringAttr
-from xdsl.ir import SSAValue
+from xdsl.ir import Attribute, SSAValue
 
 from compiler.onnx_import import (
     ONNX_DTYPES,
@@ -228,7 +228,7 @@ def as_ssa(b: Builder, v: Value, hint: str) -> SSAValue:
     return b.weight(v, hint) if isinstance(v, np.ndarray) else v
 
 
-def unary(b: Builder, n: Node, op_class: type[nn.NNOp], **properties: object) -> list[Value]:
+def unary(b: Builder, n: Node, op_class: type[nn.NNOp], **properties: Attribute | None) -> list[Value]:
     x = b.ssa(n, 0)
     return [b.emit(op_class, [x], shape_of(x), element_of(x), **properties)]
 
@@ -468,6 +468,12 @@ def lift_1d(strides: list[int], dilations: list[int], pads: list[int]) -> tuple[
     return [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]
 
 
+def lifted(b: Builder, v: Value, hint: str) -> SSAValue:
+    """A rank-3 (N, C, L) tensor as (N, C, 1, L), so that 1-D windows run as 2-D ones."""
+    s = shape_of(v)
+    return as_ssa(b, b.reshape(v, (s[0], s[1], 1, s[2])), hint)
+
+
 @converter("Conv")
 def convert_conv(b: Builder, n: Node) -> list[Value]:
     x, w = b.ssa(n, 0), b.value(n, 1)
@@ -483,15 +489,14 @@ def convert_conv(b: Builder, n: Node) -> list[Value]:
     strides, dilations, pads = window_attrs(n, spatial, kernel, xs[2:])
     if spatial == 1:
         strides, dilations, pads = lift_1d(strides, dilations, pads)
-        x = b.reshape(x, (xs[0], xs[1], 1, xs[2]))
-        w = b.reshape(w, (ws[0], ws[1], 1, ws[2]))
+        x, w_ssa = lifted(b, x, n.inputs[0]), lifted(b, w, n.inputs[1])
+    else:
+        w_ssa = b.ssa(n, 1)
     bias = b.ssa(n, 2) if n.has_input(2) else None
     if bias is not None and shape_of(bias) != (ws[0],):
         raise ValueError(f"bias shape {shape_of(bias)} should be ({ws[0]},)")
-    same_element(x, w, *([bias] if bias is not None else []))
+    same_element(x, w_ssa, *([bias] if bias is not None else []))
     group = int(n.attr("group", 1))
-    assert isinstance(x, SSAValue)
-    w_ssa = b.ssa(n, 1) if spatial == 2 else as_ssa(b, w, n.inputs[1])
     out = nn.conv2d_output_shape(shape_of(x), shape_of(w_ssa), strides, pads, dilations, group)
     y = b.emit(
         nn.Conv2dOp,
@@ -527,8 +532,7 @@ def convert_pool(b: Builder, n: Node) -> list[Value]:
     if spatial == 1:
         kernel = [1, *kernel]
         strides, dilations, pads = lift_1d(strides, dilations, pads)
-        x = b.reshape(x, (xs[0], xs[1], 1, xs[2]))
-    assert isinstance(x, SSAValue)
+        x = lifted(b, x, n.inputs[0])
     out = nn.pool_output_shape(shape_of(x), kernel, strides, pads, dilations, bool(ceil_mode))
     y = b.emit(
         nn.PoolOp,
@@ -705,8 +709,9 @@ def convert_concat(b: Builder, n: Node) -> list[Value]:
     axis = normalize_axis(n.attr("axis"), len(shape_of(values[0])))
     same_element(*values)
     out = nn.concat_output_shape([shape_of(v) for v in values], axis)
-    if all(isinstance(v, np.ndarray) for v in values):
-        return [np.concatenate(values, axis=axis)]
+    arrays = [v for v in values if isinstance(v, np.ndarray)]
+    if len(arrays) == len(values):
+        return [np.concatenate(arrays, axis=axis)]
     operands = [b.ssa(n, i) for i in range(len(values))]
     return [b.emit(nn.ConcatOp, [operands], out, element_of(values[0]), axis=i64attr(axis))]
 
@@ -741,7 +746,7 @@ def convert_split(b: Builder, n: Node) -> list[Value]:
     if isinstance(x, np.ndarray):
         return list(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
     shapes = [shape[:axis] + (s,) + shape[axis + 1 :] for s in sizes]
-    return b.emit_multi(nn.SplitOp, [x], shapes, element_of(x), variadic_results=True, axis=i64attr(axis))
+    return b.emit_multi(nn.SplitOp, [x], shapes, element_of(x), {"axis": i64attr(axis)}, variadic_results=True)
 
 
 def slice_params(
@@ -831,6 +836,8 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
     rank = len(shape)
     mode = n.attr("mode", "nearest")
     legacy = n.op_type == "Upsample" or n.opset < 11  # Upsample-9, Resize-10
+    scales_in: np.ndarray | None
+    sizes_in: np.ndarray | None
     if legacy:
         scales_in = b.const(n, 1, "scales")
         sizes_in = None
@@ -855,6 +862,7 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
         # onnxruntime computes the sizes in float32: floor(size * scale).
         sizes = np.floor(dims * given).astype(np.int64)
     else:
+        assert sizes_in is not None
         sizes = sizes_in.astype(np.int64).reshape(-1)
         if sizes.size != len(axes) or np.any(sizes <= 0):
             raise ValueError(f"sizes {sizes.tolist()} need {len(axes)} positive entries")
@@ -865,7 +873,7 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
     if min(out, default=1) < 1:
         raise ValueError(f"output shape {out} has an empty axis")
     check_size(out, "the output")
-    if legacy:
+    if legacy and mode == "nearest":
         # onnxruntime's opset < 11 nearest: floor when enlarging an axis, ceil when shrinking.
         if any(s < 1 for s in scales) and any(s > 1 for s in scales):
             raise Refused("nearest resize (opset < 11) that enlarges and shrinks at once not supported")
