@@ -86,6 +86,11 @@ class LayerloomOptMain(xDSLOptMain):
         except ValueError as e:  # an unknown file extension
             raise LayerloomError(f"{e} (use -f mlir)", self.get_input_name()) from None
 
+    def prepare_output(self) -> IO[str]:
+        if self.args.output_file:
+            Path(self.args.output_file).parent.mkdir(parents=True, exist_ok=True)
+        return super().prepare_output()
+
     def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
         module = super().parse_chunk(chunk, file_extension, start_offset)
         if module is None:

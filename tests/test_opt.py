@@ -3,6 +3,7 @@ generic output."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from backends.reference import execute
 from compiler.opt import main
 from compiler.program import Program
+from compiler.registry import parse_module
+from dialects.nn import NN
 from tests.test_passes import small_cnn
 
 MLIR_OPT = Path("/usr/bin/mlir-opt-22")
@@ -172,3 +175,32 @@ def test_real_mlir_opt_accepts_generic_output(
     )
     assert result.returncode == 0, result.stderr
     assert "nn.conv2d" in result.stdout
+
+
+def doc_examples(path: Path) -> list[str]:
+    """The ```mlir blocks of a markdown file, as modules: a block that is a module stays
+    one; every other line `%r = nn.op %a, ... : (types) -> types` becomes a function whose
+    arguments are its operands."""
+    blocks = re.findall(r"```mlir\n(.*?)```", path.read_text(), re.S)
+    modules = [b for b in blocks if b.startswith("builtin.module")]
+    for line in (ln.strip() for b in blocks if not b.startswith("builtin.module") for ln in b.splitlines()):
+        head, types = line.rsplit(" : ", 1)
+        results = re.findall(r"%\w+", head.split(" = ")[0])
+        operands = list(dict.fromkeys(re.findall(r"%\w+", head.split(" = ")[1].split("{")[0])))
+        ins, _, outs = types.partition(" -> ")
+        in_types = [t for t in ins.strip("()").split(", ") if t] if outs else []
+        out_types = (outs or ins).strip("()").split(", ")
+        args = ", ".join(f"{v}: {t}" for v, t in zip(operands, in_types, strict=True))
+        signature = ", ".join(out_types)
+        modules.append(
+            f"func.func @f({args}) -> ({signature}) {{\n  {line}\n  func.return {', '.join(results)} : {signature}\n}}"
+        )
+    return modules
+
+
+def test_every_example_in_the_nn_dialect_reference_verifies() -> None:
+    examples = doc_examples(Path(__file__).parents[1] / "docs" / "dialects" / "nn.md")
+    ops_in_doc = {op for text in examples for op in re.findall(r"nn\.[a-z_0-9]+", text) if op != "nn.name"}
+    assert ops_in_doc >= {op.name for op in NN.operations}
+    for text in examples:
+        parse_module(text, "docs/dialects/nn.md")  # parses and verifies
