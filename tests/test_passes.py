@@ -223,29 +223,30 @@ def test_fold_batchnorm_matches_unfolded_conv(
     m=st.integers(1, 3),
     k=st.integers(1, 4),
     n=st.integers(1, 4),
+    trans_a=st.booleans(),
     trans_b=st.booleans(),
     c_shape=st.sampled_from(["none", "n", "1xn", "mxn", "scalar"]),
     beta=st.sampled_from([1.0, 0.5, -2.0]),
     seed=st.integers(0, 2**16),
 )
 def test_fold_batchnorm_matches_unfolded_gemm(
-    m: int, k: int, n: int, trans_b: bool, c_shape: str, beta: float, seed: int
+    m: int, k: int, n: int, trans_a: bool, trans_b: bool, c_shape: str, beta: float, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
     g = GraphText(rng)
-    a = ("%a", (m, k))
+    a = ("%a", (k, m) if trans_a else (m, k))
     b_shape = (n, k) if trans_b else (k, n)
     operands = [a, (g.random_weight("b", b_shape), b_shape)]
     shapes = {"n": (n,), "1xn": (1, n), "mxn": (m, n), "scalar": (1,)}
     if c_shape in shapes:
         operands.append((g.random_weight("c", shapes[c_shape]), shapes[c_shape]))
-    attrs = f'name = "fc", trans_a = 0 : i64, trans_b = {int(trans_b)} : i64, alpha = 0.75 : f64, beta = {beta} : f64'
+    attrs = f'name = "fc", trans_a = {int(trans_a)} : i64, trans_b = {int(trans_b)} : i64, alpha = 0.75 : f64, beta = {beta} : f64'
     fc = (g.emit("nn.gemm", (m, n), operands, attrs), (m, n))
     y = (g.batchnorm("bn", fc), (m, n))
     before = g.program([a], y)
     after = run_pipeline(before.clone(), "fold-batchnorm")
     assert [op.name for op in nn_ops(after)] == ["nn.gemm"]
-    inputs = {"a": rng.standard_normal((m, k)).astype(np.float32)}
+    inputs = {"a": rng.standard_normal(a[1]).astype(np.float32)}
     np.testing.assert_allclose(outputs(after, inputs), outputs(before, inputs), rtol=1e-4, atol=1e-5)
 
 
