@@ -22,6 +22,7 @@ from compiler.errors import LayerloomError
 # name -> "module:attribute"; imported only when asked for, so start-up stays fast.
 BUILTIN_DIALECTS: dict[str, str] = {
     "nn": "dialects.nn:NN",
+    "qnn": "dialects.qnn:QNN",
 }
 
 BUILTIN_PASSES: dict[str, str] = {
