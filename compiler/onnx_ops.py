@@ -891,4 +891,4 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
     return [y]
 
 
-__all__ = ["CONVERTERS", "FOLDABLE", "constant_outputs", "node_problems", "dtype_name"]
+__all__ = ["CONVERTERS", "FOLDABLE", "constant_outputs", "const_inputs", "node_problems"]
