@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
@@ -24,13 +24,14 @@ from xdsl.pattern_rewriter import (
     RewritePattern,
     op_type_rewrite_pattern,
 )
+from xdsl.traits import Pure
 from xdsl.transforms.canonicalize import CanonicalizationRewritePattern
 from xdsl.transforms.dead_code_elimination import region_dce
 
-from backends.reference.kernels import evaluate
+from backends.reference.kernels import KERNELS, evaluate
 from compiler.errors import UnsupportedError
 from compiler.program import WeightStore, weights_of
-from dialects.nn import IdentityOp, NNOp, ReshapeOp, TransposeOp, WeightOp, int_list, ints, shape_of
+from dialects.nn import IdentityOp, ReshapeOp, TransposeOp, WeightOp, int_list, ints, shape_of
 from passes.utils import as_dtype_of, new_weight, weight_array
 
 
@@ -42,12 +43,14 @@ class RemoveIdentity(RewritePattern):
 
 @dataclass
 class FoldConstantOps(RewritePattern):
-    """Evaluate an op whose operands are all weights; its results become new weights."""
+    """Evaluate a pure op whose operands are all weights; its results become new weights.
+    Any op with a kernel in the reference executor qualifies (other dialects register
+    theirs with `register_kernel`)."""
 
     store: WeightStore
 
     def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter, /) -> None:
-        if not isinstance(op, NNOp) or isinstance(op, WeightOp) or not op.operands:
+        if isinstance(op, WeightOp) or not op.operands or type(op) not in KERNELS or not op.has_trait(Pure):
             return
         arrays = [weight_array(v, self.store) for v in op.operands]
         args = [a for a in arrays if a is not None]
@@ -57,13 +60,15 @@ class FoldConstantOps(RewritePattern):
             values = evaluate(op, args)
         except UnsupportedError:
             return  # the executor cannot run this op: leave it to the backend
-        hint = op.layer_name or op.name.removeprefix("nn.")
+        name = op.properties.get("name")
+        name = name if isinstance(name, StringAttr) else None
+        hint = name.data if name is not None else op.name.partition(".")[2]
         new_ops: list[WeightOp] = []
         for i, (value, result) in enumerate(zip(values, op.results, strict=True)):
             array = as_dtype_of(value, result)
             assert array.shape == shape_of(result), f"{op.name}: kernel gave {array.shape}, type says {shape_of(result)}"
             suffix = f".{i}" if len(op.results) > 1 else ""
-            new_ops.append(new_weight(self.store, array, hint + suffix, op.node_name))
+            new_ops.append(new_weight(self.store, array, hint + suffix, name))
         rewriter.replace(op, new_ops, [w.result for w in new_ops])
 
 
