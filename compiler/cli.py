@@ -110,6 +110,8 @@ def configure_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
     p.add_argument("--print-weights", action="store_true", help="also print the weights inline in model.mlir")
+    # Flags that several targets share (--hw, --calib, ...) belong here, not to each target:
+    # argparse refuses a flag defined twice.
     for target in TARGETS.values():
         if target.configure is not None:
             target.configure(p.add_argument_group(f"{target.name} target"))
@@ -414,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("layerloom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `layerloom compile ... | head`: the work is done; only the table was cut short.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as e:  # xDSL raises some errors as BaseException subclasses
         if isinstance(e, SystemExit):
             raise
