@@ -631,3 +631,9 @@ def test_outputs_that_are_inputs_or_constants() -> None:
     program = import_onnx(m)
     assert program.output_names == ["x", "c"]
     assert out_shapes(program) == [(2,), (2,)]
+
+
+def test_unsorted_graph_is_converted_in_dependency_order() -> None:
+    m = model([node("Relu", ["h"], ["y"], name="second"), node("Tanh", ["x"], ["h"], name="first")], {"x": [2]}, ["y"])
+    program = import_onnx(m)
+    assert [op.layer_name for op in layers(program)] == ["first", "second"]
