@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass, PassPipeline
+from xdsl.utils.arg_spec import parse_pipeline as xdsl_parse_pipeline
 from xdsl.utils.exceptions import VerifyException
 
 from compiler.errors import LayerloomError
@@ -15,13 +18,32 @@ def parse_pipeline(text: str) -> PassPipeline:
     """Parse `pass-a,pass-b{opt=1}`; unknown passes, options or syntax raise LayerloomError."""
     available = all_passes()
     try:
-        return PassPipeline.parse_spec(available, text)
-    except ValueError as e:
-        raise LayerloomError(f"{e} (available passes: {', '.join(sorted(available))})", "pipeline") from None
+        specs = list(xdsl_parse_pipeline(text))
     except BaseException as e:  # xDSL's ArgSpecParseError derives from BaseException
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        raise LayerloomError(f"malformed pipeline '{text}': {e}", "pipeline") from None
+        raise LayerloomError(_syntax_error(text, e), "pipeline") from None
+    passes: list[ModulePass] = []
+    for spec in specs:
+        if spec.name not in available:
+            raise LayerloomError(
+                f"unknown pass '{spec.name}' (available: {', '.join(sorted(available))})", "pipeline"
+            )
+        pass_class = available[spec.name]()
+        try:
+            passes.append(pass_class.from_pass_spec(spec))
+        except (ValueError, TypeError) as e:
+            options = ", ".join(f.name.replace("_", "-") for f in fields(pass_class)) or "none"
+            raise LayerloomError(f"pass '{spec.name}': {e} (its options: {options})", "pipeline") from None
+    return PassPipeline(tuple(passes))
+
+
+def _syntax_error(text: str, error: BaseException) -> str:
+    """xDSL reports 'file:line:col', the text, a caret and the reason; keep column and reason."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    reason = lines[-1] if lines else "syntax error"
+    column = next((ln.rsplit(":", 1)[-1] for ln in lines if ln.startswith("pass-pipeline:")), "?")
+    return f"malformed pipeline '{text}' at column {column}: {reason}"
 
 
 def run_pipeline(program: Program, pipeline: str | PassPipeline, verify_each: bool = True) -> Program:

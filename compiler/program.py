@@ -242,6 +242,12 @@ def print_module(module: ModuleOp, inline_from: WeightStore | None = None) -> st
     return out.getvalue()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_with(path: Path, write: object) -> None:
     """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,6 +256,7 @@ def atomic_write_with(path: Path, write: object) -> None:
     try:
         assert callable(write)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
