@@ -261,3 +261,21 @@ def test_load_by_path_and_errors(tmp_path: Path) -> None:
     with pytest.raises(LayerloomError) as info:
         load_target(bad)
     assert info.value.where == f"{bad}:3:1"
+
+
+def test_docs_cover_every_bundled_target_and_engine_parameter() -> None:
+    from compiler.engines import engine_kinds
+
+    doc = (Path(__file__).parents[1] / "docs" / "hardware.md").read_text()
+    for name in bundled_targets():
+        assert f"`{name}`" in doc or name.startswith("dpu-b"), name
+    for kind in engine_kinds().values():
+        for param in kind.parameters:
+            assert f"| `{kind.name}` | `{param}`" in doc or f"`{param}`" in doc, (kind.name, param)
+
+
+def test_docs_example_target_parses() -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "hardware.md").read_text()
+    example = doc.split("```\n# ZCU102 with", 1)[1].split("```", 1)[0]
+    t = parse_target("# ZCU102 with" + example, "hardware.md")
+    assert t.engine("sesl").params["unroll"] == (32, 16) and t.memory("bram").banks == 912

@@ -190,15 +190,15 @@ def workload_of(op: Operation, name: str = "") -> Workload | None:
                         elem_bytes=eb, weight_elem_bytes=dtype_of(op.b.type).itemsize)  # fmt: skip
     if isinstance(op, nn.PoolOp):
         x = nn.shape_of(op.input)
-        k, st, dl, pads = (nn.int_list(a) for a in (op.kernel, op.strides, op.dilations, op.pads))
+        kernel, st, dl, pads = (nn.int_list(attr) for attr in (op.kernel, op.strides, op.dilations, op.pads))
         return Workload(
-            label, f"{op.kind.data}pool", x[1], x[1], out[2], out[3], x[2], x[3], k[0], k[1], st[0], st[1],
+            label, f"{op.kind.data}pool", x[1], x[1], out[2], out[3], x[2], x[3], kernel[0], kernel[1], st[0], st[1],
             dl[0], dl[1], x[1], x[0], 1, eb, eb, pad_h=pads[0] + pads[2], pad_w=pads[1] + pads[3],
         )  # fmt: skip
     if isinstance(op, nn.GlobalPoolOp):
         x = nn.shape_of(op.input)
-        h, w = (x[2], math.prod(x[3:])) if len(x) > 3 else (x[2], 1)
-        return Workload(label, f"global_{op.kind.data}pool", x[1], x[1], 1, 1, h, w, h, w,
+        rows, cols = (x[2], math.prod(x[3:])) if len(x) > 3 else (x[2], 1)
+        return Workload(label, f"global_{op.kind.data}pool", x[1], x[1], 1, 1, rows, cols, rows, cols,
                         groups=x[1], batch=x[0], elem_bytes=eb, weight_elem_bytes=eb)  # fmt: skip
     # Everything else streams over its output: channels = axis 1 (or 1), pixels = the rest.
     n = out[0] if len(out) > 1 else 1
