@@ -60,6 +60,7 @@ def test_example_parses_and_normalises_units() -> None:
     assert (big.kind, big.params["array"], big.pes, big.clock) == ("systolic", (16, 8), 128, 1e9)
     assert t.clock_of(big) == 1e9 and t.clock_of(seml) == 300e6
     assert t.ridge_point == pytest.approx(2 * 2520 * 300e6 / 19.2e9)
+    assert len({t, parse(EXAMPLE)}) == 1  # targets are values: hashable, equal when equal
 
 
 @pytest.mark.parametrize(
@@ -168,6 +169,8 @@ def error_with(extra: str) -> LayerloomError:
         ("engine e { kind systolic; array 32 x 32; dataflow ws; }", "6:55", "'dataflow' must be one of os"),
         ("engine e { kind systolic; array 32 x 32 x 2; }", "6:37", "'array' takes N x N, got 3 numbers"),
         ("engine e { kind seml; pes 4096; }", "6:5", "engine 'e' has 4096 PEs, more than the target's pe_budget 2048"),
+        ("engine a { kind seml; pes 1024; }\nengine b { kind systolic; array 32 x 32; count 2; }", "7:5",
+         "engines up to 'b' have 3072 PEs together, more than the target's pe_budget 2048"),
         ("engine e { kind seml; unroll 64 x 64; pes 1024; }", "6:27", "unroll 64 x 64 needs 4096 PEs, more than pes 1024"),
         ("engine e { kind seml; buffer uram; }", "6:27", "buffer 'uram' is not a memory of this target"),
         ("engine e { kind seml; clock 10 GB/s; }", "6:36", "'clock' takes a frequency"),

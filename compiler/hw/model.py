@@ -48,7 +48,7 @@ class Engine:
 
     name: str
     kind: str
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     count: int = 1
     clock: float | None = None  # Hz; None = the target's clock
     buffer: str | None = None  # the on-chip memory its tiles live in; None = the target's first

@@ -257,11 +257,19 @@ class _Reader:
                     f"target '{block.label}' needs a pe_budget (its engines do not fix their PE counts)", block.pos
                 )
             pe_budget = sum(p * e.count for p, e in zip(fixed, engines, strict=True) if p is not None)
+        # Engines coexist (a hybrid's pipeline and its reused engine share the DSPs).
+        used = 0
         for e, b in zip(engines, blocks.get("engine", []), strict=True):
-            pes = e.pes
-            if pes is not None and pes * e.count > pe_budget and e.fixed_pes is None:
+            if e.pes is None:
+                continue
+            own = e.pes * e.count
+            used += own
+            if own > pe_budget:
+                raise self.error(f"engine '{e.name}' has {own} PEs, more than the target's pe_budget {pe_budget}", b.pos)
+            if used > pe_budget:
                 raise self.error(
-                    f"engine '{e.name}' has {pes * e.count} PEs, more than the target's pe_budget {pe_budget}", b.pos
+                    f"engines up to '{e.name}' have {used} PEs together, more than the target's pe_budget {pe_budget}",
+                    b.pos,
                 )
         return Target(
             name=block.label,
