@@ -312,3 +312,32 @@ builtin.module {
     assert (relu.name, relu.op, relu.input_bytes) == ("relu_1", "relu", 64 * 4)
     assert (pool.op, pool.kernel_h, pool.groups, pool.out_h) == ("maxpool", 2, 4, 2)
     assert layer_cost(conv, ZCU102, "seml", pes=16).compute_cycles == ceil_div(4, 4) * ceil_div(3, 3) * 16 * 9
+
+
+def test_workloads_agree_with_analysis_on_resnet50_from_onnx() -> None:
+    """The cost model's layers are compiler.analysis's layers: same names, kinds, MACs and
+    bytes -- and a whole imported ResNet-50 (90 layers) is estimated in milliseconds."""
+    import os
+
+    import onnx
+
+    from compiler import import_onnx, run_pipeline
+    from compiler.analysis import analyze
+
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", "light_resnet50.onnx")
+    program = run_pipeline(import_onnx(path), "canonicalize,fold-batchnorm,fuse-activation")
+    infos, ws = analyze(program), workloads(program.module)
+
+    def facts(x: object) -> tuple[object, ...]:
+        return tuple(getattr(x, k) for k in ("name", "op", "macs", "weight_bytes", "input_bytes", "output_bytes"))
+
+    assert [facts(w) for w in ws] == [facts(i) for i in infos]
+    assert sum(w.op == "conv2d" for w in ws) == 53
+    start = time.perf_counter()
+    seml = network_cost(ws, ZCU102, "seml", pes=2048)
+    on_dpu = [w for w in ws if w.op != "softmax"]  # the DPU leaves softmax to the CPU
+    dpu = network_cost(on_dpu, DPU)
+    assert time.perf_counter() - start < 0.5
+    assert len(seml.layers) == 90 and len(dpu.layers) == 89
+    with pytest.raises(UnsupportedError, match="no 'softmax' unit"):
+        network_cost(ws, DPU)

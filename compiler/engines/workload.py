@@ -213,10 +213,15 @@ def workload_of(op: Operation, name: str = "") -> Workload | None:
 
 
 def workloads(module: Operation) -> list[Workload]:
-    """The workloads of every layer of a module, in program order (named as
-    compiler.analysis names them: the ONNX node name, else `<kind>_<index>`)."""
+    """The workloads of every layer of a module, in program order: the layers that
+    compiler.analysis lists, with its names (the ONNX node name, else `<kind>_<index>`),
+    kinds, MACs and bytes (tests/test_cost_model.py checks they agree)."""
+    from compiler.analysis import is_layer
+
     out: list[Workload] = []
     for op in module.walk():
+        if not is_layer(op):
+            continue
         w = workload_of(op, name=f"{op.name.partition('.')[2]}_{len(out)}")
         if w is not None:
             out.append(w)
