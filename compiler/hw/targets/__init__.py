@@ -1,0 +1,1 @@
+"""The bundled hardware descriptions (*.hw), shipped as package data."""
