@@ -252,7 +252,7 @@ def test_fold_batchnorm_matches_unfolded_gemm(
 
 def test_pipeline_errors_are_layerloom_errors() -> None:
     program = small_cnn(np.random.default_rng(4))
-    with pytest.raises(LayerloomError, match="Unrecognized passes"):
+    with pytest.raises(LayerloomError, match="unknown pass .fold-batchnorms."):
         run_pipeline(program, "canonicalize,fold-batchnorms")
 
 
