@@ -2,8 +2,9 @@
 
 The import runs in fixed steps so that problems surface in a useful order:
 
-1. read the file (missing, empty, truncated, not ONNX) and check the opset (9 to 22);
-2. scan every node and tensor for unsupported parts and report all of them at once;
+1. read the file (missing, empty, truncated, not ONNX) and check the opset (9 or newer);
+2. scan every node and tensor for unsupported parts (op versions included) and report all
+   of them at once;
 3. check the graph itself (undefined names, tensors defined twice, cycles);
 4. convert the nodes in topological order: constant and shape arithmetic is folded with
    NumPy into weights, everything else becomes `nn` ops whose result types come from the
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx.defs
+from numpy.typing import ArrayLike
 from onnx import AttributeProto, NodeProto, TensorProto, helper, numpy_helper
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
@@ -36,6 +39,9 @@ from compiler.program import Program, WeightStore
 from compiler.registry import verify_module
 from compiler.tensors import element_type, numpy_dtype, tensor_type
 
+# Model opsets from MIN_OPSET on are read. Every op version up to MAX_OPSET is implemented;
+# a node whose definition is newer is imported only if that version is listed in
+# TYPE_ONLY_VERSIONS (it changed nothing but the element types, which are checked apart).
 MIN_OPSET, MAX_OPSET = 9, 22
 # Refuse tensors beyond this many elements before allocating anything for them.
 MAX_ELEMENTS = 2**31
@@ -404,21 +410,61 @@ def model_opset(model: onnx.ModelProto, where: str) -> int:
     if not versions:
         raise ModelError("model imports no default-domain (ai.onnx) opset", where)
     opset = int(versions[0])
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UnsupportedError(f"opset {opset} not supported (layerloom imports opsets {MIN_OPSET} to {MAX_OPSET})", where)
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UnsupportedError(
+            f"opset {opset} not supported (layerloom reads opsets {MIN_OPSET} to {newest}; "
+            f"op versions after {MAX_OPSET} only where they changed nothing but types)",
+            where,
+        )
     return opset
+
+
+# Op versions newer than MAX_OPSET whose only change is new element types (float4e2m1 in
+# 23, float8e8m0 in 24, int2/uint2 in 25): the importer implements them as the version
+# before. Checked against ONNX's Changelog and, in tests/test_import_errors.py, against the
+# schemas (same inputs, outputs and attributes; the old types a subset of the new).
+TYPE_ONLY_VERSIONS: dict[str, tuple[int, ...]] = {
+    op: (23, 24, 25)
+    for op in (
+        "Constant",
+        "ConstantOfShape",
+        "Flatten",
+        "Identity",
+        "Pad",
+        "Reshape",
+        "Shape",
+        "Squeeze",
+        "Transpose",
+        "Unsqueeze",
+    )
+} | {"Cast": (23,)}  # Cast-24 added round_mode and changed float8 saturation
+
+
+def version_problem(op_type: str, opset: int) -> str | None:
+    """Why the definition of `op_type` in `opset` is not one the importer implements."""
+    try:
+        schema = onnx.defs.get_schema(op_type, max_inclusive_version=opset, domain="")
+    except onnx.defs.SchemaError:
+        return f"not defined in opset {opset}"
+    version = schema.since_version
+    if schema.deprecated:
+        return f"deprecated since version {version} (opset {opset})"
+    if version > MAX_OPSET and version not in TYPE_ONLY_VERSIONS.get(op_type, ()):
+        return f"{op_type}-{version} (opset {opset}) not supported (layerloom implements versions up to opset {MAX_OPSET})"
+    return None
 
 
 def input_types(
     graph: onnx.GraphProto, initializers: set[str], input_shapes: dict[str, Sequence[int]], where: str
 ) -> list[tuple[str, TensorType]]:
-    """Graph inputs (initializers excluded) with their static types; dynamic dims are 1
-    unless `input_shapes` gives them."""
+    """Graph inputs (initializers and other constants excluded) with their static types;
+    dynamic dims are 1 unless `input_shapes` gives them."""
     inputs = [i for i in graph.input if i.name not in initializers]
     known = {i.name for i in inputs}
     for name in input_shapes:
         if name not in known:
-            kind = "an initializer (a weight)" if name in initializers else "not a graph input"
+            kind = "an initializer or a value given in constants" if name in initializers else "not a graph input"
             raise ModelError(f"input_shapes names '{name}', which is {kind}; inputs are {sorted(known)}", where)
     result = []
     for i in inputs:
@@ -450,13 +496,20 @@ def input_types(
 
 
 def scan_unsupported(
-    nodes: Sequence[Node], graph: onnx.GraphProto, order: Sequence[Node], used: set[str], where: str
+    nodes: Sequence[Node],
+    graph: onnx.GraphProto,
+    order: Sequence[Node],
+    used: set[str],
+    frozen: set[str],
+    where: str,
 ) -> None:
-    """Find every unsupported node and tensor and raise one UnsupportedError listing them."""
+    """Find every unsupported node and tensor and raise one UnsupportedError listing them.
+    `frozen`: graph inputs given values with `constants=`."""
     from compiler.onnx_ops import CONVERTERS, constant_outputs, node_problems
 
     tensors: list[str] = []  # unsupported tensors: "name (kind): reason"
     initializers = {t.name for t in graph.initializer}
+    graph_inputs = {i.name for i in graph.input} - initializers - frozen
     for t in graph.initializer:
         if t.data_type not in ONNX_DTYPES:
             tensors.append(f"{t.name} (initializer): element type {dtype_name(t.data_type)} not supported")
@@ -467,7 +520,7 @@ def scan_unsupported(
         if i.name not in initializers and elem is not None and elem not in ONNX_DTYPES:
             tensors.append(f"{i.name} (graph input): element type {dtype_name(elem)} not supported")
 
-    constants = set(initializers)
+    constants = initializers | frozen
     for n in order:
         if n.op_type in CONVERTERS and n.proto.domain in ("", "ai.onnx"):
             constants |= constant_outputs(n, constants)
@@ -478,7 +531,8 @@ def scan_unsupported(
         elif n.op_type not in CONVERTERS:
             reasons = ["op not supported"]
         else:
-            reasons = list(node_problems(n, constants, used))
+            version = version_problem(n.op_type, n.opset)
+            reasons = [version] if version else list(node_problems(n, constants, used, graph_inputs))
         if reasons:
             bad_nodes.append(f"{n.label}: {', '.join(reasons)}")
 
@@ -489,12 +543,71 @@ def scan_unsupported(
         raise UnsupportedError(f"{count} in {Path(where).name}: " + "; ".join(problems), where)
 
 
+def frozen_inputs(
+    graph: onnx.GraphProto, initializers: set[str], constants: dict[str, ArrayLike], where: str
+) -> dict[str, np.ndarray]:
+    """The `constants=` arrays, checked against the graph inputs they replace."""
+    declared = {i.name: i for i in graph.input if i.name not in initializers}
+    frozen: dict[str, np.ndarray] = {}
+    for name, value in constants.items():
+        if name not in declared:
+            kind = "an initializer" if name in initializers else "not a graph input"
+            raise ModelError(f"constants names '{name}', which is {kind}; inputs are {sorted(declared)}", where)
+        array = np.array(value)  # a copy: the weight store must not alias the caller's array
+        tt = declared[name].type.tensor_type
+        dtype = ONNX_DTYPES.get(tt.elem_type)
+        if dtype is None:
+            raise UnsupportedError(f"graph input '{name}': element type {dtype_name(tt.elem_type)} not supported", where)
+        if array.dtype != dtype:
+            raise ModelError(f"constants gives '{name}' as {array.dtype}, the input is {dtype}", where)
+        if tt.HasField("shape"):
+            dims = [d.dim_value if d.WhichOneof("value") == "dim_value" else None for d in tt.shape.dim]
+            if len(dims) != array.ndim or any(d is not None and d != s for d, s in zip(dims, array.shape, strict=False)):
+                shown = ["?" if d is None else d for d in dims]
+                raise ModelError(f"constants gives '{name}' shape {list(array.shape)}, the input has {shown}", where)
+        try:
+            check_size(array.shape, f"constant '{name}'")
+        except ValueError as e:
+            raise ModelError(str(e), where) from None
+        frozen[name] = array
+    return frozen
+
+
+def parameter_inputs(model: str | Path | onnx.ModelProto) -> list[str]:
+    """Graph inputs whose values the importer needs (they set a shape or a parameter, such
+    as a Reshape's shape or a Resize's scales, directly or through foldable nodes): give
+    them to `import_onnx` with `constants=`."""
+    from compiler.onnx_ops import FOLDABLE, const_inputs
+
+    proto, _, _ = load_model(model)
+    opset = model_opset(proto, "")
+    nodes = [Node(n, i, opset) for i, n in enumerate(proto.graph.node)]
+    producer = {out: n for n in nodes for out in n.outputs if out}
+    needed = [n.inputs[i] for n in nodes for i in const_inputs(n) if n.has_input(i)]
+    seen: set[str] = set()
+    while needed:
+        name = needed.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producer.get(name)
+        if node is not None and node.op_type in FOLDABLE:  # Shape and Constant need nothing
+            needed.extend(i for i in node.inputs if i)
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name in seen and i.name not in initializers]
+
+
 def import_onnx(
-    model: str | Path | onnx.ModelProto, input_shapes: dict[str, Sequence[int]] | None = None
+    model: str | Path | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    constants: Mapping[str, ArrayLike] | None = None,
 ) -> Program:
     """Import an ONNX model (a path or a ModelProto) as an `nn` Program.
 
     Dynamic input dimensions become 1 unless `input_shapes` gives the input's shape.
+    `constants` gives graph inputs fixed values: they become weights, not arguments of
+    `@main`. Inputs that set a shape or a parameter (a Reshape's shape, a Resize's scales:
+    `parameter_inputs(model)` lists them) must be given this way.
     Raises LayerloomError (UnsupportedError, ModelError) for anything wrong with the model.
     """
     from compiler.onnx_ops import CONVERTERS
@@ -504,17 +617,18 @@ def import_onnx(
     graph = proto.graph
     nodes = [Node(n, i, opset) for i, n in enumerate(graph.node)]
     initializers = {t.name: t for t in graph.initializer}
-    graph_inputs = [i.name for i in graph.input if i.name not in initializers]
-    defined = set(initializers) | set(graph_inputs)
+    frozen = frozen_inputs(graph, set(initializers), dict(constants or {}), where)
+    graph_inputs = [i.name for i in graph.input if i.name not in initializers and i.name not in frozen]
+    defined = set(initializers) | set(frozen) | set(graph_inputs)
     used = {i for n in nodes for i in n.inputs if i} | {o.name for o in graph.output}
 
     order, on_cycle = topological_order(nodes, defined)
-    scan_unsupported(nodes, graph, order, used, where)
+    scan_unsupported(nodes, graph, order, used, set(frozen), where)
     check_structure(nodes, graph, defined, where)
     if on_cycle:
         cycle = ", ".join(n.label for n in on_cycle[:5]) + (", ..." if len(on_cycle) > 5 else "")
         raise ModelError(f"graph has a cycle through {cycle}", where)
-    args = input_types(graph, set(initializers), dict(input_shapes or {}), where)
+    args = input_types(graph, set(initializers) | set(frozen), dict(input_shapes or {}), where)
 
     store = WeightStore()
     builder = Builder(store, TensorReader(base_dir))
@@ -523,6 +637,7 @@ def import_onnx(
         builder.env[name] = arg
     for name, t in initializers.items():
         builder.env[name] = _read_or_fail(builder.reader, t, f"initializer '{name}'", where)
+    builder.env.update(frozen)
 
     for n in order:
         builder.node = n

@@ -14,7 +14,7 @@ unsupported node before converting anything.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 
 import numpy as np
 from xdsl.dialects.builtin import StringAttr
@@ -102,10 +102,13 @@ UNSUPPORTED_OUTPUTS: dict[str, str] = {
 }
 
 
-def node_problems(n: Node, constants: set[str], used: set[str]) -> Iterator[str]:
+def node_problems(n: Node, constants: Set[str], used: Set[str], graph_inputs: Set[str] = frozenset()) -> Iterator[str]:
     """Reasons why `n` cannot be imported, found without converting anything."""
     for i, what in const_inputs(n).items():
-        if n.has_input(i) and n.inputs[i] not in constants:
+        name = n.inputs[i] if n.has_input(i) else ""
+        if name in graph_inputs:
+            yield f"input '{what}' must be a constant, but it is the graph input '{name}' (give its value with constants=)"
+        elif name and name not in constants:
             yield f"input '{what}' must be a constant (computed tensors are not supported there)"
     if n.op_type in UNSUPPORTED_OUTPUTS and any(o in used for o in n.outputs[1:] if o):
         yield f"{UNSUPPORTED_OUTPUTS[n.op_type]} not supported"

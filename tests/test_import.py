@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from backends.reference import execute
 from compiler import Program, import_onnx
+from compiler.onnx_import import parameter_inputs
 from dialects import nn
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -637,3 +638,21 @@ def test_unsorted_graph_is_converted_in_dependency_order() -> None:
     m = model([node("Relu", ["h"], ["y"], name="second"), node("Tanh", ["x"], ["h"], name="first")], {"x": [2]}, ["y"])
     program = import_onnx(m)
     assert [op.layer_name for op in layers(program)] == ["first", "second"]
+
+
+def test_constants_give_graph_inputs_values_and_parameter_inputs_lists_the_needed_ones() -> None:
+    nodes = [
+        helper.make_node("Cast", ["s"], ["s64"], to=TensorProto.INT64),  # folded, so 's' is needed too
+        node("Reshape", ["x", "s64"], ["r"]),
+        node("Add", ["r", "b"], ["y"]),
+    ]
+    m = model(nodes, {"x": [2, 3], "s": [2], "b": [3, 2]}, ["y"])
+    assert parameter_inputs(m) == ["s"]
+    b = np.arange(6, dtype=np.float32).reshape(3, 2)
+    program = import_onnx(m, constants={"s": np.array([3, 2], np.float32), "b": b})
+    assert program.input_names == ["x"]  # both became weights
+    assert op_names(program) == ["nn.reshape", "nn.add"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(execute(program, {"x": x})["y"], x.reshape(3, 2) + b)
+    b[0, 0] = 100  # the program keeps its own copy
+    np.testing.assert_array_equal(execute(program, {"x": x})["y"][0, 0], 0)

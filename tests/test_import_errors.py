@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.defs
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler import LayerloomError, ModelError, UnsupportedError, import_onnx
+from compiler.onnx_import import MAX_OPSET, TYPE_ONLY_VERSIONS
 from tests.test_import import model, node
 
 
@@ -66,11 +68,40 @@ def test_truncated_file(tmp_path: Path) -> None:
     raises(ModelError, tmp_path / "cut.onnx", "cut.onnx", "not a readable ONNX model")
 
 
-@pytest.mark.parametrize("opset", [8, 23])
+@pytest.mark.parametrize("opset", [8, onnx.defs.onnx_opset_version() + 1])
 def test_opset_out_of_range(opset: int) -> None:
     m = relu_model()
     m.opset_import[0].version = opset
-    raises(UnsupportedError, m, f"opset {opset} not supported", "9 to 22")
+    raises(UnsupportedError, m, f"opset {opset} not supported", f"9 to {onnx.defs.onnx_opset_version()}")
+
+
+def test_op_versions_newer_than_22_only_where_just_types_changed() -> None:
+    ok = model([node("Reshape", ["x", "s"], ["r"]), node("Relu", ["r"], ["y"])], {"x": [2, 3]}, ["y"], {"s": np.array([3, 2])}, opset=25)
+    assert str(import_onnx(ok).output_types[0]) == "tensor<3x2xf32>"  # Reshape-25, Relu-14
+    cast = model([helper.make_node("Cast", ["x"], ["y"], name="c", to=TensorProto.FLOAT)], {"x": [2]}, ["y"], opset=24)
+    raises(UnsupportedError, cast, "c (Cast): Cast-24 (opset 24) not supported", "up to opset 22")
+    old = model([node("HardSwish", ["x"], ["y"], name="hs")], {"x": [2]}, ["y"], opset=9)
+    raises(UnsupportedError, old, "hs (HardSwish): not defined in opset 9")
+    up = model([node("Upsample", ["x", "s"], ["y"], name="up")], {"x": [1, 1, 2, 2]}, ["y"], {"s": np.ones(4, np.float32)}, opset=10)
+    raises(UnsupportedError, up, "up (Upsample): deprecated since version 10")
+
+
+@pytest.mark.parametrize(("op_type", "version"), [(op, v) for op, vs in TYPE_ONLY_VERSIONS.items() for v in vs])
+def test_type_only_versions_change_nothing_but_types(op_type: str, version: int) -> None:
+    """The accepted newer versions have the inputs, outputs and attributes of the version
+    the importer implements, and allow a superset of its element types."""
+    old = onnx.defs.get_schema(op_type, max_inclusive_version=MAX_OPSET, domain="")
+    new = onnx.defs.get_schema(op_type, max_inclusive_version=version, domain="")
+    assert new.since_version == version
+
+    def form(s: onnx.defs.OpSchema) -> object:
+        attrs = {k: (a.type, a.default_value.SerializeToString()) for k, a in s.attributes.items()}
+        return [(i.name, i.option) for i in s.inputs], [(o.name, o.option) for o in s.outputs], attrs
+
+    assert form(old) == form(new)
+    types = {c.type_param_str: set(c.allowed_type_strs) for c in new.type_constraints}
+    for c in old.type_constraints:
+        assert set(c.allowed_type_strs) <= types[c.type_param_str]
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,3 +346,28 @@ def test_errors_are_layerloom_errors_with_a_location(tmp_path: Path) -> None:
     with pytest.raises(LayerloomError) as info:
         import_onnx(tmp_path / "missing.onnx")
     assert info.value.where == str(tmp_path / "missing.onnx")
+
+
+def reshape_by_input() -> onnx.ModelProto:
+    m = model([node("Reshape", ["x", "shape"], ["y"], name="rs")], {"x": ["n", 3], "shape": [2]}, ["y"], {"w": np.ones(3, np.float32)})
+    m.graph.input[1].type.tensor_type.elem_type = TensorProto.INT64
+    return m
+
+
+@pytest.mark.parametrize(
+    ("constants", "error", "needle"),
+    [
+        ({"nope": np.ones(2)}, ModelError, "constants names 'nope', which is not a graph input"),
+        ({"w": np.ones(3, np.float32)}, ModelError, "'w', which is an initializer"),
+        ({"shape": np.array([3, 2], np.int32)}, ModelError, "constants gives 'shape' as int32, the input is int64"),
+        ({"shape": np.array([3, 1, 2])}, ModelError, "constants gives 'shape' shape [3], the input has [2]"),
+        ({"x": np.ones((2, 3, 1), np.float32), "shape": np.array([3, 2])}, ModelError, "shape [2, 3, 1], the input has ['?', 3]"),
+        ({}, UnsupportedError, "rs (Reshape): input 'shape' must be a constant, but it is the graph input 'shape' (give its value with constants=)"),
+    ],
+)
+def test_bad_constants(constants: dict, error: type[LayerloomError], needle: str) -> None:
+    raises(error, reshape_by_input(), needle, constants=constants)
+
+
+def test_input_shapes_cannot_name_a_constant() -> None:
+    raises(ModelError, reshape_by_input(), "'shape', which is an initializer or a value given in constants", input_shapes={"shape": [2]}, constants={"shape": np.array([3, -1])})
