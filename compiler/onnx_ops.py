@@ -87,19 +87,22 @@ def const_inputs(n: Node) -> dict[int, str]:
         table["Resize"] = {2: "scales", 3: "sizes"}
     else:
         table["Resize"] = {1: "scales"}
-    if v >= 12:
-        table["Dropout"] = {2: "training_mode"}
+    if v >= 12:  # the ratio matters only in training mode
+        table["Dropout"] = {1: "ratio", 2: "training_mode"} if n.has_input(2) else {}
     if v >= 13:
         table.update({"Split": {1: "split"}, "Squeeze": {1: "axes"}, "Unsqueeze": {1: "axes"}})
     return table.get(n.op_type, {})
 
 
-# Outputs that layerloom does not compute; a node is refused if they are used.
-UNSUPPORTED_OUTPUTS: dict[str, str] = {
-    "MaxPool": "Indices output",
-    "Dropout": "mask output",
-    "BatchNormalization": "training outputs (mean, var, saved statistics)",
-}
+def unsupported_outputs(n: Node) -> str | None:
+    """Outputs that layerloom does not compute (the node is refused if they are used)."""
+    if n.op_type == "MaxPool":
+        return "Indices output"
+    if n.op_type == "BatchNormalization":
+        return "training outputs (mean, var, saved statistics)"
+    if n.op_type == "Dropout" and n.opset < 10:  # Dropout-7's mask has the input's type
+        return "mask output before opset 10"
+    return None
 
 
 def node_problems(n: Node, constants: Set[str], used: Set[str], graph_inputs: Set[str] = frozenset()) -> Iterator[str]:
@@ -110,8 +113,9 @@ def node_problems(n: Node, constants: Set[str], used: Set[str], graph_inputs: Se
             yield f"input '{what}' must be a constant, but it is the graph input '{name}' (give its value with constants=)"
         elif name and name not in constants:
             yield f"input '{what}' must be a constant (computed tensors are not supported there)"
-    if n.op_type in UNSUPPORTED_OUTPUTS and any(o in used for o in n.outputs[1:] if o):
-        yield f"{UNSUPPORTED_OUTPUTS[n.op_type]} not supported"
+    unsupported = unsupported_outputs(n)
+    if unsupported and any(o in used for o in n.outputs[1:] if o):
+        yield f"{unsupported} not supported"
     check = CHECKS.get(n.op_type)
     if check is not None:
         yield from check(n)
@@ -406,11 +410,18 @@ def convert_lrn(b: Builder, n: Node) -> list[Value]:
 
 @converter("Identity", "Dropout", foldable=True)
 def convert_identity(b: Builder, n: Node) -> list[Value]:
+    """Identity, and Dropout in inference: the input, and (Dropout) a mask of all true.
+    Training mode drops at random, except with ratio 0 (which keeps everything)."""
     if n.op_type == "Dropout" and n.opset >= 12 and n.has_input(2):
         if bool(np.any(b.const(n, 2, "training_mode"))):
-            raise Refused("training_mode true not supported (inference only)")
+            ratio = scalar_of(b.optional_const(n, 1, "ratio"))
+            ratio = 0.5 if ratio is None else ratio
+            if ratio != 0:
+                raise Refused(f"training_mode true with ratio {ratio} not supported (random; inference only)")
     x = b.value(n, 0)
-    return [x] if isinstance(x, np.ndarray) else unary(b, n, nn.IdentityOp)
+    y = x if isinstance(x, np.ndarray) else unary(b, n, nn.IdentityOp)[0]
+    wants_mask = n.op_type == "Dropout" and len(n.outputs) > 1 and n.outputs[1] != ""
+    return [y, np.ones(shape_of(x), np.bool_)] if wants_mask else [y]
 
 
 @converter("Softmax")

@@ -656,3 +656,11 @@ def test_constants_give_graph_inputs_values_and_parameter_inputs_lists_the_neede
     np.testing.assert_array_equal(execute(program, {"x": x})["y"], x.reshape(3, 2) + b)
     b[0, 0] = 100  # the program keeps its own copy
     np.testing.assert_array_equal(execute(program, {"x": x})["y"][0, 0], 0)
+
+
+def test_dropout_mask_is_all_true_in_inference() -> None:
+    program = import_onnx(model([node("Dropout", ["x"], ["y", "mask"])], {"x": [2, 3]}, ["y", "mask"], opset=13))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = execute(program, {"x": x})
+    np.testing.assert_array_equal(out["y"], x)
+    assert out["mask"].dtype == np.bool_ and out["mask"].shape == (2, 3) and out["mask"].all()

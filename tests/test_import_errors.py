@@ -171,7 +171,6 @@ def test_every_unsupported_node_is_listed_at_once(tmp_path: Path) -> None:
         node("Conv", ["x5", "w3d"], ["c"], name="conv3d", kernel_shape=[1, 1, 1]),
         node("Pad", ["x", "p"], ["pd"], name="wrap", mode="wrap"),
         node("MaxPool", ["x"], ["mp", "idx"], name="pool", kernel_shape=[1, 1]),
-        node("Dropout", ["x"], ["d", "mask"], name="drop"),
         node("BatchNormalization", ["x", "bn", "bn", "bn", "bn"], ["bnout", "rmean"], name="bn_train"),
         node("Reshape", ["x", "shape_in"], ["rs"], name="dyn_reshape"),
         node("Relu", ["x"], ["fine"], name="fine"),
@@ -185,17 +184,16 @@ def test_every_unsupported_node_is_listed_at_once(tmp_path: Path) -> None:
         "p": np.zeros(8, np.int64),
         "bn": np.ones(1, np.float32),
     }
-    outputs = ["l", "r", "c", "pd", "mp", "idx", "d", "mask", "bnout", "rmean", "rs", "fine", "g", "r2", "r3"]
+    outputs = ["l", "r", "c", "pd", "mp", "idx", "bnout", "rmean", "rs", "fine", "g", "r2", "r3"]
     m = model(nodes, {"x": [1, 1, 2, 2], "x5": [1, 1, 1, 1, 1], "shape_in": [2]}, outputs, init, opset=18)
     m.graph.input[2].type.tensor_type.elem_type = TensorProto.INT64
-    text = raises(UnsupportedError, saved(m, tmp_path), "11 unsupported nodes in model.onnx: ")
+    text = raises(UnsupportedError, saved(m, tmp_path), "10 unsupported nodes in model.onnx: ")
     for needle in [
         "lstm1 (LSTM): op not supported",
         "up (Resize): mode cubic not supported",
         "conv3d (Conv): 3-D convolution not supported",
         "wrap (Pad): mode wrap not supported",
         "pool (MaxPool): Indices output not supported",
-        "drop (Dropout): mask output not supported",
         "bn_train (BatchNormalization): training outputs",
         "dyn_reshape (Reshape): input 'shape' must be a constant",
         "custom (Gelu): domain 'com.example' not supported",
@@ -211,9 +209,16 @@ def test_unused_optional_outputs_are_fine() -> None:
     import_onnx(m)
 
 
-def test_training_mode_dropout_is_refused() -> None:
+def test_training_mode_dropout_is_refused_unless_ratio_is_zero() -> None:
     m = model([node("Dropout", ["x", "", "t"], ["y"], name="d")], {"x": [2]}, ["y"], {"t": np.array(True)})
-    raises(UnsupportedError, m, "d (Dropout): training_mode true not supported")
+    raises(UnsupportedError, m, "d (Dropout): training_mode true with ratio 0.5 not supported (random")
+    m = model([node("Dropout", ["x", "r", "t"], ["y"], name="d")], {"x": [2]}, ["y"], {"t": np.array(True), "r": np.array(0.0, np.float32)})
+    assert [op.name for op in import_onnx(m).main.body.ops][-2:] == ["nn.identity", "func.return"]
+
+
+def test_dropout_mask_before_opset_10_is_refused() -> None:
+    m = model([node("Dropout", ["x"], ["y", "mask"], name="d")], {"x": [2]}, ["y", "mask"], opset=9)
+    raises(UnsupportedError, m, "d (Dropout): mask output before opset 10 not supported")
 
 
 def test_batchnorm_training_mode_is_refused() -> None:
