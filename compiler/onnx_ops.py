@@ -123,11 +123,16 @@ def node_problems(n: Node, constants: Set[str], used: Set[str], graph_inputs: Se
 
 def _check_window(n: Node) -> Iterator[str]:
     kernel = n.attr("kernel_shape")
-    if kernel is not None and len(kernel) not in (1, 2):
-        yield f"{len(kernel)}-D {'convolution' if n.op_type == 'Conv' else 'pooling'} not supported (1-D and 2-D are)"
+    if n.op_type == "Conv" and kernel is not None and len(kernel) not in (1, 2):
+        yield f"{len(kernel)}-D convolution not supported (1-D and 2-D are)"
+    if n.op_type != "Conv" and kernel is not None and len(kernel) not in (1, 2, 3):
+        yield f"{len(kernel)}-D pooling not supported (1-D, 2-D and 3-D are)"
     auto_pad = n.attr("auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         yield f"auto_pad {auto_pad} not supported"
+    if n.op_type != "Conv" and auto_pad.startswith("SAME") and max(n.attr("dilations", [1]), default=1) > 1:
+        # onnxruntime pads pools for the undilated kernel, the ONNX spec for the dilated one.
+        yield f"auto_pad {auto_pad} with dilations > 1 not supported (onnxruntime and the ONNX spec disagree)"
 
 
 def _check_resize(n: Node) -> Iterator[str]:
@@ -525,30 +530,22 @@ def convert_conv(b: Builder, n: Node) -> list[Value]:
     return [b.reshape(y, (out[0], out[1], out[3])) if spatial == 1 else y]
 
 
-@converter("MaxPool", "AveragePool")
-def convert_pool(b: Builder, n: Node) -> list[Value]:
-    x = b.ssa(n, 0)
-    xs = shape_of(x)
-    if len(xs) == 5:
-        raise Refused("3-D pooling not supported (1-D and 2-D are)")
-    if len(xs) not in (3, 4):
-        raise ValueError(f"input {xs} must have rank 3 or 4")
-    spatial = len(xs) - 2
-    kernel = list(n.attr("kernel_shape", []))
-    if len(kernel) != spatial or min(kernel) < 1:
-        raise ValueError(f"kernel_shape {kernel} needs {spatial} positive entries")
-    strides, dilations, pads = window_attrs(n, spatial, kernel, xs[2:])
-    kind = "max" if n.op_type == "MaxPool" else "avg"
-    if kind == "max" and any(p >= (k - 1) * d + 1 for p, k, d in zip(pads, kernel * 2, dilations * 2, strict=False)):
-        raise ValueError(f"pads {pads} must be smaller than the kernel {kernel}")
-    # With SAME padding the output size is ceil(size / stride) whatever ceil_mode says.
-    ceil_mode = int(n.attr("ceil_mode", 0)) if n.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID") else 0
-    if spatial == 1:
-        kernel = [1, *kernel]
-        strides, dilations, pads = lift_1d(strides, dilations, pads)
-        x = lifted(b, x, n.inputs[0])
+def pool2d(
+    b: Builder,
+    x: SSAValue,
+    kind: str,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil_mode: int,
+    count_include_pad: int,
+) -> SSAValue:
+    """One `nn.pool` over the last two axes of the rank-4 `x` (pads: top, left, bottom, right)."""
+    if kind == "max" and any(p >= (k - 1) * d + 1 for p, k, d in zip(pads, [*kernel, *kernel], [*dilations, *dilations], strict=True)):
+        raise ValueError(f"pads {list(pads)} must be smaller than the kernel {list(kernel)}")
     out = nn.pool_output_shape(shape_of(x), kernel, strides, pads, dilations, bool(ceil_mode))
-    y = b.emit(
+    return b.emit(
         nn.PoolOp,
         [x],
         out,
@@ -559,9 +556,45 @@ def convert_pool(b: Builder, n: Node) -> list[Value]:
         pads=ints(pads),
         dilations=ints(dilations),
         ceil_mode=i64attr(ceil_mode),
-        count_include_pad=i64attr(n.attr("count_include_pad", 0) if kind == "avg" else 0),
+        count_include_pad=i64attr(count_include_pad),
     )
-    return [b.reshape(y, (out[0], out[1], out[3])) if spatial == 1 else y]
+
+
+@converter("MaxPool", "AveragePool")
+def convert_pool(b: Builder, n: Node) -> list[Value]:
+    """2-D pools map to one `nn.pool`; 1-D ones run over an H axis of size 1; 3-D ones as two
+    2-D pools, first over (H, W), then over D, since a box window is separable: the max of
+    maxes, and for averages the divisor (valid taps, or taps inside the padding) is a
+    product of per-axis counts."""
+    x = b.ssa(n, 0)
+    xs = shape_of(x)
+    if len(xs) not in (3, 4, 5):
+        raise ValueError(f"input {xs} must have rank 3, 4 or 5")
+    spatial = len(xs) - 2
+    kernel = list(n.attr("kernel_shape", []))
+    if len(kernel) != spatial or min(kernel) < 1:
+        raise ValueError(f"kernel_shape {kernel} needs {spatial} positive entries")
+    strides, dilations, pads = window_attrs(n, spatial, kernel, xs[2:])
+    kind = "max" if n.op_type == "MaxPool" else "avg"
+    # With SAME padding the output size is ceil(size / stride) whatever ceil_mode says.
+    ceil_mode = int(n.attr("ceil_mode", 0)) if n.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID") else 0
+    include_pad = int(n.attr("count_include_pad", 0)) if kind == "avg" else 0
+    if spatial == 1:
+        strides, dilations, pads = lift_1d(strides, dilations, pads)
+        y = pool2d(b, lifted(b, x, n.inputs[0]), kind, [1, *kernel], strides, pads, dilations, ceil_mode, include_pad)
+        ys = shape_of(y)
+        return [b.reshape(y, (ys[0], ys[1], ys[3]))]
+    if spatial == 2:
+        return [pool2d(b, x, kind, kernel, strides, pads, dilations, ceil_mode, include_pad)]
+    batch, channels, depth, height, width = xs
+    planes = as_ssa(b, b.reshape(x, (batch, channels * depth, height, width)), n.inputs[0])
+    hw_pads = [pads[1], pads[2], pads[4], pads[5]]
+    hw = pool2d(b, planes, kind, kernel[1:], strides[1:], hw_pads, dilations[1:], ceil_mode, include_pad)
+    out_h, out_w = shape_of(hw)[2:]
+    columns = as_ssa(b, b.reshape(hw, (batch, channels, depth, out_h * out_w)), n.inputs[0])
+    d_pads = [pads[0], 0, pads[3], 0]
+    y = pool2d(b, columns, kind, [kernel[0], 1], [strides[0], 1], d_pads, [dilations[0], 1], ceil_mode, include_pad)
+    return [b.reshape(y, (batch, channels, shape_of(y)[2], out_h, out_w))]
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")

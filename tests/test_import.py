@@ -361,6 +361,22 @@ def test_pool1d_via_reshape() -> None:
     assert nn.int_list(only(program, nn.PoolOp).kernel) == (1, 3)
 
 
+@pytest.mark.parametrize(
+    ("op", "attrs"),
+    [
+        ("MaxPool", {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "pads": [1, 0, 1, 0, 1, 1], "ceil_mode": 1}),
+        ("MaxPool", {"kernel_shape": [2, 2, 2], "strides": [1, 2, 2], "auto_pad": "SAME_LOWER"}),
+        ("MaxPool", {"kernel_shape": [2, 2, 2], "dilations": [2, 1, 2], "pads": [1, 1, 0, 0, 1, 1]}),
+        ("AveragePool", {"kernel_shape": [3, 2, 3], "strides": [2, 2, 1], "pads": [1, 1, 0, 2, 0, 1], "count_include_pad": 1, "ceil_mode": 1}),
+        ("AveragePool", {"kernel_shape": [3, 3, 2], "strides": [2, 1, 2], "pads": [1, 1, 1, 1, 1, 1], "ceil_mode": 1}),
+        ("AveragePool", {"kernel_shape": [2, 2, 2], "dilations": [2, 2, 1], "pads": [1, 0, 1, 1, 1, 0], "count_include_pad": 1}),
+    ],
+)
+def test_pool3d_as_two_separable_2d_pools(op: str, attrs: dict[str, object]) -> None:
+    program = matches_onnxruntime(model([node(op, ["x"], ["y"], **attrs)], {"x": [2, 3, 7, 6, 8]}, ["y"], opset=19))
+    assert op_names(program) == ["nn.reshape", "nn.pool", "nn.reshape", "nn.pool", "nn.reshape"]
+
+
 @pytest.mark.parametrize(("op", "kind"), [("GlobalAveragePool", "avg"), ("GlobalMaxPool", "max")])
 def test_global_pooling(op: str, kind: str) -> None:
     program = matches_onnxruntime(model([node(op, ["x"], ["y"])], {"x": [2, 3, 5, 4]}, ["y"]))

@@ -376,3 +376,8 @@ def test_bad_constants(constants: dict, error: type[LayerloomError], needle: str
 
 def test_input_shapes_cannot_name_a_constant() -> None:
     raises(ModelError, reshape_by_input(), "'shape', which is an initializer or a value given in constants", input_shapes={"shape": [2]}, constants={"shape": np.array([3, -1])})
+
+
+def test_pool_with_same_padding_and_dilations_is_refused() -> None:
+    m = model([node("MaxPool", ["x"], ["y"], name="mp", kernel_shape=[2, 2], dilations=[2, 2], auto_pad="SAME_UPPER")], {"x": [1, 1, 7, 7]}, ["y"], opset=19)
+    raises(UnsupportedError, m, "mp (MaxPool): auto_pad SAME_UPPER with dilations > 1 not supported")
