@@ -706,7 +706,7 @@ class TransposeOp(NNOp):
         self.check_shape(tuple(x[p] for p in perm), self.result)
 
 
-PAD_MODES = ("constant", "reflect", "edge")
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
 @irdl_op_definition

@@ -484,6 +484,7 @@ def test_squeeze_unsqueeze_attribute_and_input_forms() -> None:
         (13, "reflect", {}),
         (13, "edge", {}),
         (18, "constant", {"axes": True}),
+        (19, "wrap", {}),
     ],
 )
 def test_pad_forms(opset: int, mode: str, extra: dict[str, object]) -> None:
