@@ -27,12 +27,13 @@ def test_builtins_come_from_the_entry_point_group() -> None:
     from importlib.metadata import entry_points
 
     declared = {ep.name: ep.value for ep in entry_points(group="layerloom.engines")}
-    assert declared == {
+    # Installed plugins (examples/winograd_engine, tests/test_engine_plugin.py) add their own.
+    assert declared.items() >= {
         "seml": "compiler.engines.seml:SemlEngine",
         "sesl": "compiler.engines.sesl:SeslEngine",
         "dpu": "compiler.engines.dpu:DpuEngine",
         "systolic": "compiler.engines.systolic:SystolicEngine",
-    }
+    }.items()
     kinds = engine_kinds()
     assert set(kinds) == set(declared)
     assert all(isinstance(k, EngineKind) and k.name == name for name, k in kinds.items())
