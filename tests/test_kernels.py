@@ -404,6 +404,11 @@ def test_pool_ceil_mode_and_padding(kind: str, ceil: int, include: int) -> None:
     check_pool(kind, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), ceil, include, random(1, 3, 8, 8, seed=1))
 
 
+def test_max_pool_window_entirely_in_padding() -> None:
+    """Such a window gives the lowest finite value (as onnxruntime), not -inf."""
+    check_pool("max", (1, 2), (1, 1), (0, 1, 0, 1), (1, 2), 0, 0, random(1, 2, 1, 1))
+
+
 @pytest.mark.parametrize("kind, onnx_op", [("max", "GlobalMaxPool"), ("avg", "GlobalAveragePool")])
 def test_global_pool(kind: str, onnx_op: str) -> None:
     check("nn.global_pool", attr_text(kind=kind), onnx_op, [random(2, 3, 5, 4, seed=1)])

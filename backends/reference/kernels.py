@@ -12,6 +12,7 @@ a strided view plus one BLAS GEMM per group.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -133,13 +134,12 @@ def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 def clip(x: np.ndarray, lo: float | None, hi: float | None, out: np.ndarray | None = None) -> np.ndarray:
-    """min(max(x, lo), hi); with lo > hi every value becomes hi (as ONNX)."""
-    y = x
-    if lo is not None:
-        y = np.maximum(y, x.dtype.type(lo), out=out)
-    if hi is not None:
-        y = np.minimum(y, x.dtype.type(hi), out=out)
-    return y if (y is not x or out is None) else x.copy()
+    """min(max(x, lo), hi); a missing bound is unbounded; with lo > hi every value becomes hi (as ONNX)."""
+    for bound_fn, bound in ((np.maximum, lo), (np.minimum, hi)):
+        if bound is not None:
+            x = bound_fn(x, x.dtype.type(bound), out=out)
+            out = x  # the second bound works in place on the first one's result
+    return x
 
 
 def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -149,19 +149,30 @@ def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np
     return out
 
 
-def fused_activation(op: Operation, y: np.ndarray) -> np.ndarray:
-    """Apply a conv2d / gemm op's fused activation to the fresh array `y`, in place."""
+def fused_activation(op: Operation) -> Callable[[np.ndarray], object] | None:
+    """The in-place form of a conv2d / gemm op's fused activation (None without one)."""
     act = op.properties.get("activation")
     if act is None:
-        return y
+        return None
     kind = act.data  # type: ignore[attr-defined]
     if kind == "relu":
-        return relu(y, out=y)
+        return lambda y: np.maximum(y, y.dtype.type(0), out=y)
     if kind == "clip":
-        return clip(y, _float(op.properties.get("act_min")), _float(op.properties.get("act_max")), out=y)  # type: ignore[arg-type]
+        lo, hi = _float(op.properties.get("act_min")), _float(op.properties.get("act_max"))  # type: ignore[arg-type]
+        return lambda y: clip(y, lo, hi, out=y)
     if kind == "leaky_relu":
-        return leaky_relu(y, _float(op.properties.get("act_alpha")) or 0.0, out=y)  # type: ignore[arg-type]
+        alpha = _float(op.properties.get("act_alpha")) or 0.0  # type: ignore[arg-type]
+        return lambda y: leaky_relu(y, alpha, out=y)
     raise AssertionError(f"unknown fused activation {kind}")  # the verifier rejects it
+
+
+def epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None) -> None:
+    """Add `bias` (broadcast over the rows of the 2-d `y`) and apply the fused activation, in place."""
+    if bias is not None:
+        np.add(y, bias, out=y)
+    activation = fused_activation(op)
+    if activation is not None:
+        activation(y)
 
 
 @kernel(nn.IdentityOp)
@@ -293,31 +304,65 @@ def _batchnorm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
-def pad_spatial(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Sequence[int] = (0, 0)) -> np.ndarray:
-    """Pad the last two axes of an NCHW array by (top, left, bottom, right) (+ `extra`
-    rows / columns at the end); returns `x` itself when there is nothing to pad."""
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """The contiguous (N, H, W, C) array behind an NCHW-shaped `x`; free when `x` is already
+    channels-last in memory, as every conv2d / pool result is."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def as_nchw(y: np.ndarray) -> np.ndarray:
+    """An (N, H, W, C) array seen as NCHW (a view: values keep their channels-last memory)."""
+    return y.transpose(0, 3, 1, 2)
+
+
+def pad_nhwc(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Sequence[int] = (0, 0)) -> np.ndarray:
+    """The NCHW-shaped `x` as a channels-last (N, H', W', C) array padded by (top, left,
+    bottom, right) plus `extra` rows / columns at the end: one copy whatever x's layout."""
     top, left, bottom, right = pads
     bottom, right = bottom + extra[0], right + extra[1]
     if not (top or left or bottom or right):
-        return x
+        return channels_last(x)
     n, c, h, w = x.shape
-    xp = np.full((n, c, top + h + bottom, left + w + right), fill, dtype=x.dtype)
-    xp[:, :, top : top + h, left : left + w] = x
+    xp = np.empty((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
+    for border in (xp[:, :top], xp[:, top + h :], xp[:, top : top + h, :left], xp[:, top : top + h, left + w :]):
+        border.fill(fill)
+    xp[:, top : top + h, left : left + w] = x.transpose(0, 2, 3, 1)
     return xp
 
 
 def window_view(
     xp: np.ndarray, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], out_hw: Sequence[int]
 ) -> np.ndarray:
-    """A (N, C, KH, KW, OH, OW) strided view of the padded NCHW `xp`: element [n, c, i, j, y, x]
-    is the input under kernel tap (i, j) of output pixel (y, x). No copy."""
-    sn, sc, sh, sw = xp.strides
+    """An (N, OH, OW, KH, KW, C) strided view of the padded channels-last `xp`: element
+    [n, y, x, i, j, c] is the input under kernel tap (i, j) of output pixel (y, x). No copy."""
+    sn, sh, sw, sc = xp.strides
     return as_strided(
         xp,
-        shape=(xp.shape[0], xp.shape[1], kernel[0], kernel[1], out_hw[0], out_hw[1]),
-        strides=(sn, sc, sh * dilations[0], sw * dilations[1], sh * strides[0], sw * strides[1]),
+        shape=(xp.shape[0], out_hw[0], out_hw[1], kernel[0], kernel[1], xp.shape[3]),
+        strides=(sn, sh * strides[0], sw * strides[1], sh * dilations[0], sw * dilations[1], sc),
         writeable=False,
     )
+
+
+_DERIVED: dict[tuple, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`make(array)`, kept while `array`'s memory lives when `array` is read-only (weights
+    are immutable): e.g. a conv weight repacked for the GEMM is repacked once, not per run."""
+    if array.flags.writeable:
+        return make(array)
+    root = array
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    key = (id(root), kind, array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+    hit = _DERIVED.get(key)
+    if hit is not None and hit[0]() is root:
+        return hit[1]
+    value = make(array)
+    value.flags.writeable = False
+    _DERIVED[key] = (weakref.ref(root, lambda _, key=key, cache=_DERIVED: cache.pop(key, None)), value)
+    return value
 
 
 def conv2d(
@@ -329,26 +374,50 @@ def conv2d(
     group: int,
     out_hw: Sequence[int],
 ) -> np.ndarray:
-    """NCHW x OIHW -> a fresh NCHW array (no bias). im2col + one GEMM per group, a plain
-    GEMM for 1x1 kernels, a loop over the KH*KW taps for depthwise convolutions."""
+    """NCHW x OIHW -> a fresh channels-last (N, OH, OW, M) array (no bias). Channels-last
+    makes im2col rows runs of KW*C contiguous inputs and lets the GEMM write (pixels x
+    channels) directly; the next conv reads the result without a copy. A 1x1 kernel is a
+    plain GEMM; depthwise is a multiply-add per kernel tap; other groups batch one GEMM each."""
     n, c, _, _ = x.shape
     m, c_per_group, kh, kw = w.shape
     oh, ow = out_hw
     if group == c and c_per_group == 1:
         return _depthwise(x, w, strides, pads, dilations, out_hw)
-    if kh == kw == 1 and not any(pads) and group == 1:
-        if strides != (1, 1):
-            x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
-        cols = x.reshape(n, c, oh * ow)  # a copy only when strided
-        return np.matmul(w.reshape(m, c), cols).reshape(n, m, oh, ow)
-    windows = window_view(pad_spatial(x, pads), (kh, kw), strides, dilations, out_hw)
-    out = np.empty((n, group, m // group, oh * ow), dtype=x.dtype)
-    weights = w.reshape(group, m // group, c_per_group * kh * kw)
-    cols = np.empty((group, c_per_group * kh * kw, oh * ow), dtype=x.dtype)
-    for i in range(n):
-        cols.reshape(c, kh, kw, oh, ow)[...] = windows[i]
-        np.matmul(weights, cols, out=out[i])
-    return out.reshape(n, m, oh, ow)
+    if group > 1:
+        return _grouped(x, w, strides, pads, dilations, group, out_hw)
+    if kh == kw == 1 and not any(pads):
+        x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
+        cols = channels_last(x).reshape(n * oh * ow, c)
+    else:
+        windows = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)
+        cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+        cols.reshape(windows.shape)[...] = windows
+    # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
+    weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
+    return np.matmul(cols, weights).reshape(n, oh, ow, m)
+
+
+def _grouped(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    group: int,
+    out_hw: Sequence[int],
+) -> np.ndarray:
+    """Grouped convolution: im2col with the columns of each group together, one batched GEMM."""
+    n, c, _, _ = x.shape
+    m, c_per_group, kh, kw = w.shape
+    oh, ow = out_hw
+    windows = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)
+    # (N, OH, OW, KH, KW, G, C/G) -> (G, N*OH*OW, KH*KW*C/G)
+    by_group = windows.reshape(n, oh, ow, kh, kw, group, c_per_group).transpose(5, 0, 1, 2, 3, 4, 6)
+    cols = np.ascontiguousarray(by_group).reshape(group, n * oh * ow, kh * kw * c_per_group)
+    weights = derived(w, "g-hwio", lambda a: np.ascontiguousarray(a.reshape(group, m // group, c_per_group, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(group, -1, m // group))
+    out = np.empty((n * oh * ow, group, m // group), dtype=x.dtype)
+    np.matmul(cols, weights, out=out.transpose(1, 0, 2))
+    return out.reshape(n, oh, ow, m)
 
 
 def _depthwise(
@@ -360,19 +429,21 @@ def _depthwise(
     out_hw: Sequence[int],
 ) -> np.ndarray:
     """One input channel per group (channel multiplier m / c): a multiply-add per kernel tap,
-    each over the whole tensor."""
+    each over the whole channels-last tensor."""
     n, c, _, _ = x.shape
     m, _, kh, kw = w.shape
-    xp = pad_spatial(x, pads)
+    xp = pad_nhwc(x, pads)
     if m != c:  # output channel o reads input channel o // (m / c)
-        xp = np.repeat(xp, m // c, axis=1)
+        xp = np.repeat(xp, m // c, axis=3)
     windows = window_view(xp, (kh, kw), strides, dilations, out_hw)
-    out = np.zeros((n, m) + tuple(out_hw), dtype=x.dtype)
+    taps = derived(w, "hwo", lambda a: np.ascontiguousarray(a[:, 0].transpose(1, 2, 0)))  # (KH, KW, M)
+    out = np.multiply(windows[:, :, :, 0, 0], taps[0, 0])
     term = np.empty_like(out)
     for i in range(kh):
         for j in range(kw):
-            np.multiply(windows[:, :, i, j], w[:, 0, i, j].reshape(m, 1, 1), out=term)
-            out += term
+            if i or j:
+                np.multiply(windows[:, :, :, i, j], taps[i, j], out=term)
+                out += term
     return out
 
 
@@ -390,9 +461,9 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         _int(op.group),
         _result_shape(op)[2:],
     )
-    if len(args) > 2:
-        y += args[2].astype(dtype, copy=False).reshape(-1, 1, 1)
-    return [fused_activation(op, y)]
+    bias = args[2].astype(dtype, copy=False) if len(args) > 2 else None
+    epilogue(op, y.reshape(-1, y.shape[-1]), bias)
+    return [as_nchw(y)]
 
 
 @kernel(nn.GemmOp)
@@ -408,7 +479,8 @@ def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     if len(args) > 2 and beta != 0.0:
         c = args[2].astype(dtype, copy=False)
         y += c if beta == 1.0 else c * dtype.type(beta)
-    return [fused_activation(op, y)]
+    epilogue(op, y, None)
+    return [y]
 
 
 @kernel(nn.MatMulOp)
@@ -444,24 +516,25 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     )
     is_max = op.kind.data == "max"
     if is_max:
-        fill = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+        # The lowest finite value, as onnxruntime: a window entirely in the padding gives it.
+        fill = np.finfo(x.dtype).min if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
     else:
         fill = 0
     dtype = x.dtype if is_max else _compute_dtype(x)
-    windows = window_view(pad_spatial(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
-    out = windows[:, :, 0, 0].copy()
+    windows = window_view(pad_nhwc(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
+    out = windows[:, :, :, 0, 0].copy()
     reduce = np.maximum if is_max else np.add
     for i in range(kh):
         for j in range(kw):
             if i or j:
-                reduce(out, windows[:, :, i, j], out=out)
+                reduce(out, windows[:, :, :, i, j], out=out)
     if not is_max:
         # The divisor counts valid inputs, plus the declared pads with count_include_pad.
         lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
         count_h = window_counts(h, oh, kh, strides[0], dilations[0], pads[0], lo[0], hi[0])
         count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
-        out /= (count_h[:, None] * count_w[None, :]).astype(dtype)
-    return [out]
+        out /= (count_h[:, None, None] * count_w[None, :, None]).astype(dtype)
+    return [as_nchw(out)]
 
 
 @kernel(nn.GlobalPoolOp)
