@@ -1,0 +1,358 @@
+"""The HLS template library (backends/hls/include/layerloom) compiled with g++ and run.
+
+Every C++ test source in tests/hls is compiled with -Wall -Wextra -Werror (one shared
+object per family, all built up front, two at a time, cached by content under build/).
+The integer templates are compared bit for bit with compiler/quant/intmath.py (the rules)
+and with an int64 NumPy convolution / pooling computed here; float templates with NumPy
+within float32 rounding; half templates within the stated error bound of docs/hls.md.
+Each C++ library lists its cases (shapes, types, PEs) in `layerloom_cases()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.hls import csim
+from compiler.errors import LayerloomError
+from compiler.quant import intmath as im
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = Path(__file__).resolve().parent / "hls"
+CACHE = ROOT / "build" / "csim-tests"
+
+# name -> (sources, extra flags, shared object?)
+LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
+    "quant": (("quant.cpp",), (), True),
+    "conv_int8": (("conv_int8.cpp",), (), True),
+}
+
+INT_DTYPES = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
+FLOAT_DTYPES = {"f32": np.float32, "f16": np.float16}
+DTYPES = {**INT_DTYPES, **FLOAT_DTYPES}
+
+
+def build_library(name: str) -> Path:
+    sources, flags, shared = LIBRARIES[name]
+    return csim.build([SOURCES / s for s in sources], [SOURCES], CACHE, flags, shared=shared, name=name)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Path]:
+    """Every test library, compiled two at a time (a failure surfaces in the test that needs it)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(build_library, name) for name in LIBRARIES}
+    results: dict[str, Path] = {}
+    for name, future in futures.items():
+        if future.exception() is None:
+            results[name] = future.result()
+    return results
+
+
+def library(built: dict[str, Path], name: str) -> csim.SharedLibrary:
+    if name not in built:
+        build_library(name)  # raises the compile error with file:line
+    return csim.load(built[name])
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fields: dict[str, str]
+
+    def __getitem__(self, key: str) -> int:
+        return int(self.fields[key])
+
+    def text(self, key: str) -> str:
+        return self.fields[key]
+
+
+def cases(lib: csim.SharedLibrary, kind: str) -> Iterator[Case]:
+    function = lib.cdll.layerloom_cases
+    function.restype = ctypes.c_char_p
+    for line in function().decode().splitlines():
+        name, *pairs = line.split()
+        fields = dict(pair.split("=", 1) for pair in pairs)
+        if fields["kind"] == kind:
+            yield Case(name, fields)
+
+
+# ---------------------------------------------------------------------------------------
+# Compilation and the csim helper itself
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARIES))
+def test_every_test_source_compiles_warning_free(built: dict[str, Path], name: str) -> None:
+    path = built.get(name) or build_library(name)
+    assert path.exists() and path.parent == CACHE
+
+
+def test_second_build_is_a_cache_hit(built: dict[str, Path], tmp_path: Path) -> None:
+    source = tmp_path / "hello.cpp"
+    source.write_text('#include "layerloom/quant.h"\nint main() { return int(layerloom::saturate(300, -128, 127)) - 127; }\n')
+    first = csim.build([source], out_dir=tmp_path / "out")
+    stamp = first.stat().st_mtime_ns
+    assert csim.build([source], out_dir=tmp_path / "out") == first and first.stat().st_mtime_ns == stamp
+    assert csim.run(first) == ""
+    source.write_text(source.read_text().replace("- 127", "- 126"))  # new content, new binary
+    second = csim.build([source], out_dir=tmp_path / "out")
+    assert second != first
+    with pytest.raises(LayerloomError, match="exited with status 1"):
+        csim.run(second)
+
+
+def test_compile_error_names_file_and_line(tmp_path: Path) -> None:
+    source = tmp_path / "broken.cpp"
+    source.write_text("int main() {\n  int unused = 3;\n  return 0;\n}\n")  # -Werror=unused-variable
+    with pytest.raises(LayerloomError) as error:
+        csim.build([source], out_dir=tmp_path)
+    assert error.value.where == f"{source}:2"
+    assert "unused variable" in error.value.message
+    assert not list(tmp_path.glob("broken-*")) and not list(tmp_path.glob(".broken*"))
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "x.cpp"
+    source.write_text("int main() { return 0; }\n")
+    monkeypatch.setenv("CXX", "no-such-g++")
+    with pytest.raises(LayerloomError, match="'no-such-g\\+\\+' not found"):
+        csim.build([source], out_dir=tmp_path)
+
+
+def test_library_errors_become_layerloom_errors(built: dict[str, Path]) -> None:
+    """A template that reads a stream dry fails with the shim's message, through check()."""
+    lib = library(built, "quant")
+    lib.check("ll_read_from_empty_stream", 3)  # three values for three reads: fine
+    with pytest.raises(LayerloomError, match="ll_read_from_empty_stream failed: hls::stream 'short' read while empty"):
+        lib.check("ll_read_from_empty_stream", 2)
+    with pytest.raises(LayerloomError, match="has no function 'nope'"):
+        lib.call("nope")
+
+
+# ---------------------------------------------------------------------------------------
+# quant.h against intmath.py: every rule, exhaustive on the edge cases
+# ---------------------------------------------------------------------------------------
+
+EDGE_INT32 = np.array(
+    [im.INT32_MIN, im.INT32_MIN + 1, -(2**30) - 1, -(2**30), -(2**24), -65536, -641, -640, -639, -256, -129, -128,
+     -10, -5, -3, -2, -1, 0, 1, 2, 3, 5, 10, 127, 128, 255, 256, 639, 640, 641, 65535, 2**24, 2**30, im.INT32_MAX - 1,
+     im.INT32_MAX],
+    dtype=np.int64,
+)
+
+
+def vectorised(lib: csim.SharedLibrary, function: str, *arrays: np.ndarray) -> np.ndarray:
+    columns = [np.ascontiguousarray(a, dtype=np.int64).ravel() for a in np.broadcast_arrays(*arrays)]
+    out = np.zeros_like(columns[0])
+    lib.check(function, *columns, out, out.size)
+    return out.reshape(np.broadcast_shapes(*(a.shape for a in arrays)))
+
+
+def random_int32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Values at every magnitude, not only near 2^31."""
+    magnitude = rng.integers(0, 32, n)
+    return rng.integers(-(2**magnitude), 2**magnitude, dtype=np.int64).clip(im.INT32_MIN, im.INT32_MAX)
+
+
+def test_pow2_rules_match_intmath_exhaustively(built: dict[str, Path]) -> None:
+    lib = library(built, "quant")
+    shifts = np.arange(-16, 49)
+    x, s = np.meshgrid(EDGE_INT32, shifts, indexing="ij")
+    m = np.where(s < 0, 1, 1)
+    np.testing.assert_array_equal(vectorised(lib, "ll_requantize_pow2", x, m, s), im.requantize_pow2(x, m, s))
+    # multipliers (average pooling, leaky slope) with every shift, including the ties
+    rng = np.random.default_rng(1)
+    xs = np.concatenate([EDGE_INT32, random_int32(rng, 600)])
+    ms = np.concatenate([[1, 2, 3, 6554, 58254, 2**16 - 1], rng.integers(1, 2**16, 60)])
+    x, m, s = np.meshgrid(xs, ms, np.arange(0, 49), indexing="ij")
+    np.testing.assert_array_equal(vectorised(lib, "ll_requantize_pow2", x, m, s), im.requantize_pow2(x, m, s))
+    v = np.concatenate([x.ravel()[:5000] * 65535, [2**46, -(2**46), -(2**46) - 1]])
+    sv = np.resize(np.arange(-16, 49), v.size)
+    np.testing.assert_array_equal(vectorised(lib, "ll_rounding_shift_right", v, sv), im.rounding_shift_right(v, sv))
+
+
+def test_fixed_rules_match_intmath_exhaustively(built: dict[str, Path]) -> None:
+    lib = library(built, "quant")
+    rng = np.random.default_rng(2)
+    a, b = np.meshgrid(EDGE_INT32, EDGE_INT32, indexing="ij")
+    np.testing.assert_array_equal(vectorised(lib, "ll_srdhm", a, b), im.saturating_rounding_doubling_high_mul(a, b))
+    x, e = np.meshgrid(np.concatenate([EDGE_INT32, random_int32(rng, 500)]), np.arange(0, 32), indexing="ij")
+    np.testing.assert_array_equal(vectorised(lib, "ll_rdbpot", x, e), im.rounding_divide_by_pot(x, e))
+    # requantize_fixed over edge and random accumulators, edge and random multipliers, every shift
+    m0 = np.concatenate([[0, 2**30, 2**30 + 1, 1099511628, 1908874354, 1610612736, 2**31 - 1],
+                         rng.integers(2**30, 2**31, 60)])
+    xs = np.concatenate([EDGE_INT32, random_int32(rng, 400)])
+    x, m, s = np.meshgrid(xs, m0, np.arange(-31, 32), indexing="ij")
+    np.testing.assert_array_equal(vectorised(lib, "ll_requantize_fixed", x, m, s), im.requantize_fixed(x, m, s))
+
+
+@pytest.mark.parametrize("scheme", ["pow2", "fixed"])
+@pytest.mark.parametrize("out", [(0, -128, 127), (-5, -5, 127), (128, 0, 255), (3, -20, 40)])
+def test_output_stage_matches_intmath(built: dict[str, Path], scheme: str, out: tuple[int, int, int]) -> None:
+    """Requantize, leaky negative parameters, zero point and clamp, per value."""
+    lib = library(built, "quant")
+    rng = np.random.default_rng(3)
+    zero_point, lo, hi = out
+    acc = np.concatenate([EDGE_INT32, random_int32(rng, 4000)])
+    n = acc.size
+    if scheme == "fixed":
+        m, s = im.quantize_multipliers(np.exp2(rng.uniform(-24, 4, n)))
+        nm, ns = im.quantize_multipliers(np.exp2(rng.uniform(-24, 4, n)) * 0.1)
+    else:
+        m, s = np.ones(n, np.int64), rng.integers(-8, 40, n)
+        m = np.where(s >= 0, rng.integers(1, 2**16, n), 1)
+        nm, ns = np.full(n, im.pow2_alpha(0.1)), np.maximum(s, 0) + 16
+    params = np.stack([m, s, nm, ns], axis=1).astype(np.int64)
+    for leaky in (False, True):
+        negative = im.Requant.of(scheme, ns, nm) if leaky else None
+        expected = im.OutputStage(im.Requant.of(scheme, s, m), zero_point, lo, hi, negative)(acc)
+        got = np.zeros(n, np.int64)
+        lib.check("ll_output_stage", acc, params, got, n, scheme == "fixed", leaky, zero_point, lo, hi)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_round_half_even_matches_numpy(built: dict[str, Path]) -> None:
+    lib = library(built, "quant")
+    rng = np.random.default_rng(4)
+    ties = np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)
+    x = np.concatenate([ties, rng.normal(0, 1e3, 4000).astype(np.float32), np.float32([2**23 + 1, -(2**24), 1e30, -0.0])])
+    y = np.zeros_like(x)
+    lib.check("ll_round_half_even", x, y, x.size)
+    np.testing.assert_array_equal(y, np.rint(x))
+
+
+# ---------------------------------------------------------------------------------------
+# Layer references (int64 / float64 NumPy, written here independently of the templates)
+# ---------------------------------------------------------------------------------------
+
+
+def conv_reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray, case: Case, groups: int,
+                   dtype: type = np.int64) -> np.ndarray:
+    """x (C, H, W), already centred (x - z_x); w (M, C/G, KH, KW), centred; bias (M,).
+    Zero padding (the centred zero point); group g reads channels g*C/G.. of x."""
+    c, h, wd = x.shape
+    m = w.shape[0]
+    oh, ow = case["OH"], case["OW"]
+    padded = np.zeros((c, h + case["PT"] + case["PB"], wd + case["PL"] + case["PR"]), dtype)
+    padded[:, case["PT"] : case["PT"] + h, case["PL"] : case["PL"] + wd] = x
+    acc = np.zeros((m, oh, ow), dtype) + bias.astype(dtype)[:, None, None]
+    cg, mg = c // groups, m // groups
+    for i in range(case["KH"]):
+        for j in range(case["KW"]):
+            top, left = i * case["DH"], j * case["DW"]
+            patch = padded[:, top : top + case["SH"] * (oh - 1) + 1 : case["SH"], left : left + case["SW"] * (ow - 1) + 1 : case["SW"]]
+            for g in range(groups):
+                acc[g * mg : (g + 1) * mg] += np.einsum("mc,chw->mhw", w[g * mg : (g + 1) * mg, :, i, j], patch[g * cg : (g + 1) * cg])
+    return acc
+
+
+def to_hwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(1, 2, 0)).ravel()
+
+
+def from_hwc(y: np.ndarray, channels: int, oh: int, ow: int) -> np.ndarray:
+    return y.reshape(oh, ow, channels).transpose(2, 0, 1)
+
+
+def conv_geometry(case: Case) -> tuple[int, int]:
+    """(groups as a convolution, weight columns per output): depthwise is group C."""
+    if case.text("impl") == "depthwise":
+        return case["C"], case["KH"] * case["KW"]
+    return case["G"], case["C"] // case["G"] * case["KH"] * case["KW"]
+
+
+@dataclass(frozen=True)
+class IntStageParams:
+    """A random integer output stage for `channels` parameter sets: intmath's OutputStage
+    (laid along axis 0 of a (channels, ...) tensor) and the packed int64 buffer of harness.h."""
+
+    stage: im.OutputStage
+    packed: np.ndarray
+
+
+def int_type_range(dtype_name: str) -> tuple[int, int]:
+    return im.int_range(INT_DTYPES[dtype_name])
+
+
+def random_zero_point(rng: np.random.Generator, scheme: str, dtype_name: str) -> int:
+    if scheme == "pow2" and dtype_name == "i8":
+        return 0
+    lo, hi = int_type_range(dtype_name)
+    middle = (lo + hi + 1) // 2
+    return int(rng.integers(middle - 20, middle + 20))
+
+
+def int_stage(
+    rng: np.random.Generator, scheme: str, channels: int, gain: float, out: str, variant: str,
+    input_zero_point: int = 0, weight_zero_point: int = 0, ndim: int = 3,
+) -> IntStageParams:
+    """Multipliers around `gain` (the real factor that maps typical accumulators into the
+    int8 range); variant: 'plain', 'relu' (clamp at the zero point) or 'leaky' (alpha 0.1)."""
+    reals = gain * np.exp2(rng.uniform(-1, 1, channels))
+    if scheme == "fixed":
+        m, s = im.quantize_multipliers(reals)
+        nm, ns = im.quantize_multipliers(reals * 0.1)
+    else:
+        s = np.round(-np.log2(reals)).astype(np.int64)
+        m = np.ones(channels, np.int64)
+        nm, ns = np.full(channels, im.pow2_alpha(0.1)), s + 16
+    zero_point = random_zero_point(rng, scheme, out)
+    lo, hi = int_type_range(out)
+    if variant == "relu":
+        lo = max(lo, zero_point)
+    leaky = variant == "leaky"
+    negative = im.Requant.of(scheme, ns, nm).along(ndim, 0) if leaky else None
+    stage = im.OutputStage(im.Requant.of(scheme, s, m).along(ndim, 0), zero_point, lo, hi, negative)
+    packed = np.concatenate([[input_zero_point, weight_zero_point, zero_point, lo, hi, int(leaky)], m, s, nm, ns])
+    return IntStageParams(stage, packed.astype(np.int64))
+
+
+def random_ints(rng: np.random.Generator, dtype_name: str, shape: tuple[int, ...], extreme: bool = False) -> np.ndarray:
+    lo, hi = int_type_range(dtype_name)
+    if extreme:
+        return rng.choice(np.array([lo, hi]), shape).astype(INT_DTYPES[dtype_name])
+    return rng.integers(lo, hi + 1, shape).astype(INT_DTYPES[dtype_name])
+
+
+VARIANTS = ("plain", "relu", "leaky")
+
+
+def test_int8_convolutions_are_bit_exact(built: dict[str, Path]) -> None:
+    """conv2d (direct, im2row), depthwise, pointwise and dense, every case of
+    tests/hls/conv_int8.cpp, in both schemes, plain / relu / leaky, against the int64
+    convolution and intmath's output stage."""
+    lib = library(built, "conv_int8")
+    rng = np.random.default_rng(5)
+    checked = 0
+    for case in cases(lib, "conv"):
+        groups, k = conv_geometry(case)
+        c, h, w, m = case["C"], case["H"], case["W"], case["M"]
+        extreme = k > 500
+        x = random_ints(rng, case.text("in"), (c, h, w), extreme)
+        weights = random_ints(rng, "i8", (m, c // groups, case["KH"], case["KW"]), extreme)
+        weight_zero_point = 0
+        if case.text("weight") == "u8":
+            weights = (weights.astype(np.int64) + 128).astype(np.uint8)
+            weight_zero_point = int(rng.integers(100, 156))
+        bias = rng.integers(-(2**12), 2**12, m).astype(np.int32)
+        scheme, out = case.text("stage"), case.text("out")
+        input_zero_point = random_zero_point(rng, scheme, case.text("in"))
+        spread = np.sqrt(k) * 74.0 * 74.0  # std of a sum of k products of uniform int8s
+        reference = conv_reference(x.astype(np.int64) - input_zero_point, weights.astype(np.int64) - weight_zero_point,
+                                   bias, case, groups)
+        for variant in VARIANTS:
+            params = int_stage(rng, scheme, m, 40.0 / spread, out, variant, input_zero_point, weight_zero_point)
+            (y,) = lib.predict(case.name, [to_hwc(x), weights.reshape(m, k), bias, params.packed],
+                               [((case["OH"] * case["OW"] * m,), DTYPES[out])])
+            expected = params.stage(reference)
+            np.testing.assert_array_equal(from_hwc(y, m, case["OH"], case["OW"]), expected, err_msg=f"{case.name} {variant}")
+            assert len(np.unique(expected)) >= min(10, expected.size // 2), f"{case.name}: outputs too saturated to test"
+            checked += 1
+    assert checked >= 3 * 15
