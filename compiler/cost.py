@@ -21,6 +21,7 @@ spatial tiles, by loop order (the tensor named stays on chip over the inner loop
     weight:  inputs x n_m,  weights x 1,  outputs x (2·n_n - 1)   (partial sums spill)
     input:   inputs x 1,  weights x (n_s if n_m·n_n > 1 else 1),
              outputs x (2·n_n - 1 if n_m > 1 else 1)
+    stream:  inputs x 1,  weights x 1,  outputs x 1   (a streaming engine's line buffer)
 Inputs are counted with the halo that overlapping windows of neighbouring spatial tiles
 share (read twice), and without padding (never fetched). With no tile (the default) each
 tensor crosses the DRAM interface exactly once.
@@ -31,6 +32,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
 
 from compiler.engines.base import WHOLE, Tile, ceil_div
 from compiler.engines.workload import VIEW_KINDS, Workload
@@ -183,8 +187,7 @@ def layer_cost(
 
     compute = int(plugin.compute_cycles(layer, eng, p, t))
     traffic = dram_traffic(layer, t, placement)
-    bandwidth = target.dram.bandwidth / eng.count  # instances run at once and share DRAM
-    memory = ceil_div(traffic.total * int(clock), int(bandwidth)) if traffic.total else 0
+    memory = int(memory_cycles(traffic.total, target, eng))
     cycles = max(compute, memory) if double_buffered else compute + memory
     onchip = buffer_bytes(layer, t, double_buffered)
 
@@ -217,65 +220,73 @@ def layer_cost(
     )
 
 
-def _tiles(layer: Workload, t: Tile) -> tuple[int, int, int]:
-    """(n_m, n_n, n_s): output-channel, input-channel and spatial tile counts."""
-    assert t.m and t.n and t.e and t.f
-    n_s = ceil_div(layer.out_h, t.e) * ceil_div(layer.out_w, t.f)
-    return ceil_div(layer.out_channels, t.m), ceil_div(layer.in_channels_per_group, t.n), n_s
+def memory_cycles(dram_bytes: Any, target: Target, engine: Engine) -> Any:
+    """Cycles to move `dram_bytes` (an int or an integer array) at the DRAM bandwidth,
+    divided among the engine's instances (they run at once)."""
+    bandwidth = target.dram.bandwidth / engine.count
+    return ceil_div(dram_bytes * int(target.clock_of(engine)), int(bandwidth))
 
 
-def _input_channels_of_m_tile(layer: Workload, tm: int) -> int:
+# The traffic and buffer formulas take tile sizes as ints or as NumPy arrays (the tile
+# search evaluates thousands of candidate tiles at once), so they exist exactly once.
+
+
+def _input_channels_of_m_tile(layer: Workload, tm: Any) -> Any:
     """Input channels one output-channel tile reads (all of them for a dense conv; the
     tile's groups' for a grouped one -- one per channel for depthwise)."""
     if layer.groups == 1:
         return layer.in_channels
-    return min(layer.in_channels, ceil_div(tm, layer.out_channels_per_group) * layer.in_channels_per_group)
+    return np.minimum(layer.in_channels, ceil_div(tm, layer.out_channels_per_group) * layer.in_channels_per_group)
 
 
 def input_sweep_bytes(layer: Workload, t: Tile) -> int:
     """Bytes of one pass over the input with spatial tiles of t.e x t.f (halos included)."""
     assert t.e and t.f
-    rows = _axis_read(layer.out_h, t.e, layer.window_rows(t.e), layer.window_rows(layer.out_h % t.e), layer.in_h, layer.pad_h)
-    cols = _axis_read(layer.out_w, t.f, layer.window_cols(t.f), layer.window_cols(layer.out_w % t.f), layer.in_w, layer.pad_w)
+    return int(_sweep_bytes(layer, t.e, t.f))
+
+
+def _sweep_bytes(layer: Workload, e: Any, f: Any) -> Any:
+    rows = _axis_read(layer.out_h, e, layer.window_rows(e), layer.window_rows(layer.out_h % e), layer.in_h, layer.pad_h)
+    cols = _axis_read(layer.out_w, f, layer.window_cols(f), layer.window_cols(layer.out_w % f), layer.in_w, layer.pad_w)
     return layer.inputs * layer.batch * layer.in_channels * rows * cols * layer.elem_bytes
 
 
-def _axis_read(outs: int, tile: int, tile_extent: int, rest_extent: int, real: int, pad: int) -> int:
+def _axis_read(outs: int, tile: Any, tile_extent: Any, rest_extent: Any, real: int, pad: int) -> Any:
     """Input rows (or columns) fetched along one axis: each tile fetches its windows'
     extent; neighbouring tiles share halos (fetched twice); the padding at the two ends is
     never fetched."""
-    full, rest = divmod(outs, tile)
-    tiles = full + (1 if rest else 0)
-    if tiles == 1:
-        return real
-    return max(real, full * tile_extent + (rest_extent if rest else 0) - pad)
+    full, rest = np.divmod(outs, tile)
+    fetched = full * tile_extent + np.where(rest > 0, rest_extent, 0) - pad
+    return np.where(full + (rest > 0) == 1, real, np.maximum(real, fetched))
+
+
+def traffic_terms(layer: Workload, m: Any, n: Any, e: Any, f: Any, order: str) -> tuple[Any, Any, Any]:
+    """DRAM bytes of (inputs, weights, outputs) for tiles m x n x e x f (ints or arrays of
+    resolved sizes) in `order`, with every tensor off chip (see the module docstring)."""
+    if layer.op in VIEW_KINDS:
+        return 0, 0, 0
+    if order == "stream" or (not layer.has_macs and layer.op not in WINDOWED_KINDS):
+        # Streaming: read the inputs once, write the output once (a line buffer keeps the
+        # window's rows; a streaming engine keeps all weights).
+        return layer.input_bytes, layer.weight_bytes, layer.output_bytes
+    n_m = ceil_div(layer.out_channels, m)
+    n_n = ceil_div(layer.in_channels_per_group, n)
+    n_s = ceil_div(layer.out_h, e) * ceil_div(layer.out_w, f)
+    sweep = _sweep_bytes(layer, e, f)
+    in_share = _input_channels_of_m_tile(layer, m) / layer.in_channels
+    w, o = layer.weight_bytes, layer.output_bytes
+    if order == "output":
+        return np.rint(sweep * n_m * in_share), w * np.where(n_n > 1, n_s, 1), o
+    if order == "weight":
+        return np.rint(sweep * n_m * in_share), w, o * (2 * n_n - 1)
+    # input-stationary
+    return sweep, w * np.where(n_m * n_n > 1, n_s, 1), o * np.where(n_m > 1, 2 * n_n - 1, 1)
 
 
 def dram_traffic(layer: Workload, t: Tile, placement: Placement = OFF_CHIP) -> Traffic:
     """DRAM bytes per tensor for a resolved tile (see the module docstring)."""
-    if layer.op in VIEW_KINDS:
-        return Traffic()
-    if not layer.has_macs and layer.op not in WINDOWED_KINDS:
-        # Streaming ops: read the inputs once, write the output once.
-        inputs, weights, outputs = layer.input_bytes, 0, layer.output_bytes
-    else:
-        n_m, n_n, n_s = _tiles(layer, t)
-        assert t.m
-        sweep = input_sweep_bytes(layer, t)
-        in_share = _input_channels_of_m_tile(layer, t.m) / layer.in_channels
-        w, o = layer.weight_bytes, layer.output_bytes
-        if t.order == "output":
-            inputs = round(sweep * n_m * in_share)
-            weights = w * (n_s if n_n > 1 else 1)
-            outputs = o
-        elif t.order == "weight":
-            inputs = round(sweep * n_m * in_share)
-            weights = w
-            outputs = o * (2 * n_n - 1)
-        else:  # input-stationary
-            inputs = sweep
-            weights = w * (n_s if n_m * n_n > 1 else 1)
-            outputs = o * (2 * n_n - 1 if n_m > 1 else 1)
+    assert t.m and t.n and t.e and t.f
+    inputs, weights, outputs = traffic_terms(layer, t.m, t.n, t.e, t.f, t.order)
     return Traffic(
         input=0 if placement.input_on_chip else int(inputs),
         weights=0 if placement.weights_on_chip else int(weights),
@@ -284,23 +295,32 @@ def dram_traffic(layer: Workload, t: Tile, placement: Placement = OFF_CHIP) -> T
 
 
 def buffer_bytes(layer: Workload, t: Tile, double_buffered: bool = True) -> int:
-    """On-chip bytes of one tile's input, weight and output (accumulator) buffers."""
+    """On-chip bytes of one tile's input, weight and output (accumulator) buffers. A
+    streaming tile (order `stream`) is a line buffer, all weights and one output row, and
+    is not doubled: its buffers are FIFOs."""
+    assert t.m and t.n and t.e and t.f
+    if t.order == "stream":
+        return int(tile_buffer_bytes(layer, layer.out_channels, layer.in_channels_per_group, 1, layer.out_w))
+    return int(tile_buffer_bytes(layer, t.m, t.n, t.e, t.f)) * (2 if double_buffered else 1)
+
+
+def tile_buffer_bytes(layer: Workload, m: Any, n: Any, e: Any, f: Any) -> Any:
+    """Single-buffered bytes of tiles m x n x e x f (ints or arrays of resolved sizes)."""
     if layer.op in VIEW_KINDS:
         return 0
-    assert t.m and t.n and t.e and t.f
-    rows = min(layer.window_rows(t.e), layer.in_h)
-    cols = min(layer.window_cols(t.f), layer.in_w)
+    rows = np.minimum(layer.window_rows(e), layer.in_h)
+    cols = np.minimum(layer.window_cols(f), layer.in_w)
     if layer.has_macs:
-        channels = t.n if layer.groups == 1 else min(_input_channels_of_m_tile(layer, t.m), t.n * ceil_div(t.m, layer.out_channels_per_group))
-        weights = t.m * t.n * layer.window * layer.weight_elem_bytes
+        channels = n if layer.groups == 1 else np.minimum(_input_channels_of_m_tile(layer, m), n * ceil_div(m, layer.out_channels_per_group))
+        weights = m * n * layer.window * layer.weight_elem_bytes
         acc_bytes = max(layer.elem_bytes, 4)  # int8 layers accumulate in int32
     else:
-        channels = min(t.m, layer.in_channels)
+        channels = np.minimum(m, layer.in_channels)
         weights = 0
         acc_bytes = layer.elem_bytes
     inputs = layer.inputs * channels * rows * cols * layer.elem_bytes
-    outputs = t.m * t.e * t.f * acc_bytes
-    return (inputs + weights + outputs) * (2 if double_buffered else 1)
+    outputs = m * e * f * acc_bytes
+    return inputs + weights + outputs
 
 
 # ---------------------------------------------------------------------------------------

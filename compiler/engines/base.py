@@ -31,7 +31,7 @@ from compiler.hw.schema import Param
 if TYPE_CHECKING:
     from compiler.hw.model import Engine
 
-LOOP_ORDERS = ("output", "weight", "input")
+LOOP_ORDERS = ("output", "weight", "input", "stream")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,9 @@ class Tile:
     order, named by the tensor that stays on chip across the inner loops:
     `output` (outputs accumulate on chip; inputs and weights stream), `weight` (a weight
     tile is loaded once; partial sums go back to DRAM), `input` (an input tile is loaded
-    once; weights stream, partial sums go back to DRAM).
+    once; weights stream, partial sums go back to DRAM), `stream` (a streaming engine of a
+    layer pipeline: a line buffer of the window's input rows, all weights and one output
+    row of e = 1; every tensor crosses DRAM once).
 
     m: output channels (of all groups), n: input channels of one group, e/f: output rows /
     columns. None means the whole dimension."""
@@ -131,6 +133,20 @@ class EngineKind(ABC):
         """Cycles of arithmetic for `layer` on one instance with `pes` MAC units and the
         (resolved) `tile`, assuming operands are on chip when needed."""
 
+    def cycles_curve(self, layer: Workload, engine: Engine, max_pes: int, tile: Tile) -> np.ndarray:
+        """Compute cycles with 1, 2, ..., max_pes PEs (entry p - 1), never increasing: an
+        engine given more PEs than it can use leaves them idle. assign-engines searches PE
+        splits over these curves. The default asks `compute_cycles` once per PE count (and
+        once for kinds with fixed PEs, which cannot run with fewer: those entries are
+        `UNREACHABLE`); kinds with a closed form override it."""
+        fixed = self.fixed_pes(engine)
+        if fixed is not None:
+            curve = np.full(max_pes, UNREACHABLE, dtype=np.int64)
+            curve[fixed - 1 :] = self.compute_cycles(layer, engine, fixed, tile)
+            return curve
+        cycles = [self.compute_cycles(layer, engine, p, tile) for p in range(1, max_pes + 1)]
+        return np.minimum.accumulate(np.asarray(cycles, dtype=np.int64))
+
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         """Bytes the PE array reads from on-chip buffers per compute cycle. Default: an
         edge-fed square array (rows + columns operands per cycle)."""
@@ -161,6 +177,38 @@ def tiled_steps(total: int, tile: int, par: Any) -> Any:
     NumPy array (vectorised search over unrollings)."""
     full, rest = divmod(total, tile)
     return full * ceil_div(tile, par) + ceil_div(rest, par)
+
+
+UNREACHABLE = np.iinfo(np.int64).max // 4  # cycles of a PE count an engine cannot run with
+
+
+def unroll_curve(a: int, b: int, max_pes: int, tile_a: int | None = None, tile_b: int | None = None) -> np.ndarray:
+    """`best_unroll(a, b, p, tile_a, tile_b)[0]` for every p = 1..max_pes at once (entry
+    p - 1). Steps along one loop only drop at a few unrollings (the smallest pa giving each
+    value of tiled_steps(a, tile_a, pa)); the best split for p is the cheapest pair of such
+    unrollings with pa·pb <= p: a sort and a running minimum over O(sqrt(a)·sqrt(b)) pairs."""
+    tile_a = tile_a or a
+    tile_b = tile_b or b
+    pa, sa = _step_drops(a, tile_a, max_pes)
+    pb, sb = _step_drops(b, tile_b, max_pes)
+    pes = np.outer(pa, pb).ravel()
+    steps = np.outer(sa, sb).ravel()
+    usable = pes <= max_pes
+    pes, steps = pes[usable], steps[usable]
+    order = np.argsort(pes, kind="stable")
+    pes, best = pes[order], np.minimum.accumulate(steps[order])
+    # For each p the last pair that fits (pa = pb = 1 always does).
+    last = np.searchsorted(pes, np.arange(1, max_pes + 1), side="right") - 1
+    return best[last]
+
+
+def _step_drops(total: int, tile: int, max_par: int) -> tuple[np.ndarray, np.ndarray]:
+    """The unrollings at which tiled_steps(total, tile, par) drops, and the steps there."""
+    par = np.arange(1, max(1, min(max_par, tile)) + 1, dtype=np.int64)
+    steps = tiled_steps(total, tile, par)
+    drops = np.ones(len(par), dtype=bool)
+    drops[1:] = steps[1:] < steps[:-1]
+    return par[drops], steps[drops]
 
 
 def best_unroll(a: int, b: int, pes: int, tile_a: int | None = None, tile_b: int | None = None) -> tuple[int, int, int]:

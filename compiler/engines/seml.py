@@ -14,10 +14,13 @@ layers); without it each layer gets the best shape within its PEs -- a lower bou
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from compiler.engines.base import EngineKind, Tile, best_unroll, tiled_steps
+import numpy as np
+
+from compiler.engines.base import EngineKind, Tile, tiled_steps, unroll_curve
 from compiler.engines.workload import (
     ACTIVATION_KINDS,
     DATA_KINDS,
@@ -52,22 +55,37 @@ class ChannelArrayEngine(EngineKind):
                 raise ParamError(f"unroll {unroll[0]} x {unroll[1]} needs {size} PEs, more than pes {params['pes']}", "unroll")
         return params
 
-    def unrolled(self, a: int, b: int, pes: int, engine: Engine, tile_a: int | None = None, tile_b: int | None = None) -> int:
-        """Steps of two parallel loops: with the engine's fixed unrolling, else the best."""
+    def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
+        return int(self.cycles_for(layer, engine, np.array([pes], dtype=np.int64), tile)[0])
+
+    def cycles_curve(self, layer: Workload, engine: Engine, max_pes: int, tile: Tile) -> np.ndarray:
+        return self.cycles_for(layer, engine, np.arange(1, max_pes + 1, dtype=np.int64), tile)
+
+    @abstractmethod
+    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+        """Compute cycles for each PE count in `pes` (one formula for a single count and for
+        the whole curve that assign-engines searches)."""
+
+    def unrolled(
+        self, a: int, b: int, pes: np.ndarray, engine: Engine, tile_a: int | None = None, tile_b: int | None = None
+    ) -> np.ndarray:
+        """Steps of two parallel loops for each PE count in `pes`: with the engine's fixed
+        unrolling, else the best split of each count (`unroll_curve`)."""
         unroll = engine.params.get("unroll")
         if unroll is None:
-            return best_unroll(a, b, pes, tile_a, tile_b)[0]
-        return int(tiled_steps(a, tile_a or a, unroll[0]) * tiled_steps(b, tile_b or b, unroll[1]))
+            return unroll_curve(a, b, int(pes.max()), tile_a, tile_b)[pes - 1]
+        steps = tiled_steps(a, tile_a or a, unroll[0]) * tiled_steps(b, tile_b or b, unroll[1])
+        return np.full(pes.shape, steps, dtype=np.int64)
 
 
 class SemlEngine(ChannelArrayEngine):
     name = "seml"
     summary = "one Tm x Tn PE array (output x input channels) reused by every layer in turn"
 
-    def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
+    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
         op = layer.op
         if op in DATA_KINDS or op in VIEW_KINDS:
-            return 0
+            return np.zeros(pes.shape, dtype=np.int64)
         if op in MAC_KINDS and op != "depthwise":
             mg, cg = layer.out_channels_per_group, layer.in_channels_per_group
             tile_m = min(tile.m or mg, mg)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from compiler.engines.base import Tile, ceil_div
 from compiler.engines.seml import ChannelArrayEngine
 from compiler.engines.workload import DATA_KINDS, MAC_KINDS, POOL_KINDS, VIEW_KINDS, Workload
@@ -28,16 +30,16 @@ class SeslEngine(ChannelArrayEngine):
     name = "sesl"
     summary = "one engine per layer (PE x SIMD folding, as FINN's MVAU), layers streaming in a pipeline"
 
-    def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
+    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
         op = layer.op
         if op in DATA_KINDS or op in VIEW_KINDS:
-            return 0
+            return np.zeros(pes.shape, dtype=np.int64)
         if op in MAC_KINDS and op != "depthwise":
             fold = self.unrolled(layer.out_channels_per_group, layer.in_channels_per_group * layer.window, pes, engine)
             return layer.groups * layer.pixels * fold
         if op == "depthwise" or op in POOL_KINDS:
             return layer.pixels * self.unrolled(layer.out_channels, layer.window, pes, engine)
-        return layer.pixels * ceil_div(layer.out_channels, min(pes, layer.out_channels))
+        return layer.pixels * ceil_div(layer.out_channels, np.minimum(pes, layer.out_channels))
 
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         # Weights sit in the engine's own memory next to the PEs (counted there, too):
