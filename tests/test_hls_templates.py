@@ -31,6 +31,7 @@ CACHE = ROOT / "build" / "csim-tests"
 LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "quant": (("quant.cpp",), (), True),
     "conv_int8": (("conv_int8.cpp",), (), True),
+    "pool_eltwise_int8": (("pool_eltwise_int8.cpp",), (), True),
 }
 
 INT_DTYPES = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
@@ -356,3 +357,181 @@ def test_int8_convolutions_are_bit_exact(built: dict[str, Path]) -> None:
             assert len(np.unique(expected)) >= min(10, expected.size // 2), f"{case.name}: outputs too saturated to test"
             checked += 1
     assert checked >= 3 * 15
+
+
+def padded_extent(size: int, pad_begin: int, pad_end: int, out: int, stride: int, kernel: int, dilation: int) -> int:
+    """Padded length an axis needs, with ceil mode's windows past the end."""
+    return max(size + pad_begin + pad_end, (out - 1) * stride + dilation * (kernel - 1) + 1)
+
+
+def window_taps(x: np.ndarray, case: Case, fill: float) -> np.ndarray:
+    """(KH*KW, C, OH, OW): the input under each tap of each window, padding = fill."""
+    c, h, w = x.shape
+    oh, ow = case["OH"], case["OW"]
+    hx = padded_extent(h, case["PT"], case["PB"], oh, case["SH"], case["KH"], case["DH"])
+    wx = padded_extent(w, case["PL"], case["PR"], ow, case["SW"], case["KW"], case["DW"])
+    padded = np.full((c, hx, wx), fill, dtype=x.dtype)
+    padded[:, case["PT"] : case["PT"] + h, case["PL"] : case["PL"] + w] = x
+    return np.stack([
+        padded[:, i * case["DH"] : i * case["DH"] + case["SH"] * (oh - 1) + 1 : case["SH"],
+               j * case["DW"] : j * case["DW"] + case["SW"] * (ow - 1) + 1 : case["SW"]]
+        for i in range(case["KH"]) for j in range(case["KW"])
+    ])
+
+
+def window_counts(case: Case, include_pad: bool) -> np.ndarray:
+    """(OH, OW) ONNX divisors: taps inside the input (plus the declared pads with
+    count_include_pad; ceil mode's extra border never counts)."""
+    def axis(size: int, out: int, kernel: int, stride: int, dilation: int, begin: int, end: int) -> np.ndarray:
+        lo, hi = (begin, end) if include_pad else (0, 0)
+        at = np.arange(out)[:, None] * stride - begin + np.arange(kernel)[None, :] * dilation
+        return np.maximum(((at >= -lo) & (at < size + hi)).sum(axis=1), 1)
+
+    rows = axis(case["H"], case["OH"], case["KH"], case["SH"], case["DH"], case["PT"], case["PB"])
+    cols = axis(case["W"], case["OW"], case["KW"], case["SW"], case["DW"], case["PL"], case["PR"])
+    return rows[:, None] * cols[None, :]
+
+
+def average_params(rng: np.random.Generator, scheme: str, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Division parameters per window count n (spec section 7), at a random scale ratio."""
+    if scheme == "fixed":
+        ratio = float(np.float32(rng.uniform(0.5, 2.0)))
+        return im.quantize_multipliers([ratio / n for n in counts])
+    d = int(rng.integers(-1, 2))
+    pairs = [im.pow2_divisor(n, d) for n in counts]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def pool_stage(rng: np.random.Generator, case: Case, counts: list[int], input_zero_point: int) -> IntStageParams:
+    scheme, out = case.text("stage"), "u8" if case.text("in") == "u8" else "i8"
+    m, s = average_params(rng, scheme, counts)
+    zero_point = random_zero_point(rng, scheme, out)
+    lo, hi = int_type_range(out)
+    zeros = np.zeros(len(counts), np.int64)
+    packed = np.concatenate([[input_zero_point, 0, zero_point, lo, hi, 0], m, s, zeros, zeros]).astype(np.int64)
+    return IntStageParams(im.OutputStage(im.Requant.of(scheme, s, m), zero_point, lo, hi), packed)
+
+
+def test_int8_pooling_is_bit_exact(built: dict[str, Path]) -> None:
+    """Max / average / global pooling (ceil mode, dilations, count_include_pad, uint8)
+    against NumPy windows and intmath's average_divide."""
+    lib = library(built, "pool_eltwise_int8")
+    rng = np.random.default_rng(6)
+    checked = 0
+    for case in cases(lib, "pool"):
+        kind, dtype = case.text("pool"), case.text("in")
+        x = random_ints(rng, dtype, (case["C"], case["H"], case["W"]))
+        qmin = int_type_range(dtype)[0]
+        channels_out = case["C"] * case["OH"] * case["OW"]
+        if kind in ("max", "global_max"):
+            expected = window_taps(x, case, qmin).max(axis=0)
+            (y,) = lib.predict(case.name, [to_hwc(x), np.zeros(6, np.int64)], [((channels_out,), DTYPES[dtype])])
+        else:
+            include_pad = bool(case["INCLUDE_PAD"])
+            scheme = case.text("stage")
+            zero_point = random_zero_point(rng, scheme, dtype)
+            sums = window_taps(x.astype(np.int64) - zero_point, case, 0).sum(axis=0)
+            if kind == "global_avg":
+                params = pool_stage(rng, case, [case["H"] * case["W"]], zero_point)
+                expected = params.stage(sums)
+            else:
+                params = pool_stage(rng, case, list(range(1, case["KH"] * case["KW"] + 1)), zero_point)
+                expected = im.average_divide(sums, np.broadcast_to(window_counts(case, include_pad), sums.shape), params.stage)
+            out = "u8" if dtype == "u8" else "i8"
+            (y,) = lib.predict(case.name, [to_hwc(x), params.packed], [((channels_out,), DTYPES[out])])
+        np.testing.assert_array_equal(from_hwc(y, case["C"], case["OH"], case["OW"]), expected, err_msg=case.name)
+        checked += 1
+    assert checked == 10
+
+
+def add_params(rng: np.random.Generator, scheme: str, out: str, variant: str) -> tuple[np.ndarray, tuple[im.Requant, im.Requant], im.OutputStage, tuple[int, int]]:
+    """Random operand / output scales turned into spec section 6's parameters; returns the
+    packed buffer, intmath's operand requants and output stage, and the operand zero points."""
+    if scheme == "pow2":
+        fa, fb, fy = (int(f) for f in rng.integers(2, 8, 3))
+        big = max(fa, fb)
+        (ma, sa), (mb, sb), (m, s) = (1, fa - big), (1, fb - big), (1, big - fy)
+        za = zb = 0
+    else:
+        sa_, sb_, sy_ = (float(np.float32(v)) for v in rng.uniform(0.01, 0.2, 3))
+        middle = max(sa_, sb_) / 2**im.ADD_GUARD_BITS
+        (ma, sa), (mb, sb), (m, s) = (im.quantize_multiplier(v) for v in (sa_ / middle, sb_ / middle, middle / sy_))
+        za, zb = (int(z) for z in rng.integers(-20, 20, 2))
+    zy = random_zero_point(rng, scheme, out)
+    lo, hi = int_type_range(out)
+    if variant == "relu":
+        lo = max(lo, zy)
+    packed = np.array([za, zb, zy, lo, hi, ma, sa, mb, sb, m, s], np.int64)
+    operands = (im.Requant.of(scheme, [sa], [ma]), im.Requant.of(scheme, [sb], [mb]))
+    return packed, operands, im.OutputStage(im.Requant.of(scheme, [s], [m]), zy, lo, hi), (za, zb)
+
+
+def test_int8_add_and_concat_are_bit_exact(built: dict[str, Path]) -> None:
+    lib = library(built, "pool_eltwise_int8")
+    rng = np.random.default_rng(7)
+    for case in cases(lib, "add"):
+        a_type, b_type, out = case.text("types").split(",")
+        n = case["N"]
+        for variant in ("plain", "relu"):
+            packed, operands, stage, zero_points = add_params(rng, case.text("stage"), out, variant)
+            if a_type == "u8":
+                packed[0] += 128
+                zero_points = (zero_points[0] + 128, zero_points[1])
+            a, b = random_ints(rng, a_type, (n,)), random_ints(rng, b_type, (n,))
+            (y,) = lib.predict(case.name, [a, b, packed], [((n,), DTYPES[out])])
+            np.testing.assert_array_equal(y, im.add(a, b, zero_points, operands, stage), err_msg=f"{case.name} {variant}")
+    for case in cases(lib, "concat"):
+        a_type, b_type, out = case.text("types").split(",")
+        pixels, ca, cb = case["N"], case["CA"], case["CB"]
+        packed, operands, stage, zero_points = add_params(rng, case.text("stage"), out, "plain")
+        if a_type == "u8":
+            packed[0] += 128
+            zero_points = (zero_points[0] + 128, zero_points[1])
+        a, b = random_ints(rng, a_type, (pixels, ca)), random_ints(rng, b_type, (pixels, cb))
+        (y,) = lib.predict(case.name, [a, b, packed], [((pixels * (ca + cb),), DTYPES[out])])
+        parts = [im.rescale(q, z, im.OutputStage(r, stage.zero_point, stage.lo, stage.hi))
+                 for q, z, r in zip((a, b), zero_points, operands, strict=True)]
+        np.testing.assert_array_equal(y.reshape(pixels, ca + cb), np.concatenate(parts, axis=1), err_msg=case.name)
+
+
+def test_int8_requantize_lookup_quantize_dequantize_are_bit_exact(built: dict[str, Path]) -> None:
+    lib = library(built, "pool_eltwise_int8")
+    rng = np.random.default_rng(8)
+    n = 300
+    # qnn.requantize: int8 -> uint8 (fixed), int32 accumulators -> int8 (both schemes)
+    for name, source, scheme, out in [("requantize_i8_to_u8_fixed", "i8", "fixed", "u8"),
+                                      ("requantize_i32_to_i8_pow2", "i32", "pow2", "i8"),
+                                      ("requantize_i32_to_i8_fixed", "i32", "fixed", "i8")]:
+        if source == "i32":
+            x = rng.integers(-(2**20), 2**20, n).astype(np.int32)
+            real = 2.0 ** -rng.uniform(8, 14)
+        else:
+            x = random_ints(rng, source, (n,))
+            real = rng.uniform(0.3, 3.0)
+        m, s = im.quantize_multiplier(real) if scheme == "fixed" else (1, round(-np.log2(real)))
+        zx = int(rng.integers(-10, 10)) if scheme == "fixed" and source == "i8" else 0
+        zy = random_zero_point(rng, scheme, out)
+        lo, hi = int_type_range(out)
+        packed = np.array([zx, 0, zy, lo, hi, m, s], np.int64)
+        (y,) = lib.predict(name, [x, packed], [((n,), DTYPES[out])])
+        expected = im.rescale(x, zx, im.OutputStage(im.Requant.of(scheme, [s], [m]), zy, lo, hi))
+        np.testing.assert_array_equal(y, expected, err_msg=name)
+    # qnn.lut: a sigmoid table (T1's parameters) on int8 and on uint8 inputs
+    for name, source in [("lookup_i8", "i8"), ("lookup_u8_to_i8", "u8")]:
+        in_range = int_type_range(source)
+        zx = 0 if source == "i8" else 128
+        table = im.build_table(im.TABLE_FUNCTIONS["sigmoid"], 1 / 16, zx, in_range, 1 / 128, 0, im.INT8_RANGE).astype(np.int8)
+        x = random_ints(rng, source, (n,))
+        (y,) = lib.predict(name, [x, table], [((n,), np.int8)])
+        np.testing.assert_array_equal(y, im.lookup(x, table, in_range[0]), err_msg=name)
+    # the first quantize (ties at scale 1 and at float32(0.1)) and the last dequantize
+    ties = (np.arange(n) - n // 2).astype(np.float32) * np.float32(0.5)
+    for name, out in [("quantize_i8", "i8"), ("quantize_u8", "u8")]:
+        for scale, zero_point in [(1.0, 10 if out == "i8" else 128), (float(np.float32(0.1)), -3 if out == "i8" else 3)]:
+            x = np.concatenate([ties[: n // 2] * np.float32(scale), rng.normal(0, 20 * scale, n - n // 2).astype(np.float32)])
+            (y,) = lib.predict(name, [x, np.array([scale, zero_point], np.float64)], [((n,), DTYPES[out])])
+            expected = im.quantize(x, scale, zero_point, *int_type_range(out))
+            np.testing.assert_array_equal(y, expected, err_msg=f"{name} scale {scale}")
+    q = random_ints(rng, "i8", (n,))
+    (y,) = lib.predict("dequantize_i8", [q, np.array([0.5, 3], np.float64)], [((n,), np.float32)])
+    np.testing.assert_array_equal(y, im.dequantize(q, 0.5, 3))

@@ -45,23 +45,22 @@ struct accumulator<uint8_t> {
 template <class T>
 using acc_t = typename accumulator<T>::type;
 
-// The value that never wins a max: the type's minimum, or -infinity for floats.
+// The value that never wins a max (pooling's padding): the type's minimum, and the lowest
+// finite value for floats, as onnxruntime (and the reference executor) pad.
 template <class T>
 inline T lowest() {
     if constexpr (std::is_integral<T>::value) {
         return std::numeric_limits<T>::min();
+    } else if constexpr (std::is_same<T, float>::value) {
+        return std::numeric_limits<float>::lowest();
     } else {
-        return T(-std::numeric_limits<float>::infinity());
+        return T(-65504.0f);  // half
     }
 }
 
 template <class T>
-inline T highest() {
-    if constexpr (std::is_integral<T>::value) {
-        return std::numeric_limits<T>::max();
-    } else {
-        return T(std::numeric_limits<float>::infinity());
-    }
+inline T infinity() {
+    return T(std::numeric_limits<float>::infinity());
 }
 
 // The float output stage of conv / gemm: a fused activation on the bias-added accumulator.
@@ -70,8 +69,8 @@ inline T highest() {
 template <class T, class Acc = acc_t<T>>
 struct Activation {
     using out_t = T;
-    Acc lo = lowest<Acc>();
-    Acc hi = highest<Acc>();
+    Acc lo = -infinity<Acc>();
+    Acc hi = infinity<Acc>();
     bool leaky = false;
     Acc alpha = Acc(0);
 

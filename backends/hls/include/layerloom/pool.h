@@ -1,7 +1,7 @@
 // layerloom HLS library: pooling on HWC streams.
 //
 // Integer layers follow docs/quantization.md section 7: max pooling on the integers
-// (padding never wins: it is the type's minimum, -infinity for floats); average pooling
+// (padding never wins: the type's minimum, the lowest finite value for floats); average pooling
 // sums (q - z_x) exactly in int32 and divides with the stage's parameter set n - 1, n being
 // the window's count (ONNX: the kernel size with count_include_pad, else the taps inside
 // the input; ceil mode's extra border never counts). Float / half layers divide with
