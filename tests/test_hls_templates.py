@@ -32,6 +32,8 @@ LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "quant": (("quant.cpp",), (), True),
     "conv_int8": (("conv_int8.cpp",), (), True),
     "pool_eltwise_int8": (("pool_eltwise_int8.cpp",), (), True),
+    "float_half": (("float_half.cpp",), (), True),
+    "float_half_soft": (("float_half.cpp",), ("-DLAYERLOOM_SOFT_HALF",), True),
 }
 
 INT_DTYPES = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
@@ -535,3 +537,140 @@ def test_int8_requantize_lookup_quantize_dequantize_are_bit_exact(built: dict[st
     q = random_ints(rng, "i8", (n,))
     (y,) = lib.predict("dequantize_i8", [q, np.array([0.5, 3], np.float64)], [((n,), np.float32)])
     np.testing.assert_array_equal(y, im.dequantize(q, 0.5, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# Float and half templates
+# ---------------------------------------------------------------------------------------
+
+UNIT_ROUNDOFF = {"f32": 2.0**-24, "f16": 2.0**-11}
+FLOAT_VARIANTS = {  # [lo, hi, leaky, alpha] of harness.h's float stage
+    "plain": (-np.inf, np.inf, 0.0, 0.0),
+    "relu": (0.0, np.inf, 0.0, 0.0),
+    "relu6": (0.0, 6.0, 0.0, 0.0),
+    "leaky": (-np.inf, np.inf, 1.0, 0.125),
+}
+
+
+def activation(y: np.ndarray, lo: float, hi: float, leaky: float, alpha: float) -> np.ndarray:
+    return np.clip(np.where((y < 0) & (leaky != 0), y * alpha, y), lo, hi)
+
+
+def random_floats(rng: np.random.Generator, dtype: str, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    return (rng.uniform(-scale, scale, shape)).astype(FLOAT_DTYPES[dtype])
+
+
+def reduction_bound(abs_sum: np.ndarray, terms: int, dtype: str) -> np.ndarray:
+    """The error bound of a sum of `terms` rounded products accumulated in `dtype`
+    (recursive summation: gamma_(n+2) = (n + 2) u / (1 - (n + 2) u) times the sum of the
+    magnitudes), the bound docs/hls.md states for float and half layers."""
+    gamma = (terms + 2) * UNIT_ROUNDOFF[dtype]
+    return gamma / (1 - gamma) * abs_sum + np.finfo(np.float32).tiny
+
+
+def run_float_cases(lib: csim.SharedLibrary, dtype: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every float / half case of float_half.cpp on random inputs, checked against float64
+    NumPy within the rounding bound; returns the raw outputs by case and variant."""
+    outputs: dict[str, np.ndarray] = {}
+    np_type = FLOAT_DTYPES[dtype]
+    for case in cases(lib, "conv"):
+        if case.text("in") != dtype:
+            continue
+        groups, k = conv_geometry(case)
+        c, m = case["C"], case["M"]
+        x = random_floats(rng, dtype, (c, case["H"], case["W"]), 2.0)
+        w = random_floats(rng, dtype, (m, c // groups, case["KH"], case["KW"]))
+        b = random_floats(rng, dtype, (m,))
+        exact = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), case, groups, np.float64)
+        magnitude = conv_reference(np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64)), np.abs(b.astype(np.float64)),
+                                   case, groups, np.float64)
+        for variant, params in FLOAT_VARIANTS.items():
+            (y,) = lib.predict(case.name, [to_hwc(x), np.ascontiguousarray(w.reshape(m, k)), b, np.array(params)],
+                               [((case["OH"] * case["OW"] * m,), np_type)])
+            got = from_hwc(y, m, case["OH"], case["OW"]).astype(np.float64)
+            bound = reduction_bound(magnitude, k + 1, dtype)  # + 1: the leaky slope's product
+            np.testing.assert_array_less(np.abs(got - activation(exact, *params)), bound, err_msg=f"{case.name} {variant}")
+            outputs[f"{case.name}/{variant}"] = y
+    for case in cases(lib, "pool"):
+        if case.text("in") != dtype:
+            continue
+        kind = case.text("pool")
+        x = random_floats(rng, dtype, (case["C"], case["H"], case["W"]), 4.0)
+        (y,) = lib.predict(case.name, [to_hwc(x), np.zeros(4)], [((case["C"] * case["OH"] * case["OW"],), np_type)])
+        got = from_hwc(y, case["C"], case["OH"], case["OW"])
+        if kind in ("max", "global_max"):
+            np.testing.assert_array_equal(got, window_taps(x, case, -np.inf).max(axis=0), err_msg=case.name)
+        else:
+            taps = window_taps(x.astype(np.float64), case, 0.0)
+            counts = window_counts(case, bool(case["INCLUDE_PAD"])) if kind == "avg" else case["H"] * case["W"]
+            bound = reduction_bound(np.abs(taps).sum(axis=0) / counts, taps.shape[0] + 1, dtype)
+            np.testing.assert_array_less(np.abs(got - taps.sum(axis=0) / counts), bound, err_msg=case.name)
+        outputs[case.name] = y
+    for case in cases(lib, "add"):
+        if not case.text("types").startswith(dtype):
+            continue
+        a, b = random_floats(rng, dtype, (case["N"],), 4.0), random_floats(rng, dtype, (case["N"],), 4.0)
+        for variant, (lo, hi, _, _) in FLOAT_VARIANTS.items():
+            if variant == "leaky":
+                continue
+            (y,) = lib.predict(case.name, [a, b, np.array([lo, hi])], [((case["N"],), np_type)])
+            np.testing.assert_array_equal(y, np.clip(a + b, lo, hi), err_msg=f"{case.name} {variant}")  # one rounding, as NumPy's
+            outputs[f"{case.name}/{variant}"] = y
+    for case in cases(lib, "concat"):
+        if not case.text("types").startswith(dtype):
+            continue
+        a = random_floats(rng, dtype, (case["N"], case["CA"]))
+        b = random_floats(rng, dtype, (case["N"], case["CB"]))
+        (y,) = lib.predict(case.name, [a, b, np.zeros(1)], [((a.size + b.size,), np_type)])
+        np.testing.assert_array_equal(y.reshape(case["N"], -1), np.concatenate([a, b], axis=1), err_msg=case.name)
+    return outputs
+
+
+def test_float_templates_match_numpy(built: dict[str, Path]) -> None:
+    outputs = run_float_cases(library(built, "float_half"), "f32", np.random.default_rng(9))
+    assert len(outputs) == 6 * 4 + 5 + 3
+
+
+def test_half_templates_within_the_stated_bound_and_soft_half_is_bit_identical(built: dict[str, Path]) -> None:
+    native, soft = library(built, "float_half"), library(built, "float_half_soft")
+    assert soft.call("ll_half_is_struct") == 1
+    first = run_float_cases(native, "f16", np.random.default_rng(10))
+    second = run_float_cases(soft, "f16", np.random.default_rng(10))
+    assert first.keys() == second.keys() and len(first) == 6 * 4 + 5 + 3
+    for key in first:
+        np.testing.assert_array_equal(first[key].view(np.uint16), second[key].view(np.uint16), err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["float_half", "float_half_soft"])
+def test_half_conversions_and_arithmetic_match_numpy_float16(built: dict[str, Path], name: str) -> None:
+    """Every binary16 pattern to float and back; float to half on ties, subnormals,
+    overflow; + - * / rounded once, as NumPy's float16."""
+    lib = library(built, name)
+    every = np.arange(2**16, dtype=np.uint16)
+    as_float = np.zeros(every.size, np.float32)
+    lib.check("ll_float_from_half", every, as_float, every.size)
+    expected = every.view(np.float16).astype(np.float32)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(as_float[~nan].view(np.uint32), expected[~nan].view(np.uint32))
+    assert np.isnan(as_float[nan]).all()
+
+    rng = np.random.default_rng(11)
+    finite = expected[~nan & np.isfinite(expected)].astype(np.float64)
+    neighbours = np.sort(np.unique(finite))
+    midpoints = (neighbours[:-1] + neighbours[1:]) / 2  # ties: exact in float32
+    x = np.concatenate([finite, midpoints, np.nextafter(midpoints, np.inf), np.nextafter(midpoints, -np.inf),
+                        [65519.0, 65520.0, 1e6, -1e6, 2.0**-25, 2.0**-26, 3 * 2.0**-26, np.inf, -np.inf],
+                        rng.normal(0, 100, 5000)]).astype(np.float32)
+    bits = np.zeros(x.size, np.uint16)
+    lib.check("ll_half_from_float", x, bits, x.size)
+    with np.errstate(over="ignore"):  # the overflow to infinity is what is being checked
+        np.testing.assert_array_equal(bits, x.astype(np.float16).view(np.uint16))
+
+    a = rng.choice(finite, 20000).astype(np.float16)
+    b = rng.choice(finite, 20000).astype(np.float16)
+    b[b == 0] = np.float16(1.0)
+    out = np.zeros(4 * a.size, np.float16)
+    lib.check("ll_half_arithmetic", a, b, out, a.size)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        expected_ops = np.stack([a + b, a - b, a * b, a / b], axis=1).ravel()
+    np.testing.assert_array_equal(out.view(np.uint16), expected_ops.view(np.uint16))

@@ -182,6 +182,25 @@ std::string describe_types(const char* name, const char* kind, const char* stage
 
 }  // namespace harness
 
+// The geometries the tests share (C, H, W, KH, KW, SH, SW, PT, PL, PB, PR, DH, DW, CEIL).
+namespace shapes {
+using layerloom::Window;
+using Same3x3 = Window<3, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1>;  // the common case
+// 3x2 kernel, strides 2, asymmetric pads, dilation 2 along H.
+using Odd = Window<4, 9, 8, 3, 2, 2, 2, 1, 0, 2, 1, 2, 1>;
+using Strided1x1 = Window<5, 6, 6, 1, 1, 2, 2>;             // subsamples: not a pointwise conv
+using Deep = Window<64, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1>;       // K = 576
+using Depthwise = Window<6, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1>;
+using Pixels = Window<8, 5, 4, 1, 1>;  // pointwise
+using Vector = Window<40, 1, 1, 1, 1>;  // dense: K = 40
+// Pooling: 3x3 stride 2 pad 1 in ceil mode (windows past the end), 2x2 stride 2, and a
+// dilated floor-mode window that leaves input rows unused.
+using Ceil3x3 = Window<4, 7, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true>;
+using Half2x2 = Window<6, 6, 8, 2, 2, 2, 2>;
+using Dilated = Window<3, 10, 9, 2, 3, 3, 2, 1, 0, 0, 2, 2, 2>;
+using Whole = Window<5, 4, 3, 4, 3>;  // global pooling
+}  // namespace shapes
+
 // Instantiate and register one case of each kind. Template arguments containing commas go
 // through a `using` alias first.
 #define LL_CONV_CASE(NAME, IMPL, WIN, M, G, PE, T, WT, BIAS, FAMILY)                                   \

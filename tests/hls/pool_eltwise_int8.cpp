@@ -3,17 +3,10 @@
 #include "cases.h"
 
 using layerloom::Scheme;
-using layerloom::Window;
+using namespace shapes;
 using Pow2 = harness::IntStage<Scheme::pow2, int8_t>;
 using Fixed = harness::IntStage<Scheme::fixed, int8_t>;
 using FixedU8 = harness::IntStage<Scheme::fixed, uint8_t>;
-
-// 3x3 stride 2 pad 1, ceil mode (windows past the end), and 2x2 stride 2.
-using Ceil3x3 = Window<4, 7, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, true>;
-using Half2x2 = Window<6, 6, 8, 2, 2, 2, 2>;
-// Dilated, asymmetric pads, floor mode that leaves input rows unused.
-using Dilated = Window<3, 10, 9, 2, 3, 3, 2, 1, 0, 0, 2, 2, 2>;
-using Whole = Window<5, 4, 3, 4, 3>;  // global pooling's geometry
 
 LL_POOL_CASE(max_ceil_i8, max, Ceil3x3, 2, false, int8_t, Pow2);
 LL_POOL_CASE(max_2x2_u8, max, Half2x2, 6, false, uint8_t, FixedU8);
