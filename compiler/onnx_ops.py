@@ -57,9 +57,6 @@ def converter(*op_types: str, foldable: bool = False) -> Callable[[Converter], C
 # Static checks (run on every node before any conversion)
 # ---------------------------------------------------------------------------------------
 
-RESIZE_REFUSED_COORDINATES = ("tf_crop_and_resize", "tf_half_pixel_for_nn")
-
-
 def constant_outputs(n: Node, constants: set[str]) -> set[str]:
     """Outputs of `n` that the import will know as constants, given the constant names."""
     outputs = {o for o in n.outputs if o}
@@ -76,7 +73,6 @@ def const_inputs(n: Node) -> dict[int, str]:
     table: dict[str, dict[int, str]] = {
         "Reshape": {1: "shape"},
         "ConstantOfShape": {0: "shape"},
-        "Gather": {0: "data", 1: "indices"},
         "Upsample": {1: "scales"},
     }
     if v >= 10:
@@ -85,6 +81,8 @@ def const_inputs(n: Node) -> dict[int, str]:
         table["Clip"] = {1: "min", 2: "max"}
         table["Pad"] = {1: "pads", 2: "constant_value", 3: "axes"}
         table["Resize"] = {2: "scales", 3: "sizes"}
+        if n.attr("coordinate_transformation_mode") == "tf_crop_and_resize":
+            table["Resize"][1] = "roi"  # read only in this mode
     else:
         table["Resize"] = {1: "scales"}
     if v >= 12:  # the ratio matters only in training mode
@@ -137,21 +135,24 @@ def _check_window(n: Node) -> Iterator[str]:
 
 def _check_resize(n: Node) -> Iterator[str]:
     mode = n.attr("mode", "nearest")
-    if mode not in nn.RESIZE_MODES:
-        yield f"mode {mode} not supported (nearest and linear are)"
-    if n.op_type == "Upsample" or n.opset < 11:
+    legacy = n.op_type == "Upsample" or n.opset < 11
+    if mode not in (("nearest", "linear") if legacy else nn.RESIZE_MODES):
+        yield f"mode {mode} not supported ({', '.join(('nearest', 'linear') if legacy else nn.RESIZE_MODES)} are)"
+    if legacy:
         return
     coordinates = n.attr("coordinate_transformation_mode", "half_pixel")
-    if coordinates in RESIZE_REFUSED_COORDINATES or coordinates not in nn.RESIZE_COORDINATES:
+    if coordinates not in nn.RESIZE_COORDINATES:  # tf_half_pixel_for_nn (deprecated in 13) among others
         yield f"coordinate_transformation_mode {coordinates} not supported"
     nearest = n.attr("nearest_mode", "round_prefer_floor")
     if mode == "nearest" and nearest not in nn.RESIZE_NEAREST:
         yield f"nearest_mode {nearest} not supported"
-    if n.attr("antialias", 0):
-        yield "antialias not supported"
+    antialias = bool(n.attr("antialias", 0)) and mode != "nearest"  # nearest ignores it
+    if n.attr("exclude_outside", 0) and mode != "cubic" and not antialias:
+        # onnxruntime refuses it too: the flag only changes cubic and antialiased weights
+        yield f"exclude_outside with mode {mode}{'' if mode == 'nearest' else ' without antialias'} not supported"
     policy = n.attr("keep_aspect_ratio_policy", "stretch")
-    if policy != "stretch":
-        yield f"keep_aspect_ratio_policy {policy} not supported (only stretch)"
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        yield f"keep_aspect_ratio_policy {policy} not supported"
 
 
 def _check_pad(n: Node) -> Iterator[str]:
@@ -284,13 +285,22 @@ def convert_shape(b: Builder, n: Node) -> list[Value]:
 
 @converter("Gather", foldable=True)
 def convert_gather(b: Builder, n: Node) -> list[Value]:
-    data, indices = b.const(n, 0, "data"), b.const(n, 1, "indices")
-    axis = normalize_axis(n.attr("axis", 0), data.ndim)
-    size = data.shape[axis]
-    indices = indices.astype(np.int64)
-    if np.any((indices < -size) | (indices >= size)):
-        raise ValueError(f"indices out of range for axis {axis} of size {size}")
-    return [np.take(data, np.where(indices < 0, indices + size, indices), axis=axis)]
+    """Folded when data and indices are constants (shape arithmetic), else `nn.gather`."""
+    data, indices = b.value(n, 0), b.value(n, 1)
+    shape = shape_of(data)
+    axis = normalize_axis(n.attr("axis", 0), len(shape))
+    if dtype_of(indices) not in (np.dtype(np.int32), np.dtype(np.int64)):
+        raise ValueError(f"indices must be int32 or int64, not {dtype_of(indices)}")
+    if isinstance(indices, np.ndarray):  # known indices are checked (and made non-negative) now
+        size = shape[axis]
+        if np.any((indices < -size) | (indices >= size)):
+            raise ValueError(f"indices out of range for axis {axis} of size {size}")
+        indices = np.where(indices < 0, indices + size, indices).astype(indices.dtype)
+        if isinstance(data, np.ndarray):
+            return [np.take(data, indices, axis=axis)]
+    out = nn.gather_output_shape(shape, shape_of(indices), axis)
+    operands = [b.ssa(n, 0), as_ssa(b, indices, n.inputs[1])]
+    return [b.emit(nn.GatherOp, operands, out, element_of(data), axis=i64attr(axis))]
 
 
 @converter("Cast", foldable=True)
@@ -876,18 +886,54 @@ def convert_pad(b: Builder, n: Node) -> list[Value]:
     ]
 
 
+def resize_sizes(
+    n: Node, dims: np.ndarray, scales_in: np.ndarray | None, sizes_in: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Output lengths and coordinate scales of the resized axes (float32, as onnxruntime)."""
+    if scales_in is not None:
+        scales = scales_in.astype(np.float32).reshape(-1)
+        if scales.size != dims.size or np.any(scales <= 0):
+            raise ValueError(f"scales {scales.tolist()} need {dims.size} positive entries")
+        return np.floor(dims * scales).astype(np.int64), scales  # onnxruntime: floor(size * scale)
+    assert sizes_in is not None
+    sizes = sizes_in.astype(np.int64).reshape(-1)
+    if sizes.size != dims.size or np.any(sizes <= 0):
+        raise ValueError(f"sizes {sizes.tolist()} need {dims.size} positive entries")
+    policy = n.attr("keep_aspect_ratio_policy", "stretch")
+    if policy == "stretch":
+        return sizes, sizes.astype(np.float32) / dims
+    # One scale for every resized axis, the smallest (not_larger) or largest (not_smaller)
+    # of sizes / dims; lengths are round(scale * dims), halves away from zero.
+    ratios = sizes.astype(np.float32) / dims
+    scale = np.float32(ratios.min() if policy == "not_larger" else ratios.max())
+    return np.floor(scale * dims + np.float32(0.5)).astype(np.int64), np.full(dims.size, scale, np.float32)
+
+
+def resize_roi(b: Builder, n: Node, rank: int, axes: list[int]) -> list[float]:
+    """tf_crop_and_resize's region per axis (all starts, then all ends) for all `rank` axes."""
+    roi = b.const(n, 1, "roi").astype(np.float64).reshape(-1)
+    if roi.size != 2 * len(axes):
+        raise ValueError(f"roi {roi.tolist()} needs a start and an end for each of the {len(axes)} resized axes")
+    full = [0.0] * rank + [1.0] * rank
+    for j, axis in enumerate(axes):
+        full[axis], full[rank + axis] = float(roi[j]), float(roi[len(axes) + j])
+    return full
+
+
 @converter("Resize", "Upsample")
 def convert_resize(b: Builder, n: Node) -> list[Value]:
     x = b.ssa(n, 0)
     shape = shape_of(x)
     rank = len(shape)
     mode = n.attr("mode", "nearest")
+    if mode != "nearest" and dtype_of(x).kind != "f":
+        raise Refused(f"{mode} resize of {dtype_of(x)} tensors not supported (float only)")
     legacy = n.op_type == "Upsample" or n.opset < 11  # Upsample-9, Resize-10
+    roi: list[float] | None = None
     scales_in: np.ndarray | None
     sizes_in: np.ndarray | None
     if legacy:
-        scales_in = b.const(n, 1, "scales")
-        sizes_in = None
+        scales_in, sizes_in = b.const(n, 1, "scales"), None
         coordinates, nearest, axes = "asymmetric", "", list(range(rank))
     else:
         scales_in = b.optional_const(n, 2, "scales")
@@ -895,25 +941,15 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
         coordinates = n.attr("coordinate_transformation_mode", "half_pixel")
         nearest = n.attr("nearest_mode", "round_prefer_floor")
         axes = normalize_axes(n.attr("axes", range(rank)), rank)
+        if coordinates == "tf_crop_and_resize":
+            roi = resize_roi(b, n, rank, axes)
     if scales_in is not None and scales_in.size == 0:
         scales_in = None
     if sizes_in is not None and sizes_in.size == 0:
         sizes_in = None
     if (scales_in is None) == (sizes_in is None):
         raise ValueError("Resize needs exactly one of scales and sizes")
-    dims = np.array([shape[a] for a in axes], np.float32)
-    if scales_in is not None:
-        given = scales_in.astype(np.float32).reshape(-1)
-        if given.size != len(axes) or np.any(given <= 0):
-            raise ValueError(f"scales {given.tolist()} need {len(axes)} positive entries")
-        # onnxruntime computes the sizes in float32: floor(size * scale).
-        sizes = np.floor(dims * given).astype(np.int64)
-    else:
-        assert sizes_in is not None
-        sizes = sizes_in.astype(np.int64).reshape(-1)
-        if sizes.size != len(axes) or np.any(sizes <= 0):
-            raise ValueError(f"sizes {sizes.tolist()} need {len(axes)} positive entries")
-        given = sizes.astype(np.float32) / dims
+    sizes, given = resize_sizes(n, np.array([shape[a] for a in axes], np.float32), scales_in, sizes_in)
     scales, out = [1.0] * rank, list(shape)
     for axis, s, size in zip(axes, given.tolist(), sizes.tolist(), strict=False):
         scales[axis], out[axis] = float(s), int(size)
@@ -925,6 +961,7 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
         if any(s < 1 for s in scales) and any(s > 1 for s in scales):
             raise Refused("nearest resize (opset < 11) that enlarges and shrinks at once not supported")
         nearest = "ceil" if any(s < 1 for s in scales) else "floor"
+    antialias = bool(n.attr("antialias", 0)) and mode != "nearest" and not legacy
     y = b.emit(
         nn.ResizeOp,
         [x],
@@ -934,6 +971,11 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
         coordinate_mode=StringAttr(coordinates),
         nearest_mode=StringAttr(nearest if mode == "nearest" else "round_prefer_floor"),
         scales=floats(scales),
+        cubic_coeff_a=f64attr(n.attr("cubic_coeff_a", -0.75)) if mode == "cubic" else None,
+        exclude_outside=i64attr(1) if n.attr("exclude_outside", 0) and not legacy else None,
+        antialias=i64attr(1) if antialias else None,
+        roi=floats(roi) if roi is not None else None,
+        extrapolation_value=f64attr(n.attr("extrapolation_value", 0.0)) if roi is not None else None,
     )
     return [y]
 

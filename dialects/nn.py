@@ -111,7 +111,7 @@ def broadcast_shapes(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
     pa = (1,) * (rank - len(a)) + tuple(a)
     pb = (1,) * (rank - len(b)) + tuple(b)
     out: list[int] = []
-    for x, y in zip(pa, pb):
+    for x, y in zip(pa, pb, strict=True):
         if x != y and x != 1 and y != 1:
             raise ValueError(f"shapes {tuple(a)} and {tuple(b)} do not broadcast")
         out.append(y if x == 1 else x)
@@ -202,7 +202,7 @@ def slice_output_shape(
     """starts/ends/steps per axis, already clamped as ONNX Slice does (end -1 with a
     negative step means 'through index 0')."""
     out: list[int] = []
-    for size, s, e, st in zip(x, starts, ends, steps):
+    for size, s, e, st in zip(x, starts, ends, steps, strict=True):
         if st == 0:
             raise ValueError("slice step must not be 0")
         out.append(max(0, -(-(e - s) // st)) if st > 0 else max(0, -(-(s - e) // -st)))
@@ -223,6 +223,13 @@ def concat_output_shape(shapes: Sequence[Sequence[int]], axis: int) -> tuple[int
         total += s[axis]
     first[axis] = total
     return tuple(first)
+
+
+def gather_output_shape(data: Sequence[int], indices: Sequence[int], axis: int) -> tuple[int, ...]:
+    """ONNX Gather: the axis is replaced by the indices' shape."""
+    if not 0 <= axis < len(data):
+        raise ValueError(f"gather axis {axis} out of range for rank {len(data)}")
+    return tuple(data[:axis]) + tuple(indices) + tuple(data[axis + 1 :])
 
 
 def num_elements(shape: Sequence[int]) -> int:
@@ -665,7 +672,7 @@ class SliceOp(NNOp):
         x = shape_of(self.input)
         s, e, st = int_list(self.starts), int_list(self.ends), int_list(self.steps)
         self.check(len(s) == len(e) == len(st) == len(x), f"starts/ends/steps need one entry per axis ({len(x)})")
-        for size, a, b, step in zip(x, s, e, st):
+        for size, a, b, step in zip(x, s, e, st, strict=True):
             lo, hi = (0, size) if step > 0 else (0, size - 1)
             self.check(lo <= a <= max(hi, 0), f"start {a} outside [{lo}, {hi}]")
             self.check((0 <= b <= size) if step > 0 else (-1 <= b <= size - 1), f"end {b} out of range")
@@ -706,6 +713,29 @@ class TransposeOp(NNOp):
         self.check_shape(tuple(x[p] for p in perm), self.result)
 
 
+@irdl_op_definition
+class GatherOp(NNOp):
+    """ONNX Gather: entries of `data` along `axis` picked by integer `indices` (negative
+    ones count from the end; an index out of range is an error when run)."""
+
+    name = "nn.gather"
+    data = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    result = result_def(TensorType)
+
+    def verify_op(self) -> None:
+        kind = element_type_of(self.indices)
+        self.check(isinstance(kind, IntegerType) and kind.width.data in (32, 64), f"indices must be i32 or i64, not {kind}")
+        self.check_same_element_type(self.data, self.result)
+        try:
+            expected = gather_output_shape(shape_of(self.data), shape_of(self.indices), self.axis.value.data)
+        except ValueError as e:
+            self.check(False, str(e))
+            return
+        self.check_shape(expected, self.result)
+
+
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
@@ -729,15 +759,25 @@ class PadOp(NNOp):
         self.check_shape(tuple(x[i] + pads[i] + pads[i + r] for i in range(r)), self.result)
 
 
-RESIZE_MODES = ("nearest", "linear")
-RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric")
+RESIZE_MODES = ("nearest", "linear", "cubic")
+RESIZE_COORDINATES = (
+    "half_pixel",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "half_pixel_symmetric",
+    "tf_crop_and_resize",
+)
 RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 @irdl_op_definition
 class ResizeOp(NNOp):
-    """Nearest or (multi-)linear resize to the result shape; `scales` (one per axis) are
-    the factors that the coordinate transformation uses, as in ONNX Resize."""
+    """Nearest, (multi-)linear or cubic resize to the result shape, as ONNX Resize. `scales`
+    (one per axis) are the factors that the coordinate transformation uses. Optional:
+    `cubic_coeff_a` (default -0.75), `exclude_outside` and `antialias` (flags, default 0),
+    and for `tf_crop_and_resize` the `roi` (all starts, then all ends, one per axis, as
+    fractions of the input) and the `extrapolation_value` (default 0) for outside points."""
 
     name = "nn.resize"
     input = operand_def(TensorType)
@@ -745,16 +785,32 @@ class ResizeOp(NNOp):
     coordinate_mode = prop_def(StringAttr)
     nearest_mode = prop_def(StringAttr)
     scales = prop_def(DenseArrayBase)
+    cubic_coeff_a = opt_prop_def(FloatAttr)
+    exclude_outside = opt_prop_def(IntegerAttr)
+    antialias = opt_prop_def(IntegerAttr)
+    roi = opt_prop_def(DenseArrayBase)
+    extrapolation_value = opt_prop_def(FloatAttr)
     result = result_def(TensorType)
 
     def verify_op(self) -> None:
         x, scales = shape_of(self.input), float_list(self.scales)
-        self.check(self.mode.data in RESIZE_MODES, f"mode '{self.mode.data}' must be one of {RESIZE_MODES}")
+        mode = self.mode.data
+        self.check(mode in RESIZE_MODES, f"mode '{mode}' must be one of {RESIZE_MODES}")
         self.check(self.coordinate_mode.data in RESIZE_COORDINATES, f"unknown coordinate mode '{self.coordinate_mode.data}'")
         self.check(self.nearest_mode.data in RESIZE_NEAREST, f"unknown nearest mode '{self.nearest_mode.data}'")
         self.check(len(scales) == len(x) and min(scales, default=1.0) > 0, f"scales {scales} need one positive entry per axis")
         self.check_same_element_type(self.input, self.result)
         self.check(len(shape_of(self.result)) == len(x), "resize keeps the rank")
+        if mode != "nearest":
+            self.check(is_float(element_type_of(self.input)), f"{mode} resize is float-only")
+        for flag in (self.exclude_outside, self.antialias):
+            self.check(flag is None or flag.value.data in (0, 1), "exclude_outside and antialias are 0 or 1")
+        if self.antialias is not None and self.antialias.value.data:
+            self.check(mode != "nearest", "antialias needs mode linear or cubic")
+        crop = self.coordinate_mode.data == "tf_crop_and_resize"
+        roi = float_list(self.roi)
+        self.check((self.roi is not None) == crop, "roi is given exactly when the coordinate mode is tf_crop_and_resize")
+        self.check(not crop or len(roi) == 2 * len(x), f"roi {roi} needs a start and an end per axis ({2 * len(x)} values)")
 
 
 NN = Dialect(
@@ -786,6 +842,7 @@ NN = Dialect(
         SliceOp,
         ReshapeOp,
         TransposeOp,
+        GatherOp,
         PadOp,
         ResizeOp,
     ],

@@ -36,14 +36,20 @@ OP_TYPES = frozenset(
 
 # Cases where onnxruntime (our oracle) and the ONNX reference outputs disagree. For these
 # the case passes when we agree with onnxruntime; the reason says who is right and why.
+#
+# Both are align_corners downscales given by `scales`. The spec's formula is
+#   x_original = x_resized * (length_original - 1) / (length_resized - 1)
+# with length_resized the output length, floor(length_original * scale). onnxruntime (and
+# layerloom) use it. The ONNX reference implementation divides by length_original * scale - 1
+# instead (not a whole number when the scale does not divide evenly), and so samples other
+# points.
 EXPECTED_DIFFERENCES: dict[str, str] = {
-    # align_corners with a downscale factor of 0.6 on a width of 4: the output width is
-    # floor(4 * 0.6) = 2 and align_corners maps output x to x * (4 - 1) / (2 - 1), so the
-    # second pixel samples input x = 3 and gives 4. The ONNX reference computes the
-    # coordinate from the scale instead (x * (in - 1) / (in * scale - 1) = 3 / 1.4) and
-    # gets 3.14; onnxruntime (and layerloom) use the output length, as the spec's formula
-    # x_original = x_resized * (length_original - 1) / (length_resized - 1) says.
-    "test_resize_downsample_scales_linear_align_corners": "onnxruntime uses the output length, not the scale",
+    # width 4, scale 0.6: 2 outputs. x = 1 samples input 1 * 3 / 1 = 3 (value 4); the
+    # reference samples 3 / 1.4 = 2.14 (value 3.14).
+    "test_resize_downsample_scales_linear_align_corners": "align_corners from the output length, not the scale",
+    # 4x4, scale 0.8: 3x3 outputs. x = 1 samples input 1.5 (values 2.5, 8.5...); the
+    # reference samples 3 / 2.2 = 1.36 (values 2.40, 7.98...).
+    "test_resize_downsample_scales_cubic_align_corners": "align_corners from the output length, not the scale",
 }
 
 

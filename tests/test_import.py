@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from backends.reference import execute
-from compiler import Program, import_onnx
+from compiler import LayerloomError, Program, import_onnx
 from compiler.onnx_import import parameter_inputs
 from dialects import nn
 
@@ -561,6 +561,51 @@ def test_resize_with_sizes_and_axes() -> None:
     assert out_shapes(matches_onnxruntime(axes)) == [(1, 1, 2, 9)]
 
 
+RESIZE_COORDINATES = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric"]
+
+
+@pytest.mark.parametrize("coordinates", RESIZE_COORDINATES)
+@pytest.mark.parametrize(("a", "exclude_outside"), [(-0.75, 0), (-0.5, 1)])
+@pytest.mark.parametrize("scales", [(1.0, 1.0, 2.5, 0.7), (1.0, 1.0, 0.45, 1.8)])
+def test_resize_cubic(coordinates: str, a: float, exclude_outside: int, scales: tuple[float, ...]) -> None:
+    attrs = {"mode": "cubic", "coordinate_transformation_mode": coordinates, "cubic_coeff_a": a, "exclude_outside": exclude_outside}
+    init = {"s": np.array(scales, np.float32)}
+    program = matches_onnxruntime(model([node("Resize", ["x", "", "s"], ["y"], **attrs)], {"x": [1, 2, 7, 9]}, ["y"], init, opset=19))
+    r = only(program, nn.ResizeOp)
+    assert (r.mode.data, r.cubic_coeff_a.value.data, bool(r.exclude_outside)) == ("cubic", a, bool(exclude_outside))
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("exclude_outside", [0, 1])
+@pytest.mark.parametrize("sizes", [(1, 2, 3, 5), (1, 2, 12, 2), (1, 2, 17, 13)])
+def test_resize_antialias(mode: str, exclude_outside: int, sizes: tuple[int, ...]) -> None:
+    attrs = {"mode": mode, "antialias": 1, "exclude_outside": exclude_outside}
+    init = {"sz": np.array(sizes, np.int64)}
+    program = matches_onnxruntime(model([node("Resize", ["x", "", "", "sz"], ["y"], **attrs)], {"x": [1, 2, 9, 11]}, ["y"], init, opset=19))
+    assert only(program, nn.ResizeOp).antialias is not None
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("roi", [(0.1, 0.3, 0.8, 0.9), (-0.2, 0.4, 1.3, 0.7), (0.5, 0.5, 0.5, 0.5)])
+def test_resize_tf_crop_and_resize(mode: str, roi: tuple[float, ...]) -> None:
+    attrs = {"mode": mode, "coordinate_transformation_mode": "tf_crop_and_resize", "extrapolation_value": -3.0, "axes": [2, 3]}
+    init = {"roi": np.array(roi, np.float32), "sz": np.array([5, 4], np.int64)}
+    m = model([node("Resize", ["x", "roi", "", "sz"], ["y"], **attrs)], {"x": [1, 2, 6, 7]}, ["y"], init, opset=19)
+    r = only(matches_onnxruntime(m), nn.ResizeOp)
+    assert nn.float_list(r.roi) == pytest.approx((0, 0, roi[0], roi[1], 1, 1, roi[2], roi[3]))
+    assert r.extrapolation_value.value.data == -3.0
+
+
+@pytest.mark.parametrize("policy", ["not_larger", "not_smaller"])
+@pytest.mark.parametrize("sizes", [(5, 9), (3, 2)])
+def test_resize_keep_aspect_ratio(policy: str, sizes: tuple[int, int]) -> None:
+    init = {"sz": np.array(sizes, np.int64)}
+    attrs = {"mode": "linear", "axes": [2, 3], "keep_aspect_ratio_policy": policy}
+    program = matches_onnxruntime(model([node("Resize", ["x", "", "", "sz"], ["y"], **attrs)], {"x": [1, 1, 4, 6]}, ["y"], init, opset=19))
+    scales = nn.float_list(only(program, nn.ResizeOp).scales)
+    assert scales[2] == scales[3]  # one scale keeps the aspect ratio
+
+
 # ---------------------------------------------------------------------------------------
 # Constants and folded shape arithmetic
 # ---------------------------------------------------------------------------------------
@@ -681,3 +726,20 @@ def test_dropout_mask_is_all_true_in_inference() -> None:
     out = execute(program, {"x": x})
     np.testing.assert_array_equal(out["y"], x)
     assert out["mask"].dtype == np.bool_ and out["mask"].shape == (2, 3) and out["mask"].all()
+
+
+def test_gather_on_computed_data_becomes_nn_gather() -> None:
+    m = model([node("Gather", ["x", "i"], ["y"], axis=-2)], {"x": [2, 5, 3]}, ["y"], {"i": np.array([[4, -1], [0, -5]], np.int64)})
+    g = only(matches_onnxruntime(m), nn.GatherOp)
+    assert g.axis.value.data == 1
+    assert out_shapes(import_onnx(m)) == [(2, 2, 2, 3)]
+
+
+def test_gather_with_computed_indices_checks_them_when_run() -> None:
+    m = model([node("Gather", ["x", "i"], ["y"], axis=0)], {"x": [4, 2], "i": [3]}, ["y"])
+    m.graph.input[1].type.tensor_type.elem_type = TensorProto.INT32
+    program = import_onnx(m)
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(execute(program, {"x": x, "i": np.array([3, -4, 1], np.int32)})["y"], x[[3, 0, 1]])
+    with pytest.raises(LayerloomError, match="gather indices out of range for axis 0 of size 4"):
+        execute(program, {"x": x, "i": np.array([4, 0, 0], np.int32)})

@@ -167,15 +167,15 @@ def test_every_unsupported_node_is_listed_at_once(tmp_path: Path) -> None:
     w3d = np.ones((1, 1, 1, 1, 1), np.float32)
     nodes = [
         node("LSTM", ["x"], ["l"], name="lstm1", hidden_size=2),
-        node("Resize", ["x", "", "s"], ["r"], name="up", mode="cubic"),
+        node("Resize", ["x", "", "s"], ["r"], name="up", coordinate_transformation_mode="tf_half_pixel_for_nn"),
         node("Conv", ["x5", "w3d"], ["c"], name="conv3d", kernel_shape=[1, 1, 1]),
         node("MaxPool", ["x"], ["mp", "idx"], name="pool", kernel_shape=[1, 1]),
         node("BatchNormalization", ["x", "bn", "bn", "bn", "bn"], ["bnout", "rmean"], name="bn_train"),
         node("Reshape", ["x", "shape_in"], ["rs"], name="dyn_reshape"),
         node("Relu", ["x"], ["fine"], name="fine"),
         helper.make_node("Gelu", ["x"], ["g"], name="custom", domain="com.example"),
-        node("Resize", ["x", "", "s"], ["r2"], name="tf", coordinate_transformation_mode="tf_crop_and_resize"),
-        node("Resize", ["x", "", "s"], ["r3"], name="aa", antialias=1, keep_aspect_ratio_policy="not_larger"),
+        node("Resize", ["x", "fine", "s"], ["r2"], name="tf", coordinate_transformation_mode="tf_crop_and_resize"),
+        node("Resize", ["x", "", "s"], ["r3"], name="aa", mode="linear", exclude_outside=1, keep_aspect_ratio_policy="wider"),
     ]
     init = {
         "s": np.ones(4, np.float32),
@@ -188,14 +188,14 @@ def test_every_unsupported_node_is_listed_at_once(tmp_path: Path) -> None:
     text = raises(UnsupportedError, saved(m, tmp_path), "9 unsupported nodes in model.onnx: ")
     for needle in [
         "lstm1 (LSTM): op not supported",
-        "up (Resize): mode cubic not supported",
+        "up (Resize): coordinate_transformation_mode tf_half_pixel_for_nn not supported",
         "conv3d (Conv): 3-D convolution not supported",
         "pool (MaxPool): Indices output not supported",
         "bn_train (BatchNormalization): training outputs",
         "dyn_reshape (Reshape): input 'shape' must be a constant",
         "custom (Gelu): domain 'com.example' not supported",
-        "tf (Resize): coordinate_transformation_mode tf_crop_and_resize not supported",
-        "aa (Resize): antialias not supported, keep_aspect_ratio_policy not_larger",
+        "tf (Resize): input 'roi' must be a constant (computed tensors are not supported there)",
+        "aa (Resize): exclude_outside with mode linear without antialias not supported, keep_aspect_ratio_policy wider not supported",
     ]:
         assert needle in text
     assert "fine" not in text

@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, TensorType
 from xdsl.ir import Operation
 
+from backends.reference.resize import resize
 from compiler.errors import LayerloomError, UnsupportedError
 from compiler.program import array_of, weights_of
 from compiler.tensors import dtype_of
@@ -587,6 +588,17 @@ def _transpose(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     return [np.transpose(args[0], nn.int_list(op.perm))]
 
 
+@kernel(nn.GatherOp)
+def _gather(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.GatherOp)
+    data, indices = args
+    axis = _int(op.axis)
+    size = data.shape[axis]
+    if np.any((indices < -size) | (indices >= size)):
+        raise LayerloomError(f"gather indices out of range for axis {axis} of size {size}", layer_name(op) or op.name)
+    return [np.take(data, np.where(indices < 0, indices + size, indices), axis=axis)]
+
+
 @kernel(nn.PadOp)
 def _pad(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     """ONNX Pad: negative pads crop first, then constant / reflect / edge padding."""
@@ -604,73 +616,25 @@ def _pad(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------
-# Resize (ONNX Resize as onnxruntime computes it: coordinates in float32)
+# Resize (backends/reference/resize.py: ONNX Resize as onnxruntime computes it)
 # ---------------------------------------------------------------------------------------
-
-
-def source_coordinates(mode: str, out_len: int, in_len: int, scale: float) -> np.ndarray:
-    """Where each output index of one axis samples the input, in input coordinates."""
-    f = np.float32
-    x, s = np.arange(out_len, dtype=f), f(scale)
-    if mode == "asymmetric":
-        return x / s
-    if mode == "half_pixel":
-        return (x + f(0.5)) / s - f(0.5)
-    if mode == "pytorch_half_pixel":
-        return (x + f(0.5)) / s - f(0.5) if out_len > 1 else np.zeros(out_len, f)
-    if mode == "align_corners":
-        return x * f(in_len - 1) / f(out_len - 1) if out_len > 1 else np.zeros(out_len, f)
-    if mode == "half_pixel_symmetric":
-        adjustment = f(out_len) / (s * f(in_len))
-        offset = f(in_len) / f(2) * (f(1) - adjustment)
-        return (np.float64(offset) + (x.astype(np.float64) + 0.5) / np.float64(s) - 0.5).astype(f)
-    raise AssertionError(f"unknown coordinate mode {mode}")  # the verifier rejects it
-
-
-def nearest_indices(coords: np.ndarray, nearest_mode: str, in_len: int) -> np.ndarray:
-    c = coords.astype(np.float64)  # exact: rounding decisions are those of the float32 value
-    if nearest_mode == "floor":
-        idx = np.floor(c)
-    elif nearest_mode == "ceil":
-        idx = np.ceil(c)
-    else:
-        away = np.sign(c) * np.floor(np.abs(c) + 0.5)  # std::round: halves away from zero
-        if nearest_mode == "round_prefer_floor":
-            idx = np.where(c == np.trunc(c) + 0.5, np.floor(c), away)
-        else:
-            idx = away
-    return np.clip(idx, 0, in_len - 1).astype(np.intp)
-
-
-def _axis_shape(ndim: int, axis: int, length: int) -> tuple[int, ...]:
-    return tuple(length if a == axis else 1 for a in range(ndim))
 
 
 @kernel(nn.ResizeOp)
 def _resize(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    """Separable: one gather (nearest) or one two-tap blend (linear) per resized axis."""
     assert isinstance(op, nn.ResizeOp)
-    x = args[0]
-    if x.shape == _result_shape(op):
-        return [x]  # onnxruntime copies the input when no length changes, whatever the scales
-    linear = op.mode.data == "linear"
-    if linear:
-        x = x.astype(np.float64 if x.dtype == np.float64 else np.float32, copy=False)
-    for axis, (in_len, out_len, scale) in enumerate(zip(x.shape, _result_shape(op), nn.float_list(op.scales), strict=True)):
-        if np.float32(scale) == 1 and in_len == out_len:
-            continue  # no coordinate transformation at scale 1
-        if np.float32(scale) == 1:
-            coords = np.arange(out_len, dtype=np.float32)
-        else:
-            coords = source_coordinates(op.coordinate_mode.data, out_len, in_len, scale)
-        if not linear:
-            x = np.take(x, nearest_indices(coords, op.nearest_mode.data, in_len), axis=axis)
-            continue
-        c = np.clip(coords, np.float32(0), np.float32(in_len - 1))
-        lo = np.minimum(c.astype(np.intp), in_len - 1)
-        hi = np.minimum(lo + 1, in_len - 1)
-        w_hi = np.where(lo == hi, np.float32(0.5), c - lo.astype(np.float32)).astype(x.dtype)
-        w_lo = np.where(lo == hi, np.float32(0.5), hi.astype(np.float32) - c).astype(x.dtype)
-        shape = _axis_shape(x.ndim, axis, out_len)
-        x = np.take(x, lo, axis=axis) * w_lo.reshape(shape) + np.take(x, hi, axis=axis) * w_hi.reshape(shape)
-    return [x]
+    return [
+        resize(
+            args[0],
+            _result_shape(op),
+            nn.float_list(op.scales),
+            mode=op.mode.data,
+            coordinate_mode=op.coordinate_mode.data,
+            nearest_mode=op.nearest_mode.data,
+            cubic_coeff_a=_float(op.cubic_coeff_a, -0.75),  # type: ignore[arg-type]
+            exclude_outside=op.exclude_outside is not None and bool(_int(op.exclude_outside)),
+            antialias=op.antialias is not None and bool(_int(op.antialias)),
+            roi=nn.float_list(op.roi) if op.roi is not None else None,
+            extrapolation_value=_float(op.extrapolation_value, 0.0),  # type: ignore[arg-type]
+        )
+    ]
