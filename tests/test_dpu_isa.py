@@ -325,7 +325,8 @@ def test_tokens_pair_kth_signal_with_kth_wait() -> None:
 def test_token_rules() -> None:
     end = Instruction.make("END")
     with pytest.raises(
-        LayerloomError, match=r"prog.bin: instruction 0 \(CONV\) waits for token 0 on load->compute, but only 0"
+        LayerloomError,
+        match=r"prog.bin: instruction 0 \(CONV\) waits for token 0 on load->compute, but only 0 are signalled",
     ):
         tokens([conv(wait={"load"}), load(signal={"compute"}), end], where="prog.bin")
     with pytest.raises(
@@ -336,6 +337,10 @@ def test_token_rules() -> None:
         LayerloomError, match=r"1 token on compute->save never waited for \(first: instruction 0, CONV\)"
     ):
         tokens([conv(signal={"save"}), end])
+    with pytest.raises(
+        LayerloomError, match=r"2 tokens on compute->save never waited for \(first: instruction 2, CONV\)"
+    ):
+        tokens([conv(signal={"save"}), save(wait={"compute"}), conv(signal={"save"}), conv(signal={"save"}), end])
     with pytest.raises(LayerloomError, match="does not end with END"):
         tokens([conv()])
     with pytest.raises(LayerloomError, match="instruction 0: END before the last instruction"):

@@ -268,13 +268,13 @@ class Opcode:
             self.field(name).check(value)
         missing = [name for name in self.required if name not in values]
         if missing:
-            raise FieldError(f"{self.mnemonic} needs {_plural('field', missing)} {', '.join(missing)}")
+            raise FieldError(f"{self.mnemonic} needs {_plural('field', len(missing))} {', '.join(missing)}")
         full = {f.name: values.get(f.name, f.default) for f in self.fields}
         return Instruction(self.mnemonic, full)  # type: ignore[arg-type]
 
 
-def _plural(word: str, items: Sequence[object]) -> str:
-    return word if len(items) == 1 else word + "s"
+def _plural(word: str, count: int) -> str:
+    return word if count == 1 else word + "s"
 
 
 class Instruction:
@@ -531,20 +531,20 @@ def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
                 raise LayerloomError(f"instruction {i}: END before the last instruction", where)
             continue
         for source in QUEUES:
-            if source in ins.fields["wait"]:  # type: ignore[operator]
+            if source in ins.wait:
                 channel = (source, queue)
                 k = len(waits.setdefault(channel, []))
                 sent = signals.get(channel, [])
                 if k >= len(sent):
                     raise LayerloomError(
                         f"instruction {i} ({ins.mnemonic}) waits for token {k} on {source}->{queue}, "
-                        f"but only {len(sent)} {_plural('is', sent)} signalled before it",
+                        f"but only {len(sent)} {'is' if len(sent) == 1 else 'are'} signalled before it",
                         where,
                     )
                 waits[channel].append(i)
                 pairs.append(Token(source, queue, sent[k], i))
         for dest in QUEUES:
-            if dest in ins.fields["signal"]:  # type: ignore[operator]
+            if dest in ins.signal:
                 signals.setdefault((queue, dest), []).append(i)
     if not program or program[-1].mnemonic != "END":
         raise LayerloomError("the program does not end with END", where)
@@ -553,7 +553,7 @@ def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
         if left:
             first = sent[len(sent) - left]
             raise LayerloomError(
-                f"{left} {_plural('token', [0] * left)} on {channel[0]}->{channel[1]} never waited for "
+                f"{left} {_plural('token', left)} on {channel[0]}->{channel[1]} never waited for "
                 f"(first: instruction {first}, {program[first].mnemonic})",
                 where,
             )
