@@ -45,7 +45,7 @@ def _parser() -> Lark:
 
 def _expected(names: Iterable[str]) -> str:
     known = set(names)
-    words = [word for terminal, word in _TERMINALS.items() if terminal in known]
+    words = [word for terminal, word in _TERMINALS.items() if terminal in known] or sorted(known)
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
