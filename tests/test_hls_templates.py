@@ -11,6 +11,7 @@ Each C++ library lists its cases (shapes, types, PEs) in `layerloom_cases()`.
 from __future__ import annotations
 
 import ctypes
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ LIBRARIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "pool_eltwise_int8": (("pool_eltwise_int8.cpp",), (), True),
     "float_half": (("float_half.cpp",), (), True),
     "float_half_soft": (("float_half.cpp",), ("-DLAYERLOOM_SOFT_HALF",), True),
+    "spec_examples": (("spec_examples.cpp",), (), False),
+    "example_top": (("example_top.cpp", "example_top_tb.cpp"), (), True),
 }
 
 INT_DTYPES = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}
@@ -674,3 +677,69 @@ def test_half_conversions_and_arithmetic_match_numpy_float16(built: dict[str, Pa
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         expected_ops = np.stack([a + b, a - b, a * b, a / b], axis=1).ravel()
     np.testing.assert_array_equal(out.view(np.uint16), expected_ops.view(np.uint16))
+
+
+# ---------------------------------------------------------------------------------------
+# The worked examples in C++, the example top function, the pragmas
+# ---------------------------------------------------------------------------------------
+
+
+def test_spec_worked_examples_pass_in_cpp(built: dict[str, Path]) -> None:
+    binary = built.get("spec_examples") or build_library("spec_examples")
+    assert csim.run(binary).strip() == "spec examples: 55 checks passed"
+
+
+def example_case() -> Case:
+    geometry = dict(C=1, H=8, W=8, KH=3, KW=3, SH=1, SW=1, PT=1, PL=1, PB=1, PR=1, DH=1, DW=1, OH=8, OW=8)
+    return Case("example", {key: str(value) for key, value in geometry.items()})
+
+
+def test_example_top_is_bit_exact_on_a_batch(built: dict[str, Path]) -> None:
+    """tests/hls/example_top.cpp (DDR weights, axis streams, a DATAFLOW conv -> pool -> dense)
+    through its ctypes predict, against NumPy and intmath."""
+    lib = library(built, "example_top")
+    rng = np.random.default_rng(12)
+    batch, conv_shift, dense_shift = 3, 8, 10
+    images = random_ints(rng, "i8", (batch, 1, 8, 8))
+    conv_w, dense_w = random_ints(rng, "i8", (4, 1, 3, 3)), random_ints(rng, "i8", (10, 64))
+    biases = rng.integers(-2000, 2000, 14).astype(np.int32)
+    weights = np.concatenate([conv_w.ravel(), dense_w.ravel()])
+    (scores,) = lib.predict("example_predict", [images, weights, biases], [((batch, 10), np.int8)],
+                            conv_shift, dense_shift, batch)
+    relu = im.OutputStage(im.Requant.of("pow2", [conv_shift]), 0, 0, 127)
+    plain = im.OutputStage(im.Requant.of("pow2", [dense_shift]), 0, -128, 127)
+    for image, got in zip(images, scores, strict=True):
+        conv = relu(conv_reference(image.astype(np.int64), conv_w.astype(np.int64), biases[:4], example_case(), 1))
+        pooled = conv.reshape(4, 4, 2, 4, 2).max(axis=(2, 4))
+        expected = plain(dense_w.astype(np.int64) @ to_hwc(pooled) + biases[4:])  # dense reads the HWC order
+        np.testing.assert_array_equal(got, expected)
+        assert len(np.unique(expected)) > 5
+
+
+def preprocess(source: Path, *flags: str) -> str:
+    command = [csim.compiler(), "-std=c++17", "-E", f"-I{csim.INCLUDE_DIR}", f"-I{SOURCES}", *flags, str(source)]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def test_pragmas_reach_vitis_only(tmp_path: Path) -> None:
+    """Under __SYNTHESIS__ the HLS pragmas are emitted (and the Vitis headers used, not the
+    shim); under plain g++ not one pragma is left for -Wall to complain about."""
+    vitis = tmp_path / "vitis"
+    vitis.mkdir()
+    (vitis / "ap_int.h").write_text("#pragma once\n")
+    (vitis / "hls_half.h").write_text("#pragma once\nstruct half { unsigned short bits; };\n")
+    (vitis / "hls_stream.h").write_text(
+        "#pragma once\nnamespace hls { template <class T> struct stream { explicit stream(const char* = 0) {}"
+        " T read() { return T(); } void write(const T&) {} }; }\n")
+    source = SOURCES / "example_top.cpp"
+    synthesis = preprocess(source, f"-I{vitis}", "-D__SYNTHESIS__")
+    for pragma in ["DATAFLOW", "PIPELINE II=1", "UNROLL", "INTERFACE axis port=input", "INTERFACE axis port=output",
+                   "INTERFACE m_axi port=weights offset=slave bundle=gmem0", "INTERFACE s_axilite port=return bundle=control",
+                   "ARRAY_PARTITION variable=weights type=cyclic factor=PE dim=1",
+                   "ARRAY_PARTITION variable=acc type=complete dim=1", "STREAM variable=conv_out depth=64"]:
+        assert f"#pragma HLS {pragma}" in synthesis, pragma
+    assert "read while empty" not in synthesis  # the shim's stream is not compiled
+    csim_with_vitis = preprocess(source, f"-I{vitis}")
+    assert "#pragma HLS" not in csim_with_vitis and "read while empty" not in csim_with_vitis
+    plain = preprocess(source)
+    assert "#pragma HLS" not in plain and "read while empty" in plain

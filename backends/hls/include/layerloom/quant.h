@@ -99,8 +99,8 @@ struct OutputStage {
     int32_t zero_point;
     int32_t lo;
     int32_t hi;
-    bool leaky;
-    Requant negative[C];
+    bool leaky = false;
+    Requant negative[C] = {};
 
     Out apply(int32_t acc, int c) const {
         LL_INLINE();
