@@ -743,3 +743,11 @@ def test_pragmas_reach_vitis_only(tmp_path: Path) -> None:
     assert "#pragma HLS" not in csim_with_vitis and "read while empty" not in csim_with_vitis
     plain = preprocess(source)
     assert "#pragma HLS" not in plain and "read while empty" in plain
+
+
+def test_the_by_hand_command_of_docs_hls_works(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "hls.md").read_text()
+    (command,) = [line for line in doc.splitlines() if line.startswith("g++ ")]
+    result = subprocess.run(command.replace("build/", f"{tmp_path}/"), shell=True, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "spec examples: 55 checks passed"
