@@ -29,6 +29,12 @@ using layerloom::half;
 LL_FLOAT_CASES(f32, float);
 LL_FLOAT_CASES(f16, half);
 
+// A standalone float activation (an unfused relu6 / leaky relu): params [lo, hi, leaky, alpha].
+extern "C" int f32_activation(const void* x, const void* params, void* y) {
+    return harness::run_elementwise<100, float, layerloom::Activation<float>>(
+        x, params, y, [](const void* p) { return harness::FloatStage<float>::make<1>(p); });
+}
+
 // The half type: binary16 bits in and out (uint16).
 extern "C" int ll_half_from_float(const float* x, uint16_t* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {

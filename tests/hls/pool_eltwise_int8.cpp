@@ -28,9 +28,15 @@ LL_CONCAT_CASE(concat_fixed_u8, 12, 4, 2, uint8_t, int8_t, FixedU8);
 // qnn.requantize (from int8 and from int32 accumulators), qnn.lut, quantize, dequantize.
 template <class In, class Family>
 int requantize_case(const void* x, const void* params, void* y) {
-    using Stage = decltype(Family::make_rescale(params, 0));
-    return harness::run_elementwise<300, In, Stage>(x, params, y,
-                                                    [](const void* p) { return Family::make_rescale(p, 0); });
+    return harness::guarded([&] {
+        const auto rescale = Family::make_rescale(params, 0);
+        hls::stream<In> in("in");
+        hls::stream<typename decltype(rescale)::out_t> out("out");
+        harness::push(in, x, 300);
+        layerloom::requantize<300>(in, out, rescale);
+        harness::expect_drained(in);
+        harness::pop(out, y, 300);
+    });
 }
 extern "C" int requantize_i8_to_u8_fixed(const void* x, const void* p, void* y) {
     return requantize_case<int8_t, FixedU8>(x, p, y);
