@@ -743,3 +743,13 @@ def test_gather_with_computed_indices_checks_them_when_run() -> None:
     np.testing.assert_array_equal(execute(program, {"x": x, "i": np.array([3, -4, 1], np.int32)})["y"], x[[3, 0, 1]])
     with pytest.raises(LayerloomError, match="gather indices out of range for axis 0 of size 4"):
         execute(program, {"x": x, "i": np.array([4, 0, 0], np.int32)})
+
+
+@pytest.mark.parametrize(("coordinates", "nearest"), [("asymmetric", "round_prefer_ceil"), ("half_pixel", "round_prefer_floor")])
+@pytest.mark.parametrize(("length", "size"), [(14, 8), (10, 12), (7, 2), (20, 6)])
+def test_resize_nearest_counts_near_halves_as_ties(coordinates: str, nearest: str, length: int, size: int) -> None:
+    """x / scale in float32 can land a hair below k + 1/2 (3.4999998 for 14 -> 8 at x = 2);
+    onnxruntime treats such coordinates as halves."""
+    attrs = {"coordinate_transformation_mode": coordinates, "nearest_mode": nearest}
+    init = {"sz": np.array([1, 1, 3, size], np.int64)}
+    matches_onnxruntime(model([node("Resize", ["x", "", "", "sz"], ["y"], **attrs)], {"x": [1, 1, 3, length]}, ["y"], init, opset=19))

@@ -59,15 +59,21 @@ def source_coordinates(
     raise AssertionError(f"unknown coordinate mode {mode}")  # the verifier rejects it
 
 
+# onnxruntime counts a coordinate within this distance of k + 1/2 as a half (a tie), so
+# that float32 rounding in x / scale does not decide it (found by probing onnxruntime 1.32).
+HALF_TOLERANCE = 1e-6
+
+
 def nearest_taps(coords: np.ndarray, nearest_mode: str, in_len: int) -> AxisTaps:
     c = coords.astype(np.float64)  # exact: rounding decisions are those of the float32 value
     if nearest_mode == "floor":
         idx = np.floor(c)
     elif nearest_mode == "ceil":
         idx = np.ceil(c)
-    else:
-        away = np.sign(c) * np.floor(np.abs(c) + 0.5)  # std::round: halves away from zero
-        idx = np.where(c == np.trunc(c) + 0.5, np.floor(c), away) if nearest_mode == "round_prefer_floor" else away
+    else:  # negative coordinates clamp to 0 whichever way they round
+        below = np.floor(c)
+        tie = np.abs(c - below - 0.5) <= HALF_TOLERANCE
+        idx = np.where(tie, below if nearest_mode == "round_prefer_floor" else below + 1, np.floor(c + 0.5))
     return AxisTaps(np.clip(idx, 0, in_len - 1).astype(np.intp)[:, None], None)
 
 
@@ -185,6 +191,8 @@ def resize(
             shape = [1] * rank
             shape[axis] = out_len
             outside = outside | ((coords < 0) | (coords > in_len - 1)).reshape(shape)
+        if antialias and in_len == out_len:
+            continue  # onnxruntime's antialiased resize copies an axis whose length stays
         if mode == "nearest":
             taps = nearest_taps(coords, nearest_mode, in_len)
         elif antialias:
