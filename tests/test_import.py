@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from backends.reference import execute
@@ -753,3 +755,42 @@ def test_resize_nearest_counts_near_halves_as_ties(coordinates: str, nearest: st
     attrs = {"coordinate_transformation_mode": coordinates, "nearest_mode": nearest}
     init = {"sz": np.array([1, 1, 3, size], np.int64)}
     matches_onnxruntime(model([node("Resize", ["x", "", "", "sz"], ["y"], **attrs)], {"x": [1, 1, 3, length]}, ["y"], init, opset=19))
+
+
+@st.composite
+def resize_nodes(draw: st.DrawFn) -> tuple[onnx.ModelProto, str]:
+    """A random Resize (mode, coordinates, rounding, antialias, roi, scales or sizes) on a
+    1x2xHxW input."""
+    mode = draw(st.sampled_from(["nearest", "linear", "cubic"]))
+    coordinates = draw(st.sampled_from([*RESIZE_COORDINATES, "tf_crop_and_resize"]))
+    attrs: dict[str, object] = {"mode": mode, "coordinate_transformation_mode": coordinates}
+    if mode == "nearest":
+        attrs["nearest_mode"] = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
+    elif draw(st.booleans()):
+        attrs["antialias"] = 1
+    if (mode == "cubic" or "antialias" in attrs) and draw(st.booleans()):
+        attrs["exclude_outside"] = 1
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = draw(st.sampled_from([-0.75, -0.5]))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    inputs, init = ["x", "", "", ""], {}
+    if coordinates == "tf_crop_and_resize":
+        starts = draw(st.lists(st.floats(-0.25, 0.75, width=32), min_size=2, max_size=2))
+        ends = draw(st.lists(st.floats(0.25, 1.25, width=32), min_size=2, max_size=2))
+        inputs[1], init["roi"] = "roi", np.array([0, 0, *starts, 1, 1, *ends], np.float32)
+        attrs["extrapolation_value"] = 7.0
+    if draw(st.booleans()):
+        factors = [draw(st.sampled_from([0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 2.3, 3.0])) for _ in range(2)]
+        scales = np.array([1, 1, *factors], np.float32)
+        assume(all(np.floor(np.float32(d) * s) >= 1 for d, s in zip((h, w), factors, strict=True)))
+        inputs[2], init["s"] = "s", scales
+    else:
+        inputs[3], init["sz"] = "sz", np.array([1, 2, draw(st.integers(1, 20)), draw(st.integers(1, 20))], np.int64)
+    m = model([node("Resize", inputs, ["y"], **attrs)], {"x": [1, 2, h, w]}, ["y"], init, opset=19)
+    return m, str(attrs)
+
+
+@settings(deadline=None)
+@given(resize_nodes())
+def test_resize_matches_onnxruntime(case: tuple[onnx.ModelProto, str]) -> None:
+    matches_onnxruntime(case[0])
