@@ -586,6 +586,11 @@ def convert_pool(b: Builder, n: Node) -> list[Value]:
         raise ValueError(f"kernel_shape {kernel} needs {spatial} positive entries")
     strides, dilations, pads = window_attrs(n, spatial, kernel, xs[2:])
     kind = "max" if n.op_type == "MaxPool" else "avg"
+    auto_pad = n.attr("auto_pad", "NOTSET")
+    for size, k, st, d in zip(xs[2:], kernel, strides, dilations, strict=True):
+        if auto_pad.startswith("SAME") and (-(-size // st) - 1) * st + (k - 1) * d + 1 < size:
+            # onnxruntime crops the input of AveragePool then, and refuses MaxPool
+            raise Refused(f"auto_pad {auto_pad} that needs negative padding (stride {st} over a window of {k}) not supported")
     # With SAME padding the output size is ceil(size / stride) whatever ceil_mode says.
     ceil_mode = int(n.attr("ceil_mode", 0)) if n.attr("auto_pad", "NOTSET") in ("NOTSET", "VALID") else 0
     include_pad = int(n.attr("count_include_pad", 0)) if kind == "avg" else 0
