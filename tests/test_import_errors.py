@@ -381,5 +381,5 @@ def test_pool_with_same_padding_and_dilations_is_refused() -> None:
 
 
 def test_pool_with_same_padding_that_would_be_negative_is_refused() -> None:
-    m = model([node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[1, 1], strides=[3, 3], auto_pad="SAME_UPPER")], {"x": [1, 1, 7, 7]}, ["y"], opset=19)
+    m = model([node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[1, 1], strides=[3, 3], auto_pad="SAME_UPPER")], {"x": [1, 1, 6, 6]}, ["y"], opset=19)
     raises(UnsupportedError, m, "ap (AveragePool): auto_pad SAME_UPPER that needs negative padding (stride 3 over a window of 1) not supported")
