@@ -579,8 +579,8 @@ def parameter_inputs(model: str | Path | onnx.ModelProto) -> list[str]:
     them to `import_onnx` with `constants=`."""
     from compiler.onnx_ops import FOLDABLE, const_inputs
 
-    proto, _, _ = load_model(model)
-    opset = model_opset(proto, "")
+    proto, where, _ = load_model(model)
+    opset = model_opset(proto, where)
     nodes = [Node(n, i, opset) for i, n in enumerate(proto.graph.node)]
     producer = {out: n for n in nodes for out in n.outputs if out}
     needed = [n.inputs[i] for n in nodes for i in const_inputs(n) if n.has_input(i)]
