@@ -168,7 +168,8 @@ def analyze(program: Program | ModuleOp) -> list[LayerInfo]:
 
 
 def is_layer(op: Operation) -> bool:
-    return not op.name.startswith(_NOT_LAYERS) and type(op) not in _WEIGHT_OPS and len(op.results) > 0
+    # An op with regions (accel.layer) holds a layer rather than being one.
+    return not op.name.startswith(_NOT_LAYERS) and type(op) not in _WEIGHT_OPS and len(op.results) > 0 and not op.regions
 
 
 def totals(layers: Sequence[LayerInfo]) -> Totals:

@@ -110,6 +110,7 @@ def configure_compile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
     p.add_argument("--print-weights", action="store_true", help="also print the weights inline in model.mlir")
+    p.add_argument("--calib", metavar="FILE", help="calibration inputs (.npz keyed by input name) for the quantize pass")
     # Flags that several targets share (--hw, --calib, ...) belong here, not to each target:
     # argparse refuses a flag defined twice.
     for target in TARGETS.values():
@@ -126,6 +127,10 @@ def run_compile(args: argparse.Namespace) -> int:
     target = lookup_target(args.target)
     pipeline_text = (target.default_pipeline if args.pipeline is None else args.pipeline).strip()
     passes = parse_pipeline(pipeline_text)
+    if args.calib:
+        from passes.quantize import with_calibration
+
+        passes = with_calibration(passes, args.calib)
     input_shapes = parse_input_shapes(args.input_shape)
     out = Path(args.output)
     check_replaceable(out)
@@ -376,6 +381,8 @@ register_command(Command("compile", "import an ONNX model, run the pass pipeline
                          configure_compile, run_compile))
 register_command(Command("run", "run a build folder on inputs from an .npz / .npy file", configure_run, run_run))
 
+# Subcommands defined in other modules register themselves when imported.
+import compiler.commands  # noqa: E402, F401
 
 # --- entry point ---------------------------------------------------------------------------
 

@@ -373,3 +373,44 @@ def network_cost(
     eng = resolve_engine(target, engine)
     costs = [layer_cost(layer, target, eng, pes=pes, double_buffered=double_buffered) for layer in layers]
     return NetworkCost(costs, eng.count)
+
+
+# ---------------------------------------------------------------------------------------
+# Adaptive resources: a per-layer voltage / frequency policy (the ARADA idea)
+# ---------------------------------------------------------------------------------------
+
+# The V-f model: the engine's voltage scales in proportion to its clock down to
+# V_FLOOR x nominal, below which the clock may still drop but the voltage may not. Dynamic
+# energy per operation goes with V^2 (E = C·V^2): arithmetic and on-chip accesses scale,
+# DRAM energy does not (the DRAM is not in the engine's voltage domain); static power is
+# not modelled.
+V_FLOOR = 0.7
+
+
+@dataclass(frozen=True)
+class Dvfs:
+    """A layer's clock and voltage under the policy and what it saves."""
+
+    clock_scale: float  # f' / f
+    voltage_scale: float  # V' / V
+    energy_j: float  # the layer's energy at f', V'
+    saved_j: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def dvfs(cost: LayerCost, time_s: float | None = None) -> Dvfs:
+    """Slow a layer's engine down until its compute time fills `time_s` (default: its
+    memory time: a memory-bound layer waits for DRAM anyway), never faster than nominal:
+    f' = f · compute time / time_s, V' = V · max(f'/f, V_FLOOR); arithmetic and on-chip
+    energy scale by (V'/V)^2. The layer takes no longer than before."""
+    compute_s = cost.compute_cycles / cost.clock
+    available = cost.memory_cycles / cost.clock if time_s is None else time_s
+    e = cost.energy
+    if compute_s <= 0 or available <= compute_s:
+        return Dvfs(1.0, 1.0, e.total, 0.0)
+    scale = compute_s / available
+    volt = max(scale, V_FLOOR)
+    saved = (e.compute + e.onchip) * (1.0 - volt**2)
+    return Dvfs(scale, volt, e.total - saved, saved)

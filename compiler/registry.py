@@ -23,12 +23,17 @@ from compiler.errors import LayerloomError
 BUILTIN_DIALECTS: dict[str, str] = {
     "nn": "dialects.nn:NN",
     "qnn": "dialects.qnn:QNN",
+    "accel": "dialects.accel:ACCEL",
 }
 
 BUILTIN_PASSES: dict[str, str] = {
     "canonicalize": "passes.canonicalize:CanonicalizePass",
     "fold-batchnorm": "passes.fold_batchnorm:FoldBatchNormPass",
     "fuse-activation": "passes.fuse_activation:FuseActivationPass",
+    "assign-engines": "passes.assign_engines:AssignEnginesPass",
+    "tile": "passes.tile:TilePass",
+    "plan-memory": "passes.plan_memory:PlanMemoryPass",
+    "quantize": "passes.quantize:QuantizePass",
 }
 
 
