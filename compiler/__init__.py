@@ -15,13 +15,24 @@ from compiler.program import Program, WeightStore
 if TYPE_CHECKING:
     from compiler.onnx_import import import_onnx
     from compiler.pipeline import run_pipeline
+    from passes.quantize import quantize
 
-__all__ = ["LayerloomError", "ModelError", "Program", "UnsupportedError", "WeightStore", "import_onnx", "run_pipeline"]
+__all__ = [
+    "LayerloomError",
+    "ModelError",
+    "Program",
+    "UnsupportedError",
+    "WeightStore",
+    "import_onnx",
+    "quantize",
+    "run_pipeline",
+]
 
 # Heavy modules (onnx, passes) load on first use, so `layerloom --help` stays quick.
 _LAZY = {
     "import_onnx": "compiler.onnx_import",
     "run_pipeline": "compiler.pipeline",
+    "quantize": "passes.quantize",
 }
 
 

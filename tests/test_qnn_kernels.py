@@ -14,11 +14,13 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
-from backends.reference.qnn_kernels import chunk_count, exact_matmul
+from backends.reference.qnn_kernels import chunk_count, exact_matmul, output_stage
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
 from dialects import nn, qnn
 from dialects.nn import f64attr, floats, i64attr, ints
+
+SCHEMES = st.sampled_from(["pow2", "fixed"])
 
 
 def run(op_class: type[Operation], arrays: list[np.ndarray], result: tuple[tuple[int, ...], object],
@@ -174,6 +176,37 @@ def test_uint8_lookup_and_requantize() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The kernels' requantization is intmath's, bit for bit
+# ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), scheme=SCHEMES, channels=st.sampled_from([1, 4]), leaky=st.booleans(),
+       magnitude=st.sampled_from([2**8, 2**20, 2**31]))
+def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: bool, magnitude: int) -> None:
+    """Random int32 accumulators and parameters over the whole ranges the verifier allows
+    (flushed multipliers, left shifts, pure shifts, per-channel mixes, ties)."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-magnitude, magnitude, (64, channels), dtype=np.int64).clip(im.INT32_MIN, im.INT32_MAX)
+    acc[:4] = [[-(2**31)], [2**31 - 1], [0], [-1]]
+    acc[4:8] = (rng.integers(-1000, 1000, (4, 1)) << 8) + 128  # exact halves for shifts of 8
+
+    def params() -> im.Requant:
+        if scheme == "pow2":
+            shifts = rng.integers(-16, 49, channels)
+            mults = np.where(shifts < 0, 1, rng.integers(1, 2**16, channels))
+            return im.Requant.of("pow2", shifts, mults)
+        shifts = rng.integers(-31, 32, channels)
+        mults = rng.integers(2**30, 2**31, channels)
+        flushed = rng.random(channels) < 0.2
+        return im.Requant.of("fixed", np.where(flushed, 0, shifts), np.where(flushed, 0, mults))
+
+    zero_point = int(rng.integers(-128, 128))
+    stage = im.OutputStage(params(), zero_point, -128, 127, params() if leaky else None).along(2, 1)
+    assert np.array_equal(output_stage(acc.copy(), stage), stage(acc))
+
+
+# ---------------------------------------------------------------------------------------
 # Exact sums in float BLAS
 # ---------------------------------------------------------------------------------------
 
@@ -194,9 +227,6 @@ def test_float32_chunks_keep_every_partial_sum_exact() -> None:
 # ---------------------------------------------------------------------------------------
 # Random ops against an int64 reference
 # ---------------------------------------------------------------------------------------
-
-SCHEMES = st.sampled_from(["pow2", "fixed"])
-
 
 def random_scales(rng: np.random.Generator, scheme: str, n: int) -> np.ndarray:
     if scheme == "pow2":

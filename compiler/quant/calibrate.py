@@ -1,0 +1,284 @@
+"""Calibration: the float range of every tensor the quantize pass needs, from input batches.
+
+The float program runs on each calibration batch through the reference executor; what it
+runs is a copy of the module whose function returns the tensors to observe (no second
+executor). Three calibrators turn what was seen into a range [lo, hi]:
+
+- `minmax`: the smallest and largest value seen.
+- `percentile`: the values at the p-th and (100 - p)-th percentiles (|x|'s p-th for a
+  symmetric range), so that a few outliers do not stretch the scale.
+- `entropy`: TensorRT's KL-divergence threshold: the clipping threshold T of |x| whose
+  quantized distribution (`levels` steps over [0, T]) loses the least information
+  against the observed one.
+
+Percentile and entropy build a histogram per tensor over [-m, m] (m = max |x| from a
+first min-max pass), so they run the calibration data twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+from xdsl.dialects.builtin import FunctionType, ModuleOp, TensorType
+from xdsl.dialects.func import FuncOp, ReturnOp
+from xdsl.ir import SSAValue
+
+from compiler.errors import LayerloomError
+from compiler.program import Program, WeightStore, _io_names
+from compiler.tensors import dtype_of
+
+CALIBRATORS = ("minmax", "percentile", "entropy")
+HISTOGRAM_BINS = 2048  # per sign: the histogram of x has 2 * HISTOGRAM_BINS bins over [-m, m]
+EMPTY = 1e-12  # KL: probability given to a bin Q leaves empty where P is not (a steep but finite cost)
+
+Batch = dict[str, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration data
+# ---------------------------------------------------------------------------------------
+
+
+def load_calibration(path: str | Path) -> list[Batch]:
+    """The arrays of an `.npz` file keyed by input name: one batch (split by `batches`
+    when it holds more samples than the program's batch size)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LayerloomError("calibration file not found" if not p.exists() else "not a file", str(p))
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            raise LayerloomError("calibration data must be an .npz keyed by input name, not an .npy", str(p))
+        with data:
+            return [{k: data[k] for k in data.files}]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise LayerloomError(f"cannot read calibration data: {e}", str(p)) from None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def input_specs(main: FuncOp) -> list[InputSpec]:
+    names = _io_names(main.arg_attrs, "input", len(main.function_type.inputs))
+    specs = []
+    for name, t in zip(names, main.function_type.inputs, strict=True):
+        assert isinstance(t, TensorType)
+        specs.append(InputSpec(name, tuple(t.get_shape()), dtype_of(t)))
+    return specs
+
+
+def split_batch(spec: InputSpec, array: np.ndarray, where: str) -> list[np.ndarray]:
+    """One calibration array as a list of arrays of the input's shape: the array itself,
+    a stack of them (one more leading axis), or samples along the batch axis in multiples
+    of the program's batch size."""
+    a = np.asarray(array)
+    if a.dtype != spec.dtype and a.dtype.kind == spec.dtype.kind == "f":
+        a = a.astype(spec.dtype)
+    if a.dtype != spec.dtype:
+        raise LayerloomError(f"calibration input '{spec.name}' is {a.dtype}, the program expects {spec.dtype}", where)
+    shape = spec.shape
+    if a.shape == shape:
+        return [a]
+    if a.shape[1:] == shape:
+        return list(a)
+    if shape and a.ndim == len(shape) and a.shape[1:] == shape[1:] and shape[0] > 0 and a.shape[0] % shape[0] == 0:
+        return list(a.reshape((a.shape[0] // shape[0], *shape)))
+    described = "x".join(map(str, shape))
+    raise LayerloomError(
+        f"calibration input '{spec.name}' has shape {'x'.join(map(str, a.shape))}; expected {described}, "
+        f"a stack of {described}, or a multiple of {shape[0] if shape else 1} samples along axis 0",
+        where,
+    )
+
+
+def batches(specs: Sequence[InputSpec], data: Iterable[Mapping[str, ArrayLike]], where: str = "calibration") -> list[Batch]:
+    """The calibration data as batches that fit the program's inputs exactly."""
+    names = [s.name for s in specs]
+    out: list[Batch] = []
+    for item in data:
+        missing = [n for n in names if n not in item]
+        extra = sorted(set(item) - set(names))
+        if missing or extra:
+            what = []
+            if missing:
+                what.append(f"missing {', '.join(repr(n) for n in missing)}")
+            if extra:
+                what.append(f"unknown {', '.join(repr(n) for n in extra)}")
+            raise LayerloomError(f"calibration data: {'; '.join(what)} (the program's inputs: "
+                                 f"{', '.join(repr(n) for n in names)})", where)
+        parts = {s.name: split_batch(s, np.asarray(item[s.name]), where) for s in specs}
+        counts = {len(p) for p in parts.values()}
+        if len(counts) != 1:
+            raise LayerloomError(f"calibration inputs hold different numbers of batches: "
+                                 f"{ {k: len(v) for k, v in parts.items()} }", where)
+        out.extend({k: v[i] for k, v in parts.items()} for i in range(counts.pop()))
+    if not out:
+        raise LayerloomError("calibration data is empty", where)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics of one tensor
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TensorStats:
+    """What calibration saw of one tensor: its extremes, then (second pass) a histogram
+    of its values over [-m, m], m = max(|lo|, |hi|)."""
+
+    lo: float = np.inf
+    hi: float = -np.inf
+    histogram: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def magnitude(self) -> float:
+        return max(abs(self.lo), abs(self.hi)) if np.isfinite(self.lo) else 0.0
+
+    def observe_range(self, x: np.ndarray) -> None:
+        if x.size:
+            self.lo = min(self.lo, float(x.min()))
+            self.hi = max(self.hi, float(x.max()))
+
+    def observe_histogram(self, x: np.ndarray) -> None:
+        m = self.magnitude
+        if m <= 0 or x.size == 0:
+            return
+        h, _ = np.histogram(x, bins=2 * HISTOGRAM_BINS, range=(-m, m))
+        self.histogram = h if self.histogram is None else self.histogram + h
+
+    def range(self, calibrator: str, percentile: float, levels: int) -> tuple[float, float]:
+        if not np.isfinite(self.lo):
+            return 0.0, 0.0
+        if calibrator == "minmax" or self.histogram is None or self.magnitude == 0:
+            return self.lo, self.hi
+        m = self.magnitude
+        if calibrator == "percentile":
+            lo, hi = percentile_range(self.histogram, m, percentile)
+        else:
+            threshold = entropy_threshold(folded(self.histogram), m, levels)
+            lo, hi = -threshold, threshold
+        return max(self.lo, lo), min(self.hi, hi)
+
+
+def folded(histogram: np.ndarray) -> np.ndarray:
+    """The histogram of |x| (HISTOGRAM_BINS bins over [0, m]) from that of x over [-m, m]."""
+    half = histogram.size // 2
+    return histogram[half:] + histogram[:half][::-1]
+
+
+def percentile_range(histogram: np.ndarray, m: float, percentile: float) -> tuple[float, float]:
+    """[lo, hi] holding all but (100 - p)% of the values at each end (bin edges)."""
+    cdf = np.cumsum(histogram) / max(histogram.sum(), 1)
+    edges = np.linspace(-m, m, histogram.size + 1)
+    tail = 1.0 - percentile / 100.0
+    lo = edges[int(np.searchsorted(cdf, tail, side="right"))]
+    hi = edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, histogram.size)]
+    return float(lo), float(hi)
+
+
+def entropy_threshold(abs_histogram: np.ndarray, m: float, levels: int) -> float:
+    """TensorRT's calibration: for each candidate threshold (bin i from `levels` on), the
+    reference distribution P is the histogram up to i with the clipped tail added to its
+    last bin, Q is that histogram merged into `levels` steps and spread back over the
+    non-empty bins; the threshold is the i with the smallest KL(P || Q)."""
+    bins = abs_histogram.size
+    hist = abs_histogram.astype(np.float64)
+    # The zeros of a relu output would dominate P; count them like their neighbours (as
+    # NVIDIA's pytorch-quantization does).
+    hist[0] = hist[1]
+    if bins <= levels:
+        return m
+    tail = np.cumsum(hist[::-1])[::-1]  # tail[i] = sum of hist[i:]
+    best, best_i = np.inf, bins
+    for i in range(levels, bins + 1):
+        p = hist[:i].copy()
+        if i < bins:
+            p[-1] += tail[i]
+        full = hist[:i] != 0
+        group = (np.arange(i) * levels) // i
+        sums = np.bincount(group, weights=hist[:i], minlength=levels)
+        counts = np.bincount(group, weights=full, minlength=levels)
+        q = np.where(full, sums[group] / np.maximum(counts[group], 1), 0.0)
+        if p.sum() == 0 or q.sum() == 0:
+            continue
+        ps, qs = p / p.sum(), q / q.sum()
+        seen = ps > 0
+        divergence = float(np.sum(ps[seen] * np.log(ps[seen] / np.maximum(qs[seen], EMPTY))))
+        if divergence < best:
+            best, best_i = divergence, i
+    return m * best_i / bins
+
+
+# ---------------------------------------------------------------------------------------
+# Running the float program
+# ---------------------------------------------------------------------------------------
+
+
+def probe_program(module: ModuleOp, store: WeightStore, values: Sequence[SSAValue]) -> Program:
+    """A copy of `module` whose @main returns `values` (in order) instead of its outputs."""
+    from backends.reference.executor import main_function
+
+    clone = module.clone()
+    old_main, new_main = main_function(module), main_function(clone)
+    mapping: dict[SSAValue, SSAValue] = dict(zip(old_main.body.block.args, new_main.body.block.args, strict=True))
+    for old, new in zip(old_main.body.block.ops, new_main.body.block.ops, strict=True):
+        mapping.update(zip(old.results, new.results, strict=True))
+    block = new_main.body.block
+    old_return = block.last_op
+    assert isinstance(old_return, ReturnOp)
+    probes = [mapping[v] for v in values]
+    block.insert_op_before(ReturnOp(*probes), old_return)
+    old_return.detach()
+    old_return.erase()
+    new_main.function_type = FunctionType.from_lists(list(new_main.function_type.inputs), [p.type for p in probes])
+    new_main.res_attrs = None
+    return Program(clone, store)
+
+
+def progress(total: int, description: str) -> object:
+    """A tqdm bar on stderr, silent when stderr is not a terminal or LAYERLOOM_NO_PROGRESS=1."""
+    from tqdm import tqdm
+
+    quiet = os.environ.get("LAYERLOOM_NO_PROGRESS", "") not in ("", "0") or not sys.stderr.isatty()
+    return tqdm(total=total, desc=description, unit="batch", file=sys.stderr, disable=quiet, leave=False)
+
+
+def observe(
+    module: ModuleOp, store: WeightStore, values: Sequence[SSAValue], data: Sequence[Batch], calibrator: str
+) -> list[TensorStats]:
+    """Run the float program over every batch and return the statistics of each value."""
+    from backends.reference.executor import execute
+
+    if calibrator not in CALIBRATORS:
+        raise LayerloomError(f"unknown calibrator '{calibrator}' (one of {', '.join(CALIBRATORS)})", "quantize")
+    stats = [TensorStats() for _ in values]
+    if not values:
+        return stats
+    probe = probe_program(module, store, values)
+    passes = ["range"] + (["histogram"] if calibrator != "minmax" else [])
+    bar = progress(len(passes) * len(data), "calibrating")
+    try:
+        for kind in passes:
+            for batch in data:
+                outputs = list(execute(probe, batch).values())
+                for s, x in zip(stats, outputs, strict=True):
+                    if kind == "range":
+                        s.observe_range(x)
+                    else:
+                        s.observe_histogram(x)
+                bar.update(1)  # type: ignore[attr-defined]
+    finally:
+        bar.close()  # type: ignore[attr-defined]
+    return stats

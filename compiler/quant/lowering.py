@@ -1,0 +1,245 @@
+"""From chosen quantization parameters to `qnn` op properties (the compile-time half of
+docs/quantization.md): scale choice, weight and bias quantization, requantization
+parameters for each op kind, fused activations. The quantize pass (parameters from
+calibration) and the QDQ importer (parameters read from the ONNX model) both build their
+qnn ops with these, so an op means the same whichever way it was made.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import StringAttr
+from xdsl.ir import Attribute
+
+from compiler.errors import LayerloomError
+from compiler.quant import intmath as im
+from dialects.nn import f64attr, floats, i64attr, ints
+from dialects.qnn import I8, UI8
+
+Props = dict[str, Attribute]
+BIAS_LIMIT = 2**24 - 1  # spec section 5: the pass keeps |bias| < 2^24 so the int32 accumulator cannot overflow
+
+
+@dataclass(frozen=True)
+class QParams:
+    """How an 8-bit tensor is quantized: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+    unsigned: bool = False
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.unsigned else np.int8)
+
+    @property
+    def element_type(self) -> Attribute:
+        return UI8 if self.unsigned else I8
+
+    @property
+    def qrange(self) -> tuple[int, int]:
+        return im.UINT8_RANGE if self.unsigned else im.INT8_RANGE
+
+    def result_props(self) -> Props:
+        return {"scale": f64attr(self.scale), "zero_point": i64attr(self.zero_point)}
+
+    def input_props(self) -> Props:
+        return {"input_scale": f64attr(self.scale), "input_zero_point": i64attr(self.zero_point)}
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        return im.quantize(x, self.scale, self.zero_point, *self.qrange).astype(self.dtype)
+
+    def same(self, other: QParams) -> bool:
+        return math.isclose(self.scale, other.scale, rel_tol=1e-9) and (self.zero_point, self.unsigned) == (
+            other.zero_point,
+            other.unsigned,
+        )
+
+
+def float32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def choose_params(lo: float, hi: float, scheme: str) -> QParams:
+    """Activation parameters from a calibrated range (spec section 1): `fixed` asymmetric
+    int8, `pow2` symmetric with a power-of-two scale."""
+    if scheme == "pow2":
+        return QParams(2.0 ** -im.pow2_fraction_bits(max(abs(lo), abs(hi))), 0)
+    scale, zero_point = im.asymmetric_params(lo, hi)
+    return QParams(scale, zero_point)
+
+
+def weight_scales(w: np.ndarray, axis: int, per_channel: bool, scheme: str) -> np.ndarray:
+    """Symmetric weight scales, one per slice along `axis` (or one): max|w| / 127 rounded
+    to float32 (`fixed`) or the finest power of two that holds max|w| (`pow2`)."""
+    moved = np.moveaxis(np.abs(np.asarray(w, dtype=np.float64)), axis, 0).reshape(w.shape[axis], -1)
+    peaks = moved.max(axis=1, initial=0.0) if per_channel else np.array([float(moved.max(initial=0.0))])
+    if scheme == "pow2":
+        return np.array([2.0 ** -im.pow2_fraction_bits(float(p)) for p in peaks])
+    return np.array([im.symmetric_scale(float(p)) for p in peaks])
+
+
+def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
+    s = scales if scales.size > 1 else np.full(w.shape[axis], scales[0])
+    return im.quantize_weights(w, s, axis).astype(np.int8)
+
+
+def quantize_bias(bias: np.ndarray, input_scale: float, scales: np.ndarray, channels: int) -> np.ndarray:
+    """int32 bias at the accumulator scale, kept below 2^24 in magnitude (spec section 5)."""
+    b = np.broadcast_to(np.asarray(bias, dtype=np.float64).reshape(-1), (channels,))
+    q = im.quantize_bias(b, input_scale, np.broadcast_to(scales, (channels,)))
+    return np.clip(q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
+
+
+def requant_props(scheme: str, reals: np.ndarray | Sequence[float], prefix: str = "") -> Props:
+    """(multipliers and) shifts standing for the real multipliers `reals`. Under `pow2`
+    every real must be a power of two (a pure shift)."""
+    r = np.asarray(reals, dtype=np.float64).reshape(-1)
+    if scheme == "pow2":
+        shifts = [-pow2_log(v) for v in r]
+        bad = [s for s in shifts if not im.POW2_SHIFT_RANGE[0] <= s <= im.POW2_SHIFT_RANGE[1]]
+        if bad:
+            raise LayerloomError(f"pow2 shift {bad[0]} is outside {list(im.POW2_SHIFT_RANGE)}: the scales are too far apart")
+        return {f"{prefix}shifts": ints(shifts)}
+    m, s = im.quantize_multipliers(r)
+    return {f"{prefix}multipliers": ints(m), f"{prefix}shifts": ints(s)}
+
+
+def pow2_log(value: float) -> int:
+    """log2 of an exact power of two."""
+    mantissa, e = math.frexp(value)
+    if mantissa != 0.5:
+        raise LayerloomError(f"{value!r} is not a power of two")
+    return e - 1
+
+
+# ---------------------------------------------------------------------------------------
+# Fused activations
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation folded into an op's output stage: relu, clip [lo, hi] or leaky relu."""
+
+    kind: str
+    alpha: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    @staticmethod
+    def of_properties(props: dict[str, Attribute]) -> Activation | None:
+        """From an nn conv2d / gemm's fused-activation properties."""
+        act = props.get("activation")
+        if act is None:
+            return None
+
+        def value(key: str) -> float | None:
+            attr = props.get(key)
+            return None if attr is None else float(attr.value.data)  # type: ignore[attr-defined]
+
+        return Activation(act.data, value("act_alpha"), value("act_min"), value("act_max"))  # type: ignore[attr-defined]
+
+
+def activation_props(act: Activation | None, out: QParams, scheme: str, reals: np.ndarray, shifts: Sequence[int]) -> Props:
+    """Clamps (relu, clip) or negative-accumulator parameters (leaky relu) at the output's
+    scale (spec section 5). `reals` and `shifts` are the op's multipliers and shifts."""
+    if act is None:
+        return {}
+    lo, hi = out.qrange
+    if act.kind == "relu":
+        clamp_min, _ = im.activation_clamp("relu", out.scale, out.zero_point, lo, hi)
+        return {"activation": StringAttr("relu"), "clamp_min": i64attr(clamp_min)}
+    if act.kind == "clip":
+        clamp_min, clamp_max = im.activation_clamp("clip", out.scale, out.zero_point, lo, hi, act.lo, act.hi)
+        kind = "relu6" if (act.lo, act.hi) == (0.0, 6.0) else "clip"
+        props: Props = {"activation": StringAttr(kind)}
+        if act.lo is not None:
+            props["clamp_min"] = i64attr(clamp_min)
+        if act.hi is not None:
+            props["clamp_max"] = i64attr(clamp_max)
+        return props
+    if act.kind == "leaky_relu":
+        alpha = float(act.alpha or 0.0)
+        if not 0.0 < alpha < 1.0:
+            raise LayerloomError(f"leaky relu slope {alpha} must lie in (0, 1) to be quantized")
+        props = {"activation": StringAttr("leaky_relu"), "act_alpha": f64attr(alpha)}
+        if scheme == "pow2":
+            m = im.pow2_alpha(alpha)
+            return props | {"neg_multipliers": ints([m] * len(shifts)),
+                            "neg_shifts": ints([s + im.POW2_ALPHA_BITS for s in shifts])}
+        return props | requant_props("fixed", np.asarray(reals) * alpha, prefix="neg_")
+    raise LayerloomError(f"unknown activation '{act.kind}'")
+
+
+# ---------------------------------------------------------------------------------------
+# Properties of each qnn op kind
+# ---------------------------------------------------------------------------------------
+
+
+def contraction_props(x: QParams, scales: np.ndarray, weight_zero_point: int, out: QParams | None, scheme: str,
+                      act: Activation | None = None) -> Props:
+    """conv2d / gemm / matmul: input and weight quantization, and (for an 8-bit result)
+    the per-channel output stage with its fused activation."""
+    props: Props = x.input_props() | {"weight_scales": floats(scales)}
+    if weight_zero_point:
+        props["weight_zero_point"] = i64attr(weight_zero_point)
+    if out is None:
+        return props
+    reals = x.scale * np.asarray(scales, dtype=np.float64) / out.scale
+    requant = requant_props(scheme, reals)
+    shifts = [int(s) for s in requant["shifts"].get_values()]  # type: ignore[attr-defined]
+    return props | out.result_props() | {"scheme": StringAttr(scheme)} | requant | activation_props(
+        act, out, scheme, reals, shifts
+    )
+
+
+def add_props(a: QParams, b: QParams, out: QParams, scheme: str, act: Activation | None = None) -> Props:
+    """Residual add (spec section 6): both operands to a common scale, then one output stage."""
+    # The common scale: the finer operand's (pow2), or the coarser one's with 16 guard bits (fixed).
+    mid = min(a.scale, b.scale) if scheme == "pow2" else max(a.scale, b.scale) / 2**im.ADD_GUARD_BITS
+    operand = requant_props(scheme, [a.scale / mid, b.scale / mid], prefix="operand_")
+    reals = np.array([mid / out.scale])
+    requant = requant_props(scheme, reals)
+    shifts = [int(s) for s in requant["shifts"].get_values()]  # type: ignore[attr-defined]
+    return ({"input_scales": floats([a.scale, b.scale]), "input_zero_points": ints([a.zero_point, b.zero_point]),
+             "scheme": StringAttr(scheme)} | operand | requant | out.result_props()
+            | activation_props(act, out, scheme, reals, shifts))
+
+
+def concat_props(inputs: Sequence[QParams], out: QParams, scheme: str) -> Props:
+    """Concat (spec section 6): each operand to the output scale."""
+    return ({"input_scales": floats([q.scale for q in inputs]), "input_zero_points": ints([q.zero_point for q in inputs]),
+             "scheme": StringAttr(scheme)} | requant_props(scheme, [q.scale / out.scale for q in inputs])
+            | out.result_props())
+
+
+def average_props(x: QParams, out: QParams, counts: Sequence[int], scheme: str) -> Props:
+    """Average pooling (spec section 7): one parameter set per window count n."""
+    props: Props = x.input_props() | out.result_props() | {"scheme": StringAttr(scheme)}
+    if scheme == "pow2":
+        d = pow2_log(out.scale) - pow2_log(x.scale)  # f_x - f_y
+        params = [im.pow2_divisor(int(n), d) for n in counts]
+        return props | {"multipliers": ints([m for m, _ in params]), "shifts": ints([s for _, s in params])}
+    return props | requant_props("fixed", [x.scale / (out.scale * n) for n in counts])
+
+
+def requantize_props(x: QParams, out: QParams, scheme: str, act: Activation | None = None) -> Props:
+    reals = np.array([x.scale / out.scale])
+    requant = requant_props(scheme, reals)
+    shifts = [int(s) for s in requant["shifts"].get_values()]  # type: ignore[attr-defined]
+    return (x.input_props() | out.result_props() | {"scheme": StringAttr(scheme)} | requant
+            | activation_props(act, out, scheme, reals, shifts))
+
+
+def pow2_limited_scales(scales: np.ndarray, x: QParams, out: QParams) -> np.ndarray:
+    """Power-of-two weight scales moved into the shift range: s = f_x + f_w - f_y must lie in
+    [-16, 48] (a channel of tiny weights would otherwise ask for a longer shift)."""
+    fx, fy = -pow2_log(x.scale), -pow2_log(out.scale)
+    fw = np.array([-pow2_log(float(s)) for s in scales])
+    fw = np.clip(fw, im.POW2_SHIFT_RANGE[0] - fx + fy, im.POW2_SHIFT_RANGE[1] - fx + fy)
+    return 2.0 ** -fw

@@ -1,0 +1,556 @@
+"""`quantize`: post-training int8 quantization of an `nn` program into `qnn`.
+
+    quantize{scheme=fixed calibrator=minmax per-channel=true percentile=99.99 keep-float=fc calib="data.npz"}
+
+1. Activations are fused into conv2d / gemm (as `fuse-activation` does), and a relu or clip
+   that is the only user of an add is fused into it.
+2. Every op is planned: *int* (lowered to a qnn op: conv2d, gemm, matmul, add, concat,
+   average pooling, and sigmoid / tanh / hard-sigmoid / hard-swish / unfused relu, clip,
+   leaky relu as `qnn.lut`), *layout* (reshape, transpose, slice, split, identity, pad,
+   nearest resize and max pooling of an int8 tensor stay what they are, on int8), or
+   *float* (everything else, the layers named in `keep-float`, and ops the integer form
+   cannot express).
+3. The float program runs over the calibration batches (`compiler.quant.calibrate`) to
+   find the range of every tensor an int op reads or writes; the calibrator turns it into
+   scales and zero points (docs/quantization.md section 1).
+4. The ops are rewritten in program order. An int op's float operand gets a
+   `qnn.quantize` (the first input's quantize), a float op's (or the function result's)
+   int8 operand a `qnn.dequantize` (the last dequantize); weights are quantized at
+   compile time (symmetric int8, per output channel or per tensor), biases to int32.
+
+From Python: `quantize(program, calibration, **options) -> Program` (a new program; the
+argument is left as it was), with `calibration` an iterable of {input name: array} dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.dialects.func import ReturnOp
+from xdsl.ir import Block, Operation, SSAValue
+from xdsl.passes import ModulePass, PassPipeline
+from xdsl.pattern_rewriter import PatternRewriteWalker
+
+from compiler.errors import LayerloomError
+from compiler.program import Program, WeightStore, weights_of
+from compiler.quant import calibrate
+from compiler.quant import intmath as im
+from compiler.quant.lowering import (
+    Activation,
+    QParams,
+    activation_props,
+    add_props,
+    average_props,
+    choose_params,
+    concat_props,
+    contraction_props,
+    pow2_limited_scales,
+    quantize_bias,
+    quantize_weights,
+    weight_scales,
+)
+from compiler.tensors import tensor_type
+from dialects import nn, qnn
+from dialects.nn import f64attr, i64attr
+from passes.fuse_activation import FuseActivation
+from passes.utils import new_weight, sole_user, weight_array
+
+# Layout ops that carry an int8 tensor unchanged (their result has the operand's quantization).
+LAYOUT_OPS: tuple[type[Operation], ...] = (
+    nn.ReshapeOp, nn.TransposeOp, nn.SliceOp, nn.SplitOp, nn.IdentityOp, nn.PadOp, nn.ResizeOp,
+)
+# Activations computed by lookup table, with the parameters of their float function.
+TABLE_OPS: dict[type[Operation], str] = {
+    nn.SigmoidOp: "sigmoid", nn.TanhOp: "tanh", nn.HardSigmoidOp: "hard_sigmoid", nn.HardSwishOp: "hardswish",
+    nn.ReluOp: "relu", nn.ClipOp: "clip", nn.LeakyReluOp: "leaky_relu",
+}
+INT, LAYOUT, FLOAT, ABSORBED = "int", "layout", "float", "absorbed"
+
+
+@dataclass(frozen=True)
+class Options:
+    scheme: str = "fixed"
+    calibrator: str = "minmax"
+    per_channel: bool = True
+    percentile: float = 99.99
+    keep_float: frozenset[str] = field(default_factory=frozenset)
+
+    def check(self) -> None:
+        if self.scheme not in im.SCHEMES:
+            raise LayerloomError(f"unknown scheme '{self.scheme}' (one of {', '.join(im.SCHEMES)})", "quantize")
+        if self.calibrator not in calibrate.CALIBRATORS:
+            raise LayerloomError(f"unknown calibrator '{self.calibrator}' (one of {', '.join(calibrate.CALIBRATORS)})",
+                                 "quantize")
+        if not 50.0 < self.percentile <= 100.0:
+            raise LayerloomError(f"percentile {self.percentile} must lie in (50, 100]", "quantize")
+
+
+@dataclass(frozen=True)
+class QuantizePass(ModulePass):
+    """Post-training int8 quantization with calibration data from `calib` (an .npz keyed
+    by input name; `layerloom compile --calib FILE` sets it)."""
+
+    name = "quantize"
+
+    scheme: str = "fixed"
+    calibrator: str = "minmax"
+    per_channel: bool = True
+    percentile: float = 99.99
+    keep_float: tuple[str, ...] = ()
+    calib: str | None = None
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if not self.calib:
+            raise LayerloomError('quantize needs calibration data: calib="FILE.npz" in the pipeline, '
+                                 "or --calib FILE for layerloom compile", "quantize")
+        options = Options(self.scheme, self.calibrator, self.per_channel, self.percentile, frozenset(self.keep_float))
+        quantize_module(op, weights_of(op), calibrate.load_calibration(self.calib), options, self.calib)
+
+
+def quantize(
+    program: Program,
+    calibration: Iterable[Mapping[str, ArrayLike]],
+    *,
+    scheme: str = "fixed",
+    calibrator: str = "minmax",
+    per_channel: bool = True,
+    percentile: float = 99.99,
+    keep_float: Sequence[str] | str = (),
+) -> Program:
+    """The int8 version of `program` (a new Program; `program` is not changed), calibrated
+    on `calibration`: an iterable of {input name: array} batches."""
+    names = keep_float.split(",") if isinstance(keep_float, str) else list(keep_float)
+    options = Options(scheme, calibrator, per_channel, percentile, frozenset(n for n in names if n))
+    result = program.clone()
+    quantize_module(result.module, result.weights, calibration, options)
+    return result
+
+
+def with_calibration(pipeline: PassPipeline, path: str | Path) -> PassPipeline:
+    """The pipeline with `calib` set on every quantize pass that has none (`--calib`);
+    LayerloomError if it has no quantize pass or the file does not exist."""
+    if not any(isinstance(p, QuantizePass) for p in pipeline.passes):
+        raise LayerloomError("--calib is given but the pipeline has no quantize pass", "--calib")
+    if not Path(path).is_file():
+        raise LayerloomError("calibration file not found" if not Path(path).exists() else "not a file", str(path))
+    passes = tuple(replace(p, calib=str(path)) if isinstance(p, QuantizePass) and not p.calib else p
+                   for p in pipeline.passes)
+    return PassPipeline(passes, pipeline.callback)
+
+
+def quantize_module(module: ModuleOp, store: WeightStore, calibration: Iterable[Mapping[str, ArrayLike]],
+                    options: Options, where: str = "calibration") -> None:
+    """Quantize `module` in place (its weights in `store`)."""
+    from backends.reference.executor import main_function
+
+    options.check()
+    PatternRewriteWalker(FuseActivation()).rewrite_module(module)
+    main = main_function(module)
+    data = calibrate.batches(calibrate.input_specs(main), calibration, where)
+    Quantizer(main.body.block, store, options).run(module, data)
+
+
+# ---------------------------------------------------------------------------------------
+# The rewrite
+# ---------------------------------------------------------------------------------------
+
+
+def layer_name(op: Operation) -> str:
+    return op.layer_name if isinstance(op, nn.NNOp) else ""
+
+
+def broadcast_bias(c: np.ndarray, n: int) -> np.ndarray | None:
+    """A gemm's C as one value per output column, if it is one (shapes (), (1,), (N,), (1, N))."""
+    if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or c.shape[-1:] not in ((), (1,), (n,)):
+        return None
+    return np.broadcast_to(c.reshape(-1), (n,)) if c.size > 1 else np.full(n, float(c.reshape(-1)[0]) if c.size else 0.0)
+
+
+class Quantizer:
+    """Plans and rewrites the ops of one function body."""
+
+    def __init__(self, block: Block, store: WeightStore, options: Options) -> None:
+        self.block, self.store, self.options = block, store, options
+        self.scheme = options.scheme
+        self.kind: dict[Operation, str] = {}
+        self.fused: dict[Operation, Operation] = {}  # add -> the relu / clip folded into it
+        self.int_values: set[SSAValue] = set()  # values that are int8 after the rewrite
+        self.ranges: dict[SSAValue, tuple[float, float]] = {}
+        self.int_of: dict[SSAValue, SSAValue] = {}  # old value -> its int8 version
+        self.float_of: dict[SSAValue, SSAValue] = {}  # old int value -> its dequantized version
+        self.params: dict[SSAValue, QParams] = {}  # int8 value -> its quantization
+
+    # -- planning ------------------------------------------------------------------------
+
+    def run(self, module: ModuleOp, data: list[calibrate.Batch]) -> None:
+        self.plan()
+        wanted = self.needed_ranges()
+        stats = calibrate.observe(module, self.store, wanted, data, self.options.calibrator)
+        # The program's inputs and outputs keep their whole range: the calibrator clips
+        # intermediate tensors only (clipping the largest logit changes the prediction;
+        # clipping the input saves nothing, its quantize is float).
+        edges = set(self.block.args) | (set(self.block.last_op.operands) if self.block.last_op is not None else set())
+        for value, s in zip(wanted, stats, strict=True):
+            levels = 256 if self.scheme == "fixed" and s.lo >= 0 else 128
+            calibrator = "minmax" if value in edges else self.options.calibrator
+            self.ranges[value] = s.range(calibrator, self.options.percentile, levels)
+        self.rewrite()
+
+    def plan(self) -> None:
+        names = {layer_name(op) for op in self.block.ops}
+        unknown = sorted(set(self.options.keep_float) - names)
+        if unknown:
+            raise LayerloomError(f"keep-float names {', '.join(repr(n) for n in unknown)}, which no op has", "quantize")
+        for op in self.block.ops:
+            if isinstance(op, nn.WeightOp | ReturnOp) or self.kind.get(op) == ABSORBED:
+                continue
+            if layer_name(op) in self.options.keep_float:
+                kind = FLOAT
+            elif self.lowerable(op):
+                kind = INT
+                act = self.fusable_activation(op)
+                if act is not None:
+                    self.fused[op] = act
+                    self.kind[act] = ABSORBED
+            elif self.carries_int(op):
+                kind = LAYOUT
+            else:
+                kind = FLOAT
+            self.kind[op] = kind
+            if kind in (INT, LAYOUT):
+                self.int_values.update(self.output_op(op).results)
+
+    def output_op(self, op: Operation) -> Operation:
+        """The op whose result the int op computes (an add's fused activation)."""
+        return self.fused.get(op, op)
+
+    def fusable_activation(self, op: Operation) -> Operation | None:
+        if not isinstance(op, nn.AddOp):
+            return None
+        user = sole_user(op.result)
+        if isinstance(user, nn.ReluOp | nn.ClipOp) and layer_name(user) not in self.options.keep_float:
+            return user
+        return None
+
+    def weight(self, value: SSAValue | None) -> np.ndarray | None:
+        return weight_array(value, self.store)
+
+    def lowerable(self, op: Operation) -> bool:
+        """Whether `op` has a qnn form (checked on shapes and constant operands)."""
+        if isinstance(op, nn.Conv2dOp):
+            w = self.weight(op.weight)
+            k = int(np.prod(nn.shape_of(op.weight)[1:]))
+            return w is not None and (op.bias is None or self.weight(op.bias) is not None) and k <= im.MAX_REDUCTION
+        if isinstance(op, nn.GemmOp):
+            if int(op.trans_a.value.data) or nn.shape_of(op.a)[1] > im.MAX_REDUCTION:
+                return False
+            n = nn.gemm_output_shape(nn.shape_of(op.a), nn.shape_of(op.b), False, bool(op.trans_b.value.data))[1]
+            b_const = self.weight(op.b) is not None
+            if not b_const and float(op.alpha.value.data) != 1.0:
+                return False
+            if op.c is None:
+                return True
+            c = self.weight(op.c)
+            return c is not None and broadcast_bias(c, n) is not None
+        if isinstance(op, nn.MatMulOp):
+            return nn.shape_of(op.a)[-1] <= im.MAX_REDUCTION and self.is_float_tensor(op.a)
+        if isinstance(op, nn.AddOp | nn.ConcatOp):
+            return all(self.is_float_tensor(v) for v in op.operands)
+        if isinstance(op, nn.PoolOp):
+            return op.kind.data == "avg"
+        if isinstance(op, nn.GlobalPoolOp):
+            return op.kind.data == "avg"
+        if isinstance(op, nn.LeakyReluOp):
+            return 0.0 < float(op.alpha.value.data) < 1.0
+        return type(op) in TABLE_OPS
+
+    def is_float_tensor(self, value: SSAValue) -> bool:
+        return nn.is_float(nn.element_type_of(value))
+
+    def carries_int(self, op: Operation) -> bool:
+        """A layout op (or max pooling) whose operand will be int8."""
+        if not op.operands or op.operands[0] not in self.int_values:
+            return False
+        if isinstance(op, nn.ResizeOp):
+            return op.mode.data == "nearest"
+        if isinstance(op, nn.PoolOp | nn.GlobalPoolOp):
+            return op.kind.data == "max"
+        return isinstance(op, LAYOUT_OPS)
+
+    def needed_ranges(self) -> list[SSAValue]:
+        """Float values whose range calibration must find: what int ops read (unless it is
+        int8 already or a weight) and what they write."""
+        wanted: dict[SSAValue, None] = {}
+        for op, kind in self.kind.items():
+            if kind != INT:
+                continue
+            for v in self.activation_operands(op):
+                if v not in self.int_values and self.weight(v) is None:
+                    wanted[v] = None
+            wanted[self.output_op(op).results[0]] = None
+        return list(wanted)
+
+    def activation_operands(self, op: Operation) -> list[SSAValue]:
+        if isinstance(op, nn.Conv2dOp):
+            return [op.input]
+        if isinstance(op, nn.GemmOp):
+            return [op.a] + ([op.b] if self.weight(op.b) is None else [])
+        if isinstance(op, nn.MatMulOp):
+            return [op.a] + ([op.b] if self.weight(op.b) is None else [])
+        if isinstance(op, nn.AddOp | nn.ConcatOp):
+            return list(op.operands)
+        return [op.operands[0]]
+
+    # -- rewriting -----------------------------------------------------------------------
+
+    def rewrite(self) -> None:
+        old_ops: list[Operation] = []
+        for op in list(self.block.ops):
+            kind = self.kind.get(op)
+            if isinstance(op, ReturnOp) or kind == FLOAT:
+                op.operands = [self.as_float(v) for v in op.operands]
+                continue
+            if kind is None:  # weights
+                continue
+            old_ops.append(op)
+            if kind == INT:
+                self.lower(op)
+            elif kind == LAYOUT:
+                self.relayout(op)
+        for op in reversed(old_ops):
+            self.block.erase_op(op)
+        for op in list(self.block.ops):
+            if isinstance(op, nn.WeightOp) and not op.result.uses:
+                self.block.erase_op(op)
+
+    def insert(self, new: Operation, before: Operation, name: StringAttr | None = None) -> Operation:
+        if name is not None:
+            new.properties.setdefault("name", name)
+        self.block.insert_op_before(new, before)
+        return new
+
+    def value_params(self, value: SSAValue) -> QParams:
+        lo, hi = self.ranges[value]
+        return choose_params(lo, hi, self.scheme)
+
+    def as_int(self, value: SSAValue, before: Operation) -> SSAValue:
+        """The int8 version of an old value: its rewritten form, a compile-time quantized
+        weight, or a `qnn.quantize` right after its definition (cached)."""
+        if value in self.int_of:
+            return self.int_of[value]
+        array = self.weight(value)
+        if array is not None:
+            q = choose_params(float(array.min(initial=0.0)), float(array.max(initial=0.0)), self.scheme)
+            w = new_weight(self.store, q.quantize(array), "quantized", value.owner.properties.get("name"))  # type: ignore[union-attr]
+            self.insert(w, before)
+            result = w.result
+        else:
+            q = self.value_params(value)
+            props = q.result_props() | {"name": StringAttr(f"{self.value_name(value)}.quantize")}
+            op = qnn.QuantizeOp.build(operands=[value], result_types=[self.int_type(value, q)], properties=props)
+            owner = value.owner
+            if isinstance(owner, Operation):
+                self.block.insert_op_after(op, owner)
+            else:
+                self.block.insert_op_before(op, self.block.first_op)  # type: ignore[arg-type]
+            result = op.results[0]
+        self.int_of[value] = result
+        self.params[result] = q
+        return result
+
+    def as_float(self, value: SSAValue) -> SSAValue:
+        """The float version of an old value: itself, or a `qnn.dequantize` of its int8
+        form right after that is defined (cached)."""
+        if value not in self.int_values:
+            return value
+        if value not in self.float_of:
+            q_value = self.int_of[value]
+            q = self.params[q_value]
+            t = value.type
+            assert isinstance(t, TensorType)
+            props = {"scale": f64attr(q.scale), "zero_point": i64attr(q.zero_point),
+                     "name": StringAttr(f"{self.value_name(value)}.dequantize")}
+            op = qnn.DequantizeOp.build(operands=[q_value], result_types=[t], properties=props)
+            owner = q_value.owner
+            assert isinstance(owner, Operation)
+            self.block.insert_op_after(op, owner)
+            self.float_of[value] = op.results[0]
+        return self.float_of[value]
+
+    def value_name(self, value: SSAValue) -> str:
+        owner = value.owner
+        if isinstance(owner, Operation):
+            return layer_name(owner) or owner.name
+        from compiler.program import _io_names
+
+        func = self.block.parent_op()
+        names = _io_names(getattr(func, "arg_attrs", None), "input", len(self.block.args))
+        return names[value.index] if hasattr(value, "index") else "input"  # type: ignore[attr-defined]
+
+    def int_type(self, value: SSAValue, q: QParams) -> TensorType:
+        return tensor_type(nn.shape_of(value), q.element_type)
+
+    def define(self, old: SSAValue, new: SSAValue, q: QParams) -> None:
+        self.int_of[old] = new
+        self.params[new] = q
+
+    def lower(self, op: Operation) -> None:
+        name = op.properties.get("name")
+        assert name is None or isinstance(name, StringAttr)
+        try:
+            new, q = self.lowered(op, name)
+        except LayerloomError as e:
+            raise LayerloomError(f"{op.name} '{layer_name(op)}': {e}", "quantize") from None
+        self.insert(new, op, name)
+        self.define(self.output_op(op).results[0], new.results[0], q)
+
+    def lowered(self, op: Operation, name: StringAttr | None) -> tuple[Operation, QParams]:
+        out = self.value_params(self.output_op(op).results[0])
+        shape = nn.shape_of(op.results[0])
+        result_type = tensor_type(shape, out.element_type)
+
+        def weight_op(array: np.ndarray) -> SSAValue:
+            return self.insert(new_weight(self.store, array, f"{name.data if name else 'w'}.q", name), op).results[0]
+
+        if isinstance(op, nn.Conv2dOp):
+            x = self.as_int(op.input, op)
+            xq = self.params[x]
+            w = self.weight(op.weight)
+            assert w is not None
+            scales = self.weight_scales(w, 0, xq, out)
+            bias = self.weight(op.bias) if op.bias is not None else None
+            operands: list = [x, weight_op(quantize_weights(w, scales, 0))]
+            operands.append(weight_op(quantize_bias(bias, xq.scale, scales, w.shape[0])) if bias is not None else [])
+            props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
+            props |= contraction_props(xq, scales, 0, out, self.scheme, Activation.of_properties(op.properties))
+            return qnn.Conv2dOp.build(operands=operands, result_types=[result_type], properties=props), out
+        if isinstance(op, nn.GemmOp):
+            return self.lowered_gemm(op, out, result_type, weight_op), out
+        if isinstance(op, nn.MatMulOp):
+            a = self.as_int(op.a, op)
+            aq = self.params[a]
+            w = self.weight(op.b)
+            if w is None:
+                b = self.as_int(op.b, op)
+                bq = self.params[b]
+                props = contraction_props(aq, np.array([bq.scale]), bq.zero_point, out, self.scheme)
+            else:
+                axis = w.ndim - 1
+                scales = self.weight_scales(w, axis, aq, out)
+                b = weight_op(quantize_weights(w, scales, axis))
+                props = contraction_props(aq, scales, 0, out, self.scheme)
+            return qnn.MatMulOp.build(operands=[a, b], result_types=[result_type], properties=props), out
+        if isinstance(op, nn.AddOp):
+            a, b = self.as_int(op.lhs, op), self.as_int(op.rhs, op)
+            act = self.fused_activation(op)
+            props = add_props(self.params[a], self.params[b], out, self.scheme, act)
+            return qnn.AddOp.build(operands=[a, b], result_types=[result_type], properties=props), out
+        if isinstance(op, nn.ConcatOp):
+            parts = [self.as_int(v, op) for v in op.inputs]
+            props = concat_props([self.params[p] for p in parts], out, self.scheme) | {"axis": op.axis}
+            return qnn.ConcatOp.build(operands=[parts], result_types=[result_type], properties=props), out
+        if isinstance(op, nn.PoolOp):
+            x = self.as_int(op.input, op)
+            kh, kw = nn.int_list(op.kernel)
+            props = {k: op.properties[k] for k in ("kind", "kernel", "strides", "pads", "dilations", "ceil_mode",
+                                                   "count_include_pad")}
+            props |= average_props(self.params[x], out, range(1, kh * kw + 1), self.scheme)
+            return qnn.PoolOp.build(operands=[x], result_types=[result_type], properties=props), out
+        if isinstance(op, nn.GlobalPoolOp):
+            x = self.as_int(op.input, op)
+            n = int(np.prod(nn.shape_of(op.input)[2:]))
+            props = {"kind": op.kind} | average_props(self.params[x], out, [n], self.scheme)
+            return qnn.GlobalPoolOp.build(operands=[x], result_types=[result_type], properties=props), out
+        # A lookup table.
+        x = self.as_int(op.operands[0], op)
+        xq = self.params[x]
+        table = im.build_table(table_function(op), xq.scale, xq.zero_point, xq.qrange, out.scale, out.zero_point,
+                               out.qrange).astype(out.dtype)
+        props = xq.input_props() | out.result_props() | {"activation": StringAttr(TABLE_OPS[type(op)])}
+        return qnn.LutOp.build(operands=[x, weight_op(table)], result_types=[result_type], properties=props), out
+
+    def lowered_gemm(self, op: nn.GemmOp, out: QParams, result_type: TensorType, weight_op: object) -> Operation:
+        assert callable(weight_op)
+        a = self.as_int(op.a, op)
+        aq = self.params[a]
+        trans_b = int(op.trans_b.value.data)
+        n = nn.shape_of(op.result)[1]
+        w = self.weight(op.b)
+        if w is None:
+            b = self.as_int(op.b, op)
+            bq = self.params[b]
+            scales, zero_point = np.array([bq.scale]), bq.zero_point
+        else:
+            axis = 0 if trans_b else 1
+            w = w * np.float32(op.alpha.value.data)
+            scales, zero_point = self.weight_scales(w, axis, aq, out), 0
+            b = weight_op(quantize_weights(w, scales, axis))
+        operands: list = [a, b]
+        c = self.weight(op.c) if op.c is not None else None
+        if c is not None:
+            bias = broadcast_bias(c, n)
+            assert bias is not None
+            operands.append(weight_op(quantize_bias(bias * float(op.beta.value.data), aq.scale, scales, n)))
+        else:
+            operands.append([])
+        props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zero_point, out, self.scheme,
+                                                            Activation.of_properties(op.properties))
+        return qnn.GemmOp.build(operands=operands, result_types=[result_type], properties=props)
+
+    def weight_scales(self, w: np.ndarray, axis: int, x: QParams, out: QParams) -> np.ndarray:
+        scales = weight_scales(w, axis, self.options.per_channel, self.scheme)
+        return pow2_limited_scales(scales, x, out) if self.scheme == "pow2" else scales
+
+    def fused_activation(self, op: Operation) -> Activation | None:
+        act = self.fused.get(op)
+        if isinstance(act, nn.ReluOp):
+            return Activation("relu")
+        if isinstance(act, nn.ClipOp):
+            return Activation("clip", lo=qnn.fval(act.min), hi=qnn.fval(act.max))
+        return None
+
+    def relayout(self, op: Operation) -> None:
+        """The same layout op (or max pooling) on the int8 operand; results keep its quantization."""
+        x = self.as_int(op.operands[0], op)
+        q = self.params[x]
+        props = dict(op.properties)
+        types = [tensor_type(nn.shape_of(r), q.element_type) for r in op.results]
+        if isinstance(op, nn.PoolOp):
+            new: Operation = qnn.PoolOp.build(operands=[x], result_types=types, properties=props | q.input_props()
+                                              | q.result_props())
+        elif isinstance(op, nn.GlobalPoolOp):
+            new = qnn.GlobalPoolOp.build(operands=[x], result_types=types, properties=props | q.input_props()
+                                         | q.result_props())
+        else:
+            if isinstance(op, nn.PadOp):  # the padding value, quantized (0.0 becomes the zero point)
+                props["value"] = f64attr(float(q.quantize(np.array([op.value.value.data], np.float32))[0]))
+            new = type(op).build(operands=[x], result_types=[types] if isinstance(op, nn.SplitOp) else types,
+                                 properties=props)
+        self.insert(new, op)
+        for old, result in zip(op.results, new.results, strict=True):
+            self.define(old, result, q)
+
+
+def table_function(op: Operation) -> object:
+    """The float function a lookup-table op computes, with its parameters bound."""
+    kind = TABLE_OPS[type(op)]
+    fn = im.TABLE_FUNCTIONS[kind]
+    if isinstance(op, nn.HardSigmoidOp):
+        alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
+        return lambda x: fn(x, alpha, beta)
+    if isinstance(op, nn.ClipOp):
+        lo, hi = qnn.fval(op.min), qnn.fval(op.max)
+        return lambda x: fn(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    if isinstance(op, nn.LeakyReluOp):
+        alpha = float(op.alpha.value.data)
+        return lambda x: fn(x, alpha)
+    return fn
+
+
+__all__ = ["Options", "QuantizePass", "activation_props", "quantize", "quantize_module", "with_calibration"]
