@@ -236,17 +236,24 @@ def stream_tile(layer: Workload) -> Tile:
     return Tile(e=1, order="stream").resolved(layer)
 
 
-def tile_for(layer: Workload, target: Target, engine: Engine, role: str) -> Tile:
-    """The tile pass's choice: a line buffer on a pipeline engine, else `best_tile`."""
-    return stream_tile(layer) if role == SESL else best_tile(layer, tile_capacity(target, engine))
+def tile_for(layer: Workload, target: Target, engine: Engine, role: str, pes: int) -> Tile:
+    """The tile pass's choice: a line buffer on a pipeline engine, else `best_tile` for
+    `pes` PEs (the budget: what the reused engine gets at most; the hardware's if fixed)."""
+    if role == SESL:
+        return stream_tile(layer)
+    bytes_per_cycle = target.dram.bandwidth / engine.count / target.clock_of(engine)
+    return best_tile(layer, tile_capacity(target, engine), engine.fixed_pes or pes, bytes_per_cycle)
 
 
-def best_tile(layer: Workload, capacity: int) -> Tile:
-    """The tile (sizes and loop order) with the least DRAM traffic whose double-buffered
-    buffers fit in `capacity` bytes. Among tiles within TRAFFIC_SLACK of the least, the
-    one leaving the engine the most parallelism (largest m·n) wins -- a tile of 8 output
-    channels may save a few halo bytes but idles most of a 32 x 64 array --; then fewer
-    tiles, the order listed first in SEARCH_ORDERS, smaller buffers. Candidate sizes are
+def best_tile(layer: Workload, capacity: int, pes: int = 0, bytes_per_cycle: float = 0.0) -> Tile:
+    """The tile (sizes and loop order) whose double-buffered buffers fit in `capacity`
+    bytes and that keeps the layer fastest, then moves the fewest DRAM bytes. A layer's
+    cycles are about max(compute, memory): memory = DRAM bytes / `bytes_per_cycle`;
+    compute = MACs / the PEs the tile can keep busy -- `pes`, at most m·n lanes (m·window
+    for depthwise) -- so a tile of 8 output channels that saves a few halo bytes does not
+    idle most of a 2048-PE array. Without `pes` the least traffic wins. Candidates within
+    TRAFFIC_SLACK of the best count as equal; then: least traffic, most lanes, fewest
+    tiles, the order listed first in SEARCH_ORDERS, smallest buffers. Candidate sizes are
     the powers of two below each dimension and the dimension itself, evaluated at once."""
     whole = Tile().resolved(layer)
     if layer.op in VIEW_KINDS:
@@ -269,17 +276,28 @@ def best_tile(layer: Workload, capacity: int) -> Tile:
     m, n, e, f, buffers = m[fits], n[fits], e[fits], f[fits], buffers[fits]
     tiles = ceil_div(layer.out_channels, m) * ceil_div(layer.in_channels_per_group, n) * ceil_div(layer.out_h, e) * ceil_div(layer.out_w, f)
     traffic = np.stack([sum(np.broadcast_to(t, m.shape) for t in traffic_terms(layer, m, n, e, f, o)) for o in SEARCH_ORDERS])
-    near = traffic <= traffic.min() * (1 + TRAFFIC_SLACK)
-    shape = traffic.shape
-    keys = (
-        np.broadcast_to(buffers, shape).ravel(),
-        np.broadcast_to(np.arange(len(SEARCH_ORDERS))[:, None], shape).ravel(),
-        np.broadcast_to(tiles, shape).ravel(),
-        -np.broadcast_to(m * n, shape).ravel(),
-        np.where(near, 0, traffic).ravel(),
-    )
-    best = int(np.lexsort(keys)[0])
-    o, i = divmod(best, len(m))
+    lanes = np.minimum(m, layer.out_channels_per_group) * (layer.window if layer.op == "depthwise" else n)
+    if pes and bytes_per_cycle and layer.has_macs:
+        compute = layer.macs / np.minimum(lanes, pes)
+        cycles = np.maximum(compute, traffic / bytes_per_cycle)
+    else:
+        cycles = traffic
+
+    def near(values: np.ndarray) -> np.ndarray:
+        return values <= values.min() * (1 + TRAFFIC_SLACK)
+
+    # Narrow the candidates key by key (cheaper than sorting them all).
+    o, i = np.divmod(np.flatnonzero(near(cycles)), len(m))
+    for keep in (
+        lambda o, i: near(traffic[o, i]),
+        lambda o, i: lanes[i] == lanes[i].max(),
+        lambda o, i: tiles[i] == tiles[i].min(),
+        lambda o, i: o == o.min(),
+        lambda o, i: buffers[i] == buffers[i].min(),
+    ):
+        mask = keep(o, i)
+        o, i = o[mask], i[mask]
+    o, i = int(o[0]), int(i[0])
     return Tile(int(m[i]), int(n[i]), int(e[i]), int(f[i]), SEARCH_ORDERS[o])
 
 
@@ -331,7 +349,7 @@ def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
             continue
         supported[i] = True
         given = tiles[i] if tiles is not None else None
-        tile = given if given is not None else tile_for(layer, target, engine, role)
+        tile = given if given is not None else tile_for(layer, target, engine, role, max_pes)
         chosen.append(tile)
         if fixed is None:
             curves[i] = plugin.cycles_curve(layer, engine, max_pes, tile)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compiler.engines.base import EngineKind, Tile, tiled_steps, unroll_curve
+from compiler.engines.base import EngineKind, Tile, best_unroll, tiled_steps, unroll_curve
 from compiler.engines.workload import (
     ACTIVATION_KINDS,
     DATA_KINDS,
@@ -72,6 +72,8 @@ class ChannelArrayEngine(EngineKind):
         """Steps of two parallel loops for each PE count in `pes`: with the engine's fixed
         unrolling, else the best split of each count (`unroll_curve`)."""
         unroll = engine.params.get("unroll")
+        if unroll is None and pes.size == 1:  # one count: the direct search is cheaper than a curve
+            return np.array([best_unroll(a, b, int(pes[0]), tile_a, tile_b)[0]], dtype=np.int64)
         if unroll is None:
             return unroll_curve(a, b, int(pes.max()), tile_a, tile_b)[pes - 1]
         steps = tiled_steps(a, tile_a or a, unroll[0]) * tiled_steps(b, tile_b or b, unroll[1])
