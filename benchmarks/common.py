@@ -277,16 +277,19 @@ def median_time(work: Callable[[], Any], repeats: int) -> float:
 
 @dataclass
 class PeakMemory:
-    """Peak Python allocations (tracemalloc, includes NumPy buffers) during a block, and the
-    process's peak resident set size after it (maxrss is monotonic over the process life)."""
+    """Memory of a block: the peak of Python/NumPy allocations made in it (tracemalloc; what
+    was allocated before does not count), the resident set size when it starts, and the
+    peak resident set size during it (includes everything resident before)."""
 
     python_bytes: int = 0
-    maxrss_bytes: int = 0
+    rss_start_bytes: int = 0
+    rss_peak_bytes: int = 0
 
 
 @contextmanager
 def peak_memory() -> Iterator[PeakMemory]:
-    result = PeakMemory()
+    result = PeakMemory(rss_start_bytes=_rss("VmRSS"))
+    reset_peak_rss()
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
@@ -297,7 +300,32 @@ def peak_memory() -> Iterator[PeakMemory]:
         result.python_bytes = tracemalloc.get_traced_memory()[1]
         if not was_tracing:
             tracemalloc.stop()
-        result.maxrss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        result.rss_peak_bytes = peak_rss()
+
+
+def peak_rss() -> int:
+    """The process's peak resident set size: VmHWM on Linux. `getrusage`'s ru_maxrss is the
+    fallback only, since Linux carries it over from the parent across fork and exec (a child
+    of a big process starts with the parent's peak) and it cannot be reset."""
+    return _rss("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux >= 4.0; a no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _rss(field: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return 0
 
 
 def cpu_model() -> str:

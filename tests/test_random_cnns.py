@@ -219,7 +219,7 @@ def random_cnns(draw: Draw) -> onnx.ModelProto:
     x = "input"
     b.shapes[x] = (1, draw(st.integers(1, 4)), draw(st.integers(3, 10)), draw(st.integers(3, 10)))
     y = x
-    for _ in range(draw(st.integers(1, 6))):
+    for _ in range(draw(st.integers(1, 8))):
         y = draw(st.sampled_from(LAYERS))(draw, b, y)
     if draw(st.booleans()):
         y = gemm_head(draw, b, y)

@@ -1,0 +1,327 @@
+"""Foundation benchmark (issue 2): ResNet-50 (the onnx wheel's light model with seeded
+random weights, 1x3x224x224) through import, canonicalize and fold-batchnorm; the
+reference executor against onnxruntime with the same thread count; peak memory; and the
+executor/onnxruntime ratio of the other light models.
+
+    .venv/bin/python benchmarks/foundation.py               # print the tables
+    .venv/bin/python benchmarks/foundation.py --write-docs  # and update docs/performance.md
+
+Every measurement runs in a child process of its own: the thread count goes into the
+BLAS environment variables before NumPy loads (onnxruntime gets `intra_op_num_threads`),
+and the process's peak RSS belongs to that measurement alone. Within a child the executor
+and onnxruntime alternate run by run, so both see the same load on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
+    sys.path.insert(0, str(ROOT))
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+MODEL = "resnet50"
+SEED = 0
+COMPILE_STEPS = ("canonicalize", "fold-batchnorm")
+EXECUTION_PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
+GOAL_RATIO = 1.5
+OTHERS_REPEATS = 3
+DOCS = ROOT / "docs" / "performance.md"
+SECTION = "## Foundation"
+MB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------
+# Children: each prints one JSON object on stdout
+# ---------------------------------------------------------------------------------------
+
+
+def child_compile(path: str, repeats: int) -> dict[str, object]:
+    """Median seconds of import and of each pass, over `repeats` fresh imports."""
+    from benchmarks.common import timed
+    from compiler import import_onnx, run_pipeline
+
+    runs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        seconds, program = timed(lambda: import_onnx(path))
+        runs.setdefault("import", []).append(seconds)
+        for step in (*COMPILE_STEPS, "fuse-activation"):
+            runs.setdefault(step, []).append(timed(lambda p=program, s=step: run_pipeline(p, s))[0])
+    return {"runs": runs}
+
+
+def child_memory(path: str) -> dict[str, object]:
+    """Peak Python allocations and resident set size of import+passes, then of one execution."""
+    from backends.reference import execute
+    from benchmarks.common import peak_memory, seeded_inputs
+    from compiler import import_onnx, run_pipeline
+    from dialects.nn import WeightOp
+
+    with peak_memory() as compiling:
+        program = run_pipeline(import_onnx(path), EXECUTION_PIPELINE)
+    shapes = {n: tuple(t.get_shape()) for n, t in zip(program.input_names, program.input_types, strict=True)}
+    feeds = seeded_inputs(shapes)
+    with peak_memory() as executing:
+        execute(program, feeds)
+    used = {op.handle.data for op in program.module.walk() if isinstance(op, WeightOp)}
+    return {
+        "compile": vars(compiling),
+        "execute": vars(executing),
+        "store_bytes": program.weights.nbytes(),
+        "used_weight_bytes": sum(program.weights[h].nbytes for h in used),
+    }
+
+
+def child_execute(names: list[str], path: str | None, threads: int, repeats: int) -> dict[str, object]:
+    """Per model: the executor's and onnxruntime's times (alternating, after one warm-up
+    run each), and the largest difference between their outputs."""
+    import numpy as np
+    import onnx
+
+    from backends.reference import execute
+    from benchmarks.common import graph_inputs, light_model, ort_session, seeded_inputs, timed
+    from compiler import import_onnx, run_pipeline
+
+    results: dict[str, object] = {"blas_threads": blas_threads()}
+    for name in names:
+        model = onnx.load(path) if path else light_model(name, random_weights=True, seed=SEED)
+        program = run_pipeline(import_onnx(model), EXECUTION_PIPELINE)
+        feeds = seeded_inputs(graph_inputs(model), SEED)
+        session = ort_session(model, threads)
+        ours, theirs = execute(program, feeds), session.run(None, feeds)  # warm-up
+        difference = max(
+            float(np.max(np.abs(ours[n] - t))) for n, t in zip(program.output_names, theirs, strict=True)
+        )
+        times: dict[str, list[float]] = {"layerloom": [], "onnxruntime": []}
+        for _ in range(repeats):
+            times["layerloom"].append(timed(lambda p=program, f=feeds: execute(p, f))[0])
+            times["onnxruntime"].append(timed(lambda s=session, f=feeds: s.run(None, f))[0])
+        results[name] = {"times": times, "max_abs_difference": difference}
+        del model, program, session
+    return results
+
+
+def blas_threads() -> int | None:
+    """The BLAS thread count NumPy really uses (threadpoolctl if installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+def run_child(arguments: list[str], threads: int | None = None) -> dict:
+    """Run this script as a child measurement (thread variables set before NumPy loads)."""
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *arguments], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child {arguments[:2]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Parent: orchestrate, print, write the docs
+# ---------------------------------------------------------------------------------------
+
+
+def measure(threads: list[int], repeats: int, others_threads: int | None) -> dict[str, object]:
+    import onnx
+
+    from benchmarks.common import LIGHT_MODELS, light_model, machine_info
+
+    info = machine_info() | {"load average (1 min) at start": f"{os.getloadavg()[0]:.2f}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / f"{MODEL}.onnx")
+        onnx.save(light_model(MODEL, random_weights=True, seed=SEED), path)
+        print("compile ...", file=sys.stderr)
+        compile_runs = run_child(["compile", path, str(repeats)], threads=max(threads))["runs"]
+        print("memory ...", file=sys.stderr)
+        memory = run_child(["memory", path], threads=max(threads))
+        execution = {}
+        for n in threads:
+            print(f"execute, {n} thread(s) ...", file=sys.stderr)
+            execution[n] = run_child(["execute", MODEL, path, str(n), str(repeats)], threads=n)
+    other_results = {}
+    if others_threads:
+        names = [m for m in LIGHT_MODELS if m != MODEL]
+        print(f"other light models ({', '.join(names)}), {others_threads} thread(s) ...", file=sys.stderr)
+        arguments = ["execute", ",".join(names), "", str(others_threads), str(OTHERS_REPEATS)]
+        other_results = run_child(arguments, threads=others_threads)
+    return {"info": info, "compile": compile_runs, "memory": memory, "execution": execution,
+            "others": other_results, "repeats": repeats, "others_threads": others_threads}
+
+
+def median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def report(results: dict) -> str:
+    """The Foundation section of docs/performance.md (markdown)."""
+    from benchmarks.common import markdown_table
+
+    info, repeats = results["info"], results["repeats"]
+    compile_runs = results["compile"]
+    step_medians = {step: median(times) for step, times in compile_runs.items()}
+    total = median([sum(parts) for parts in zip(*(compile_runs[s] for s in ("import", *COMPILE_STEPS)), strict=True)])
+    compile_rows = [[f"`{s}`" if s != "import" else "import (`import_onnx(path)`)", f"{step_medians[s]:.3f}"]
+                    for s in ("import", *COMPILE_STEPS)]
+    compile_rows.append(["**total** (import + canonicalize + fold-batchnorm)", f"**{total:.3f}**"])
+    compile_rows.append(["`fuse-activation` (run before executing; not in the total)", f"{step_medians['fuse-activation']:.3f}"])
+
+    execution_rows = []
+    for threads, result in results["execution"].items():
+        times = result[MODEL]["times"]
+        ours, theirs = median(times["layerloom"]), median(times["onnxruntime"])
+        ratio = ours / theirs
+        execution_rows.append([
+            str(threads), str(result["blas_threads"]), f"{ours * 1e3:.0f}", f"{theirs * 1e3:.0f}", f"**{ratio:.2f}**",
+            "yes" if ratio <= GOAL_RATIO else "no", f"{result[MODEL]['max_abs_difference']:.1e}",
+        ])
+
+    m = results["memory"]
+    memory_rows = [
+        [step, f"{m[key]['python_bytes'] / MB:.0f}", f"{m[key]['rss_start_bytes'] / MB:.0f}",
+         f"{m[key]['rss_peak_bytes'] / MB:.0f}"]
+        for step, key in (("import + passes", "compile"), ("execution (one inference)", "execute"))
+    ]
+
+    other_rows = []
+    for name, result in results["others"].items():
+        if name == "blas_threads":
+            continue
+        ours, theirs = median(result["times"]["layerloom"]), median(result["times"]["onnxruntime"])
+        other_rows.append([name, f"{ours * 1e3:.0f}", f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}",
+                           f"{result['max_abs_difference']:.1e}"])
+
+    lines = [
+        SECTION,
+        "",
+        "Issue 2's numbers: ResNet-50 (`light_resnet50.onnx` from the onnx wheel with seeded random",
+        "weights, `benchmarks/common.py:light_model`), input 1x3x224x224. Reproduce with",
+        "",
+        "```sh",
+        ".venv/bin/python benchmarks/foundation.py --write-docs",
+        "```",
+        "",
+        "Each measurement runs in its own child process; the executor and onnxruntime run in the",
+        "same process, alternating, with the same thread count set explicitly (BLAS through",
+        "`OMP/OPENBLAS/MKL_NUM_THREADS` before NumPy loads, onnxruntime through",
+        "`intra_op_num_threads`, inter-op 1). Times are medians; the machine is shared with other",
+        "work, so expect a spread of 10-30 % between runs (the load average is recorded below).",
+        "",
+        "### Machine",
+        "",
+        markdown_table(["", ""], [[k, f"`{v}`" if k != "date" else v] for k, v in info.items()]),
+        "",
+        f"### Compile time (median of {repeats}, seconds)",
+        "",
+        markdown_table(["step", "seconds"], compile_rows),
+        "",
+        f"### Executor against onnxruntime (median of {repeats} runs after one warm-up; goal: ratio <= {GOAL_RATIO})",
+        "",
+        f"The executor runs the program after `{EXECUTION_PIPELINE}`;",
+        "onnxruntime runs the same ONNX model with its default (full) graph optimisations. The",
+        "ratio is executor time / onnxruntime time: onnxruntime is the anchor. With every core in",
+        "use, other work on a shared machine slows both sides unevenly: the 1-thread row is the",
+        "steadier one.",
+        "",
+        markdown_table(["threads", "BLAS threads seen", "layerloom ms", "onnxruntime ms", "ratio", "goal met",
+                        "max abs diff (softmax)"], execution_rows),
+        "",
+        "### Peak memory (ResNet-50)",
+        "",
+        "`tracemalloc`: peak of the Python and NumPy allocations made during the step. RSS: the",
+        "process's resident set at the start of the step and its peak during it (Linux `VmHWM`,",
+        "reset at the start of the step; `getrusage` maxrss would report the parent's peak, which",
+        "Linux carries over into a child process, and cannot be reset).",
+        f"After the passes the weight store holds {m['store_bytes'] / MB:.0f} MB, of which the IR uses "
+        f"{m['used_weight_bytes'] / MB:.0f} MB:",
+        "`fold-batchnorm` adds folded arrays and leaves the originals in the store",
+        "(`Program.drop_unused_weights()` releases them).",
+        "",
+        markdown_table(["step", "tracemalloc peak MB", "RSS at start MB", "peak RSS MB"], memory_rows),
+        "",
+    ]
+    if other_rows:
+        lines += [
+            f"### Other light models ({results['others_threads']} thread{'s' if results['others_threads'] > 1 else ''}, median of {OTHERS_REPEATS} runs after one warm-up)",
+            "",
+            "Seeded random weights as above, the same method as for ResNet-50 with fewer runs.",
+            "",
+            markdown_table(["model", "layerloom ms", "onnxruntime ms", "ratio", "max abs diff"], other_rows),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+DOCS_HEADER = """# Performance
+
+Measured numbers, one section per issue that sets a performance goal, each written by the
+benchmark script it names (`benchmarks/`). Timings depend on the machine and its load: each
+section records both.
+
+"""
+
+
+def write_docs(section: str, path: Path = DOCS) -> None:
+    """Replace the Foundation section of `path` (up to the next `## ` heading), keeping the rest."""
+    from compiler.program import atomic_write_with
+
+    text = path.read_text() if path.exists() else DOCS_HEADER
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
+    atomic_write_with(path, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Foundation benchmark (issue 2): ResNet-50 compile time, executor vs onnxruntime, peak memory"
+    )
+    parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
+                        help="comma-separated thread counts for executor and onnxruntime (default: 1 and all cores)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median)")
+    parser.add_argument("--others-threads", type=int, default=1,
+                        help="thread count for the other light models (0: skip them; default 1, the steadiest on a shared machine)")
+    parser.add_argument("--write-docs", action="store_true", help=f"update the Foundation section of {DOCS.relative_to(ROOT)}")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        kind, *rest = args.child
+        if kind == "compile":
+            result = child_compile(rest[0], int(rest[1]))
+        elif kind == "memory":
+            result = child_memory(rest[0])
+        else:
+            result = child_execute(rest[0].split(","), rest[1] or None, int(rest[2]), int(rest[3]))
+        print(json.dumps(result))
+        return
+
+    threads = sorted({int(t) for t in args.threads.split(",")})
+    section = report(measure(threads, args.repeats, args.others_threads))
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+        print(f"wrote {DOCS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
