@@ -24,16 +24,19 @@ BUILTIN_DIALECTS: dict[str, str] = {
     "nn": "dialects.nn:NN",
     "qnn": "dialects.qnn:QNN",
     "accel": "dialects.accel:ACCEL",
+    "dataflow": "dialects.dataflow:DATAFLOW",
 }
 
 BUILTIN_PASSES: dict[str, str] = {
     "canonicalize": "passes.canonicalize:CanonicalizePass",
     "fold-batchnorm": "passes.fold_batchnorm:FoldBatchNormPass",
     "fuse-activation": "passes.fuse_activation:FuseActivationPass",
+    "prune": "passes.prune:PrunePass",
     "assign-engines": "passes.assign_engines:AssignEnginesPass",
     "tile": "passes.tile:TilePass",
     "plan-memory": "passes.plan_memory:PlanMemoryPass",
     "quantize": "passes.quantize:QuantizePass",
+    "lower-to-hls": "passes.lower_to_hls:LowerToHlsPass",
 }
 
 

@@ -1,0 +1,481 @@
+"""`prune`: layer-wise structured pruning of output channels of `nn.conv2d` (dense) and
+`nn.gemm` (output features), keeping the graph consistent (docs/pruning.md).
+
+    prune{ratio=0.3 multiple=8}                                  uniform
+    prune{ratios="conv1:0.5,conv2:0.25" criterion=l2}            per layer (quotes: the ':')
+    prune{target=flops goal=0.5 calib="val.npz" multiple=8}      sensitivity search
+
+1. `compiler.prune.groups` finds the channel groups: tensors tied through residual adds,
+   depthwise convs, batchnorms, pass-through ops, concats and flattens share one keep-set;
+   groups that reach a graph output or an op prune cannot follow are skipped, with why.
+2. Each prunable group keeps a number of channels: from its layer's ratio in `ratios`,
+   the uniform `ratio`, or a search that meets `goal` x the original cost (`target`:
+   MACs, parameters or latency), rounded to a multiple of `multiple` (never to zero).
+3. The channels kept are the most important by `criterion`: L1 or L2 norm of each filter
+   (summed over a group's convs/gemms), or |gamma| of the group's batchnorms (run prune
+   before fold-batchnorm for that).
+4. Weights are sliced into new arrays (filters and biases of the sources, the same
+   channels of depthwise filters, batchnorm parameters and per-channel constants, the
+   input-channel slice of every consumer, rows of the final FC after a flatten) and the
+   tensor types shrink.
+
+From Python: `prune(program, data=None, labels=None, **options) -> (Program, PruneReport)`
+(a new program; the argument is left as it was). The pass itself logs the report on the
+`layerloom.prune` logger and prints nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
+
+from compiler.analysis import LayerInfo, analyze, is_layer, totals
+from compiler.errors import LayerloomError
+from compiler.program import Program, weights_of
+from compiler.prune import search
+from compiler.prune.groups import CRITERIA, ChannelGraph, Group
+from compiler.prune.search import Counts, Evaluator, Score
+from compiler.tensors import tensor_type
+from dialects import nn
+from dialects.nn import i64attr
+from passes.utils import new_weight, weight_op_of
+
+WHERE = "prune"
+logger = logging.getLogger("layerloom.prune")
+
+
+@dataclass(frozen=True)
+class Options:
+    criterion: str = "l1"
+    ratio: float = 0.0
+    ratios: Mapping[str, float] = field(default_factory=dict)
+    multiple: int = 1
+    target: str | None = None
+    goal: float | None = None
+    max_ratio: float = 0.9
+    steps: int = 9
+    exclude: frozenset[str] = frozenset()
+    hw: str | None = None
+    arch: str = "hybrid"
+    budget: int | None = None
+
+    def check(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise LayerloomError(f"unknown criterion '{self.criterion}' (one of {', '.join(CRITERIA)})", WHERE)
+        for name, r in [("ratio", self.ratio), *((f"ratio of '{k}'", v) for k, v in self.ratios.items())]:
+            if not 0.0 <= r < 1.0:
+                raise LayerloomError(f"{name} {r} must lie in [0, 1): the fraction of channels to remove", WHERE)
+        if self.multiple < 1:
+            raise LayerloomError(f"multiple {self.multiple} must be a positive integer", WHERE)
+        if not 0.0 < self.max_ratio < 1.0 or self.steps < 1:
+            raise LayerloomError(f"max-ratio {self.max_ratio} must lie in (0, 1) and steps {self.steps} be >= 1", WHERE)
+        if self.target is None:
+            if self.goal is not None:
+                raise LayerloomError("goal needs a target (target=flops|params|latency)", WHERE)
+            return
+        if self.target not in search.TARGETS:
+            raise LayerloomError(f"unknown target '{self.target}' (one of {', '.join(search.TARGETS)})", WHERE)
+        if self.goal is None or self.goal <= 0:
+            raise LayerloomError(f"target={self.target} needs goal in (0, 1]: the fraction of the original "
+                                 f"{self.target} to keep", WHERE)  # fmt: skip
+        if self.ratio:
+            raise LayerloomError("ratio and target exclude each other (ratios= can pin named layers)", WHERE)
+
+
+def parse_ratios(ratios: Mapping[str, float] | Sequence[str] | str | None) -> dict[str, float]:
+    """`{"conv1": 0.5}`, or entries "NAME:RATIO" (several per string, comma separated)."""
+    if ratios is None:
+        return {}
+    if isinstance(ratios, Mapping):
+        return {str(k): float(v) for k, v in ratios.items()}
+    entries = [e.strip() for item in ([ratios] if isinstance(ratios, str) else ratios) for e in item.split(",")]
+    out: dict[str, float] = {}
+    for entry in filter(None, entries):
+        name, sep, value = entry.rpartition(":")
+        try:
+            if not (sep and name):
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise LayerloomError(f"ratios entry '{entry}' must be NAME:RATIO", WHERE) from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SensitivityPoint:
+    channels: int
+    accuracy: float | None
+    error: float
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """A prunable group: the layers whose filters are its channels (`layers`) and those
+    that follow them (depthwise convs, batchnorms, per-channel constants)."""
+
+    layers: tuple[str, ...]
+    followers: tuple[str, ...]
+    channels_before: int
+    channels_after: int
+    criterion: str
+    kept: tuple[int, ...]
+    sensitivity: tuple[SensitivityPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class SkippedGroup:
+    layers: tuple[str, ...]
+    channels: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    name: str
+    op: str
+    channels_before: int
+    channels_after: int
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    criterion: str
+    multiple: int
+    groups: tuple[GroupReport, ...]
+    skipped: tuple[SkippedGroup, ...]
+    layers: tuple[LayerChange, ...]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    samples: int = 0
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    output_error: float | None = None
+    target: str | None = None
+    goal: float | None = None
+    cost_before: float | None = None
+    cost_after: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """The report as text: the groups, a per-layer table and the totals."""
+        lines = [f"prune: criterion {self.criterion}, channels in multiples of {self.multiple}"]
+        if self.target is not None and self.cost_before:
+            assert self.cost_after is not None
+            lines.append(f"target: {self.target} <= {self.goal:g} x {self.cost_before:,.6g}: reached "
+                         f"{self.cost_after:,.6g} ({self.cost_after / self.cost_before:.3f} of it)")  # fmt: skip
+        for g in self.groups:
+            lines.append(f"group {', '.join(g.layers)}: {g.channels_before} -> {g.channels_after} channels"
+                         + (f" (with {', '.join(g.followers)})" if g.followers else ""))  # fmt: skip
+        lines.extend(f"skipped {', '.join(s.layers)} ({s.channels} channels): {s.reason}" for s in self.skipped)
+        header = ("layer", "op", "channels", "MACs", "params")
+        rows = [(x.name, x.op, f"{x.channels_before} -> {x.channels_after}", f"{x.macs_before:,} -> {x.macs_after:,}",
+                 f"{x.params_before:,} -> {x.params_after:,}") for x in self.layers]  # fmt: skip
+        rows.append(("total", "", "", f"{self.macs_before:,} -> {self.macs_after:,}",
+                     f"{self.params_before:,} -> {self.params_after:,}"))  # fmt: skip
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
+        if self.accuracy_before is not None and self.accuracy_after is not None:
+            lines.append(f"accuracy: {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} on {self.samples} samples")
+        if self.output_error is not None:
+            lines.append(f"relative output error: {self.output_error:.4g}")
+        return "\n".join(lines) + "\n"
+
+
+def channels_of(info: LayerInfo) -> int:
+    return info.output_shape[1] if len(info.output_shape) >= 2 else 0
+
+
+def layer_changes(before: list[LayerInfo], after: list[LayerInfo]) -> tuple[LayerChange, ...]:
+    """Layers with MACs or parameters, before and after (pruning neither adds nor removes layers)."""
+    return tuple(
+        LayerChange(b.name, b.op, channels_of(b), channels_of(a), b.macs, a.macs, b.params, a.params)
+        for b, a in zip(before, after, strict=True)
+        if b.macs or b.params
+    )
+
+
+def layer_names(module: ModuleOp) -> dict[Operation, str]:
+    """Every layer op's name as compiler.analysis gives it (the ONNX node name, or a fallback)."""
+    ops = [op for op in module.walk() if is_layer(op)]
+    return {op: info.name for op, info in zip(ops, analyze(module), strict=True)}
+
+
+# ---------------------------------------------------------------------------------------
+# Applying kept counts
+# ---------------------------------------------------------------------------------------
+
+
+def select(graph: ChannelGraph, counts: Counts, criterion: str) -> dict[int, tuple[np.ndarray, str]]:
+    """The channels each group keeps (its `counts` most important, in order) and the
+    criterion used, for the groups that lose channels."""
+    keeps: dict[int, tuple[np.ndarray, str]] = {}
+    for g in graph.groups:
+        k = counts.get(g.index, g.channels)
+        if g.prunable and k < g.channels:
+            scores, used = graph.scores(g, criterion)
+            keeps[g.index] = (np.sort(np.argsort(-scores, kind="stable")[:k]), used)
+    return keeps
+
+
+def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarray]) -> None:
+    """Slice the weights and shrink the tensor types of `program` for the kept channels."""
+    maps = graph.index_maps(keeps)
+
+    def map_of(value: SSAValue) -> np.ndarray | None:
+        g = graph.group_of(value)
+        return None if g is None else maps[g.index]
+
+    replaced: list[Operation] = []
+    for op, slices in graph.slices.items():
+        arrays: dict[int, np.ndarray] = {}
+        for s in slices:
+            m = map_of(s.by)
+            if m is not None:
+                current = arrays.get(s.operand)
+                array = graph.weight(op.operands[s.operand]) if current is None else current
+                assert array is not None
+                arrays[s.operand] = np.take(array, m, axis=s.axis)
+        operands = list(op.operands)
+        for index, array in arrays.items():
+            old = weight_op_of(operands[index])
+            assert old is not None
+            new = new_weight(program.weights, array, f"{old.handle.data}.pruned", old.node_name)
+            new.result.name_hint = operands[index].name_hint
+            old.parent_block().insert_op_before(new, old)  # type: ignore[union-attr]
+            operands[index] = new.result
+            replaced.append(old)
+        if arrays:
+            op.operands = operands
+        if isinstance(op, nn.Conv2dOp) and op.group.value.data > 1 and (m := map_of(op.result)) is not None:
+            op.properties["group"] = i64attr(len(m))
+    for g in graph.groups:
+        m = maps[g.index]
+        for value in g.values if m is not None else ():
+            shape = list(nn.shape_of(value))
+            shape[1] = len(m)
+            Rewriter.replace_value_with_new_type(value, tensor_type(shape, nn.element_type_of(value)))
+    for old in replaced:
+        if old.parent is not None and not old.result.uses:
+            old.parent_block().erase_op(old)  # type: ignore[union-attr]
+
+
+def channel_graph(program: Program) -> ChannelGraph:
+    from backends.reference.executor import main_function
+
+    return ChannelGraph(main_function(program.module, program.source).body.block, program.weights, program.input_names)
+
+
+def pruned_copy(program: Program, counts: Counts, criterion: str) -> Program:
+    """A copy of `program` with each group cut to its count in `counts`."""
+    copy = program.clone()
+    graph = channel_graph(copy)
+    rewrite(copy, graph, {g: keep for g, (keep, _) in select(graph, counts, criterion).items()})
+    return copy
+
+
+# ---------------------------------------------------------------------------------------
+# The pass
+# ---------------------------------------------------------------------------------------
+
+
+class Planner:
+    """Decides the kept counts of every prunable group of `program` for `options`."""
+
+    def __init__(self, program: Program, options: Options, evaluator: Evaluator | None) -> None:
+        self.program, self.options, self.evaluator = program, options, evaluator
+        self.graph = channel_graph(program)
+        self.names = layer_names(program.module)
+        self.sensitivity: dict[int, dict[int, Score]] = {}
+        self.cost_before: float | None = None
+        self.cost_after: float | None = None
+        self.owner: dict[str, Group] = {}
+        for g in self.graph.groups:
+            for op in (*g.sources, *g.followers):
+                self.owner.setdefault(self.names[op], g)
+        for name in sorted(options.exclude):
+            self.named(name, "exclude").reason = f"excluded (exclude={name})"
+
+    def named(self, name: str, option: str) -> Group:
+        """The prunable group whose channels the layer `name` defines."""
+        g = self.owner.get(name)
+        if g is None:
+            known = sorted(self.names[op] for g in self.graph.groups for op in g.sources if g.prunable)
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise LayerloomError(f"{option} names '{name}', which is no conv2d or gemm of the program "
+                                 f"(prunable: {listed or 'none'})", WHERE)  # fmt: skip
+        if not any(self.names[op] == name for op in g.sources):
+            defining = ", ".join(self.names[op] for op in g.sources) or "no layer"
+            raise LayerloomError(f"{option} names '{name}', whose channels follow its input: they are "
+                                 f"defined by {defining}", WHERE)  # fmt: skip
+        if g.reason is not None and not g.reason.startswith("excluded"):
+            raise LayerloomError(f"{option} names '{name}', which cannot be pruned: its output {g.reason}", WHERE)
+        return g
+
+    def counts(self) -> Counts:
+        o = self.options
+        pinned: dict[int, float] = {}
+        for name, r in o.ratios.items():
+            g = self.named(name, "ratios")
+            if g.reason is not None:
+                raise LayerloomError(f"ratios names '{name}', which exclude names too", WHERE)
+            if pinned.get(g.index, r) != r:
+                raise LayerloomError(f"ratios gives '{name}' {r}, another layer of its group "
+                                     f"{pinned[g.index]}: tied channels share one ratio", WHERE)  # fmt: skip
+            pinned[g.index] = r
+        prunable = [g for g in self.graph.groups if g.prunable]
+        uniform = 0.0 if o.target else o.ratio
+        start = {g.index: search.kept_channels(g.channels, pinned.get(g.index, uniform), o.multiple) for g in prunable}
+        if o.target is None:
+            return start
+        free = {g.index: g.channels for g in prunable if g.index not in pinned}
+        return self.search(start, free)
+
+    def search(self, start: Counts, free: Mapping[int, int]) -> Counts:
+        """The least pruning of the `free` groups that meets the target (module doc of
+        compiler.prune.search)."""
+        o = self.options
+        assert o.target is not None and o.goal is not None
+        measure = search.cost_function(o.target, o.hw, o.arch, o.budget, WHERE)
+        cost = search.memoised(lambda counts: measure(pruned_copy(self.program, counts, o.criterion)))
+        self.cost_before = measure(self.program)
+        limit = o.goal * self.cost_before
+        if self.evaluator is not None:
+            evaluator = self.evaluator
+            candidates = {g: search.candidate_counts(c, o.multiple, o.max_ratio, o.steps) for g, c in free.items()}
+            self.sensitivity = search.sensitivity(free, candidates, start,
+                                                  lambda counts: evaluator.score(pruned_copy(self.program, counts, o.criterion)))  # fmt: skip
+            losses = {g: {k: evaluator.loss(s) for k, s in per.items()} for g, per in self.sensitivity.items()}
+            configs = search.threshold_configs(start, candidates, losses)
+        else:
+            configs = [c for _, c in search.uniform_configs(start, free, o.multiple, o.max_ratio)]
+        found = search.first_meeting(configs, cost, limit)
+        if found is None:
+            reached = cost(configs[-1]) / self.cost_before if self.cost_before else 1.0
+            raise LayerloomError(f"goal {o.goal:g} of the {o.target} is out of reach: pruning every prunable group "
+                                 f"as far as max-ratio {o.max_ratio:g} allows keeps {reached:.3f} of it", WHERE)  # fmt: skip
+        self.cost_after = cost(configs[found])
+        return configs[found]
+
+    def report_groups(self, keeps: Mapping[int, tuple[np.ndarray, str]], counts: Counts) -> tuple[tuple[GroupReport, ...], tuple[SkippedGroup, ...]]:
+        groups, skipped = [], []
+        for g in self.graph.groups:
+            sources = tuple(self.names[op] for op in g.sources)
+            if g.prunable:
+                kept, used = keeps.get(g.index, (np.arange(g.channels), self.options.criterion))
+                points = tuple(SensitivityPoint(k, s.accuracy, s.error) for k, s in self.sensitivity.get(g.index, {}).items())
+                groups.append(GroupReport(sources, tuple(self.names[op] for op in g.followers), g.channels,
+                                          counts.get(g.index, g.channels), used, tuple(int(i) for i in kept), points))  # fmt: skip
+            elif sources:
+                skipped.append(SkippedGroup(sources, g.channels, g.reason or "its channels are built from other groups"))
+        return tuple(groups), tuple(skipped)
+
+
+def prune_program(program: Program, options: Options, data: object = None, labels: object = None) -> PruneReport:
+    """Prune `program` in place (module and weights) and return the report. `data`: see
+    `compiler.prune.search.as_batches`; `labels`: one class per sample, in sample order."""
+    options.check()
+    if labels is not None and data is None:
+        raise LayerloomError("labels need data (the inputs they label)", WHERE)
+    evaluator = None
+    if data is not None:
+        evaluator = Evaluator(program, search.as_batches(program, data, WHERE), labels, WHERE)
+    before = analyze(program)
+    planner = Planner(program, options, evaluator)
+    counts = planner.counts()
+    keeps = select(planner.graph, counts, options.criterion)
+    groups, skipped = planner.report_groups(keeps, counts)
+    rewrite(program, planner.graph, {g: keep for g, (keep, _) in keeps.items()})
+    after = analyze(program)
+    score = evaluator.score(program) if evaluator is not None else None
+    t0, t1 = totals(before), totals(after)
+    return PruneReport(
+        options.criterion, options.multiple, groups, skipped, layer_changes(before, after), t0.macs, t1.macs,
+        t0.params, t1.params,
+        samples=0 if evaluator is None else sum(len(out[0]) for out in evaluator.reference),
+        accuracy_before=None if evaluator is None else evaluator.baseline.accuracy,
+        accuracy_after=None if score is None else score.accuracy,
+        output_error=None if score is None else score.error,
+        target=options.target, goal=options.goal, cost_before=planner.cost_before, cost_after=planner.cost_after,
+    )  # fmt: skip
+
+
+def options_of(
+    criterion: str = "l1", ratio: float = 0.0, ratios: Mapping[str, float] | Sequence[str] | str | None = None,
+    multiple: int = 1, target: str | None = None, goal: float | None = None, max_ratio: float = 0.9,
+    steps: int = 9, exclude: Sequence[str] | str = (), hw: str | None = None, arch: str = "hybrid",
+    budget: int | None = None,
+) -> Options:  # fmt: skip
+    names = exclude.split(",") if isinstance(exclude, str) else list(exclude)
+    return Options(criterion, float(ratio), parse_ratios(ratios), int(multiple), target,
+                   None if goal is None else float(goal), float(max_ratio), int(steps),
+                   frozenset(n for n in names if n), hw, arch, budget)  # fmt: skip
+
+
+def prune(program: Program, data: object = None, labels: object = None, **options: object) -> tuple[Program, PruneReport]:
+    """The pruned version of `program` (a new Program; `program` is not changed) and the
+    report. `data`: an array (one-input programs), {input name: array} or an iterable of
+    such batches, samples along axis 0; `labels`: one class per sample. Options as the
+    pass's, with `ratios` also a {layer name: ratio} dict."""
+    try:
+        opts = options_of(**options)  # type: ignore[arg-type]
+    except TypeError as e:
+        raise LayerloomError(str(e).replace("options_of()", "prune()"), WHERE) from None
+    result = program.clone()
+    report = prune_program(result, opts, data, labels)
+    return result, report
+
+
+@dataclass(frozen=True)
+class PrunePass(ModulePass):
+    """Structured output-channel pruning; `calib` is an .npz of inputs (keyed by input
+    name) with an optional `labels` array, for the sensitivity search and the accuracy."""
+
+    name = "prune"
+
+    criterion: str = "l1"
+    ratio: float | int = 0.0
+    ratios: tuple[str, ...] = ()
+    multiple: int = 1
+    target: str | None = None
+    goal: float | int | None = None
+    max_ratio: float | int = 0.9
+    steps: int = 9
+    exclude: tuple[str, ...] = ()
+    calib: str | None = None
+    hw: str | None = None
+    arch: str = "hybrid"
+    budget: int | None = None
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        program = Program(op, weights_of(op))
+        data = labels = None
+        if self.calib:
+            data, labels = search.load_data(self.calib, program.input_names)
+        options = options_of(self.criterion, self.ratio, self.ratios, self.multiple, self.target, self.goal,
+                             self.max_ratio, self.steps, self.exclude, self.hw, self.arch, self.budget)  # fmt: skip
+        report = prune_program(program, options, data, labels)
+        logger.info("%s", report.table())
+
+
+__all__ = ["Options", "PrunePass", "PruneReport", "prune", "prune_program"]
