@@ -191,11 +191,11 @@ def reused_engine(target: Target) -> Engine | None:
     )
 
 
-def check_request(target: Target, arch: str, budget: int | None) -> int:
-    """The PE budget to map with (the target's when None); errors for an unknown arch, a
-    bad budget or a target without the engines the arch needs."""
+def check_request(target: Target, arch: str, budget: int | None, where: str = "assign-engines") -> int:
+    """The PE budget to map with (the target's when None); errors (located at `where`)
+    for an unknown arch, a bad budget or a target without the engines the arch needs."""
     if arch not in ARCHS:
-        raise LayerloomError(f"unknown architecture '{arch}' (one of {', '.join(ARCHS)})", "arch")
+        raise LayerloomError(f"unknown architecture '{arch}' (one of {', '.join(ARCHS)})", where)
     if arch in (SESL, "hybrid") and pipeline_engine(target) is None:
         raise LayerloomError(
             f"target '{target.name}' has no sesl engine for arch {arch} (engines: {_engine_list(target)})", target.source
@@ -204,14 +204,14 @@ def check_request(target: Target, arch: str, budget: int | None) -> int:
         raise LayerloomError(f"target '{target.name}' has no engine to reuse for arch {arch}", target.source)
     total = target.pe_budget if budget is None else budget
     if total < 1:
-        raise LayerloomError(f"PE budget must be a positive integer, got {total}", "budget")
+        raise LayerloomError(f"PE budget must be a positive integer, got {total}", where)
     if total > target.pe_budget:
-        raise LayerloomError(f"budget {total} exceeds the pe_budget {target.pe_budget} of target '{target.name}'", "budget")
+        raise LayerloomError(f"budget {total} exceeds the pe_budget {target.pe_budget} of target '{target.name}'", where)
     reused = reused_engine(target)
     if arch != SESL and reused is not None and reused.fixed_pes is not None:
         need = reused.fixed_pes * reused.count
         if total < need:
-            raise LayerloomError(f"budget {total} is less than the {need} PEs engine '{reused.name}' has", "budget")
+            raise LayerloomError(f"budget {total} is less than the {need} PEs engine '{reused.name}' has", where)
     return total
 
 
@@ -910,7 +910,7 @@ class MappedModule:
     tiles: list[Tile | None]
 
 
-def target_of(module: Operation, hw: str = "") -> tuple[Target, str]:
+def target_of(module: Operation, hw: str = "", where: str = "pipeline") -> tuple[Target, str]:
     """The target named by a pass's `hw` option, else the one assign-engines recorded."""
     from xdsl.dialects.builtin import StringAttr
 
@@ -918,11 +918,11 @@ def target_of(module: Operation, hw: str = "") -> tuple[Target, str]:
 
     ref = hw or (lambda a: a.data if isinstance(a, StringAttr) else "")(module.attributes.get(TARGET_ATTR))
     if not ref:
-        raise LayerloomError("no hardware target: give hw=NAME (or run assign-engines{hw=NAME} first)", "pipeline")
+        raise LayerloomError("no hardware target: give hw=NAME (or run assign-engines{hw=NAME} first)", where)
     return load_target(ref), ref
 
 
-def read_mapping(module: Operation, target: Target) -> MappedModule:
+def read_mapping(module: Operation, target: Target, where: str = "pipeline") -> MappedModule:
     from xdsl.dialects.builtin import IntegerAttr, StringAttr
 
     from dialects.accel import LayerOp, engine_ops
@@ -930,7 +930,7 @@ def read_mapping(module: Operation, target: Target) -> MappedModule:
     graph, ops = LayerGraph.of_module(module)
     engine_by_name = engine_ops(module)
     if not engine_by_name:
-        raise LayerloomError("the module is not mapped: run assign-engines first", "pipeline")
+        raise LayerloomError("the module is not mapped: run assign-engines first", where)
     wrappers: list[Operation | None] = [op.parent_op() if isinstance(op.parent_op(), LayerOp) else None for op in ops]
     members: dict[str, list[int]] = {name: [] for name in engine_by_name}
     roles: list[str] = []
@@ -940,7 +940,7 @@ def read_mapping(module: Operation, target: Target) -> MappedModule:
             roles.append(HOST)
             tiles.append(None)
             continue
-        roles.append(engine_by_name[w.engine_name].arch.data)
+        roles.append(engine_by_name[w.engine_name].role.data)
         members[w.engine_name].append(i)
         sizes = w.tile_sizes
         tiles.append(Tile(*sizes, order=w.order.data) if sizes is not None and w.order is not None else None)
@@ -950,10 +950,10 @@ def read_mapping(module: Operation, target: Target) -> MappedModule:
     for name, op in sorted(engine_by_name.items(), key=lambda kv: int(kv[1].stage.value.data)):
         template = target.engine(op.target_engine.data) if op.target_engine is not None else _engine_of_kind(target, op.kind.data)
         layers = sorted(members[name], key=lambda i: int(wrappers[i].slot.value.data))  # type: ignore[union-attr]
-        engines.append(EngineInstance(name, template, op.arch.data, op.pe_count, int(op.stage.value.data), tuple(layers)))
-        if op.arch.data == SESL and layers:
+        engines.append(EngineInstance(name, template, op.role.data, op.pe_count, int(op.stage.value.data), tuple(layers)))
+        if op.role.data == SESL and layers:
             stage_pes[layers[0]] = op.pe_count
-        elif op.arch.data == SEML:
+        elif op.role.data == SEML:
             reused_pes += op.pe_count * op.instances
     arch = module.attributes.get(ARCH_ATTR)
     budget = module.attributes.get(BUDGET_ATTR)

@@ -5,7 +5,7 @@ The mapped level of layerloom. Engines are module-level symbols; each mapped lay
 engine runs it, with how many PEs, in which slot of the engine's schedule, cut into
 which tiles, in which loop order, and where its tensors live:
 
-    accel.engine @seml {kind = "seml", arch = "seml", pes = 1024 : i64, stage = 0 : i64}
+    accel.engine @seml {kind = "seml", role = "seml", pes = 1024 : i64, stage = 0 : i64}
     func.func @main(%x: tensor<1x3x32x32xf32>) -> tensor<1x8x32x32xf32> {
       %y = accel.layer @seml(%x) {pes = 1024 : i64, slot = 0 : i64, tile = array<i64: 8, 3, 16, 32>,
                                   order = "output", input = "dram", weights = "dram", output = "dram"}
@@ -66,7 +66,7 @@ TENSORS = ("input", "weights", "output")
 
 @irdl_op_definition
 class EngineOp(IRDLOperation):
-    """An engine instance: a module-level symbol. `kind` is the engine plugin, `arch` how
+    """An engine instance: a module-level symbol. `kind` is the engine plugin, `role` how
     the mapping uses it (`seml`: reused by many layers; `sesl`: one pipeline stage),
     `pes` its MAC units (per instance), `count` identical instances (DPU cores), `stage`
     its place in the pipeline, `target_engine` the target's engine block it instantiates
@@ -80,7 +80,7 @@ class EngineOp(IRDLOperation):
 
     sym_name = prop_def(SymbolNameConstraint())
     kind = prop_def(StringAttr)
-    arch = prop_def(StringAttr)
+    role = prop_def(StringAttr)
     pes = prop_def(IntegerAttr)
     stage = prop_def(IntegerAttr)
     count = opt_prop_def(IntegerAttr)
@@ -107,7 +107,7 @@ class EngineOp(IRDLOperation):
 
     def verify_(self) -> None:
         self.check(bool(self.kind.data), "empty kind")
-        self.check(self.arch.data in ROLES, f"arch '{self.arch.data}' is not one of {', '.join(ROLES)}")
+        self.check(self.role.data in ROLES, f"role '{self.role.data}' is not one of {', '.join(ROLES)}")
         self.check(self.pe_count >= 1, f"pes must be positive, got {self.pe_count}")
         self.check(int(self.stage.value.data) >= 0, "stage must not be negative")
         self.check(self.instances >= 1, f"count must be positive, got {self.instances}")
@@ -125,7 +125,7 @@ class EngineOp(IRDLOperation):
                 slot, name = op.slot_index, op.layer_name
                 self.check(slot not in seen, f"layers '{seen.get(slot)}' and '{name}' share slot {slot}")
                 seen[slot] = name
-        if self.arch.data == "sesl":
+        if self.role.data == "sesl":
             self.check(len(seen) == 0 or 0 in seen, "a pipeline engine's first layer takes slot 0")
 
 

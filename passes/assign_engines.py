@@ -41,7 +41,7 @@ class AssignEnginesPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if any(isinstance(o, LayerOp) for o in op.walk()):
             raise LayerloomError("the module is already mapped (assign-engines ran before)", "assign-engines")
-        target, ref = target_of(op, self.hw)
+        target, ref = target_of(op, self.hw, self.name)
         graph, layer_ops = LayerGraph.of_module(op)
         mapping = assign(graph, target, self.arch, self.budget or None)
         write_engines(op, mapping)
@@ -64,7 +64,7 @@ def write_engines(module: ModuleOp, mapping: NetworkMapping) -> None:
         properties = {
             "sym_name": StringAttr(e.name),
             "kind": StringAttr(e.engine.kind),
-            "arch": StringAttr(e.role),
+            "role": StringAttr(e.role),
             "pes": i64attr(e.pes),
             "stage": i64attr(e.stage),
             "target_engine": StringAttr(e.engine.name),

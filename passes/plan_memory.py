@@ -20,13 +20,16 @@ of the per-layer requirement and the on-chip allocation.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 
+from compiler.engines.workload import VIEW_KINDS
 from compiler.errors import LayerloomError
 from compiler.mapping import PLAN_ATTR, PLANS, SESL, NetworkMapping, best_plan, plan_options, read_mapping, target_of
 from compiler.mapping_report import plan_report, plot_memory
@@ -49,15 +52,15 @@ class PlanMemoryPass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.plan != "auto" and self.plan not in PLANS:
             raise LayerloomError(f"unknown memory plan '{self.plan}' (one of auto, {', '.join(PLANS)})", "plan-memory")
-        target, _ = target_of(op, self.hw)
-        mapped = read_mapping(op, target)
+        target, _ = target_of(op, self.hw, self.name)
+        mapped = read_mapping(op, target, self.name)
         untiled = [mapped.graph.layers[i].name for i, w in enumerate(mapped.wrappers) if w is not None and mapped.tiles[i] is None]
         if untiled:
             raise LayerloomError(f"layer '{untiled[0]}' has no tile: run tile before plan-memory", "plan-memory")
         plans = PLANS if self.plan == "auto" else (self.plan,)
         options = plan_options(mapped.graph, target, mapped.assignment, mapped.tiles, plans, mapped.engines)
         mapping = best_plan(options, target)
-        write_plan(op, mapping, mapped.wrappers)
+        write_plan(op, mapping, mapped.graph.producers, mapped.wrappers)
         if self.report:
             text = plan_report(mapping, options)
             if self.report == "-":
@@ -69,8 +72,10 @@ class PlanMemoryPass(ModulePass):
             plot_memory(mapping, Path(self.plot))
 
 
-def write_plan(module: ModuleOp, mapping: NetworkMapping, wrappers: list) -> None:  # type: ignore[type-arg]
+def write_plan(module: ModuleOp, mapping: NetworkMapping, producers_of: Sequence[Sequence[int]],
+               wrappers: Sequence[Operation | None]) -> None:  # fmt: skip
     plan = mapping.plan
+    output_at: dict[int, tuple[str, int | None]] = {}
     for m, wrapper in zip(mapping.layers, wrappers, strict=True):
         if not isinstance(wrapper, LayerOp):
             continue
@@ -83,10 +88,14 @@ def write_plan(module: ModuleOp, mapping: NetworkMapping, wrappers: list) -> Non
             wrapper.properties.pop("weights", None)
             wrapper.properties.pop("weights_offset", None)
         kept = plan.of_layer(i, ("fmap", "double-buffer"))
+        producers = [j for j in producers_of[i] if j in output_at]
         if kept is not None:
-            wrapper.set_placement("output", "onchip", kept.offset)
+            output_at[i] = ("onchip", kept.offset)
+        elif m.layer.op in VIEW_KINDS and producers:  # a view's data is where its producer's is
+            output_at[i] = output_at[producers[0]]
         else:
-            wrapper.set_placement("output", "stream" if p.output_on_chip else "dram")
+            output_at[i] = ("stream" if p.output_on_chip else "dram", None)
+        wrapper.set_placement("output", *output_at[i])
         line = plan.of_layer(i, ("line-buffer",))
         if line is None:
             wrapper.properties.pop("buffer_offset", None)
@@ -94,7 +103,7 @@ def write_plan(module: ModuleOp, mapping: NetworkMapping, wrappers: list) -> Non
             wrapper.properties["buffer_offset"] = i64attr(line.offset)
     tiles = next((a for a in plan.allocations if a.kind == "tiles"), None)
     for engine in engine_ops(module).values():
-        if engine.arch.data != SESL and tiles is not None:
+        if engine.role.data != SESL and tiles is not None:
             engine.properties["buffer_offset"] = i64attr(tiles.offset)
             engine.properties["buffer_bytes"] = i64attr(tiles.size)
     module.attributes[PLAN_ATTR] = StringAttr(plan.name)

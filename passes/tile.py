@@ -30,8 +30,8 @@ class TilePass(ModulePass):
     hw: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        target, _ = target_of(op, self.hw)
-        mapped = read_mapping(op, target)
+        target, _ = target_of(op, self.hw, self.name)
+        mapped = read_mapping(op, target, self.name)
         for e in mapped.engines:
             for i in e.layers:
                 wrapper = mapped.wrappers[i]

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise LayerloomError("give one budget (explore sweeps several)", "--budget")
     if args.plan != "auto" and args.plan not in PLANS:
         raise LayerloomError(f"unknown memory plan '{args.plan}' (one of auto, {', '.join(PLANS)})", "--plan")
-    budget = check_request(target, archs[0], budgets[0] or None)
+    budget = check_request(target, archs[0], budgets[0] or None, "--budget")
     program = load_program(args.model, args.input_shape)
 
     start = time.perf_counter()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     archs, budgets = parse_archs(args.arch), parse_budgets(args.budget)
     for arch in archs:
         for budget in budgets:
-            check_request(target, arch, budget)
+            check_request(target, arch, budget, "--budget")
     if args.jobs < 1:
         raise LayerloomError(f"--jobs must be at least 1, got {args.jobs}", "--jobs")
     out = Path(args.output)

@@ -20,8 +20,10 @@ MAC_KINDS = frozenset({"conv2d", "depthwise", "gemm", "matmul"})
 POOL_KINDS = frozenset({"maxpool", "avgpool", "global_avgpool", "global_maxpool"})
 ELTWISE_KINDS = frozenset({"add", "sub", "mul", "div"})
 ACTIVATION_KINDS = frozenset(
-    {"relu", "clip", "leaky_relu", "sigmoid", "tanh", "hardswish", "hard_sigmoid", "softmax", "batchnorm", "lrn"}
-)
+    {"relu", "clip", "leaky_relu", "sigmoid", "tanh", "hardswish", "hard_sigmoid", "softmax", "batchnorm", "lrn",
+     # qnn's elementwise ops: (de)quantization, requantization, table lookups
+     "quantize", "dequantize", "requantize", "lut"}
+)  # fmt: skip
 # Data movement: no arithmetic, only bytes moved (views move nothing at all).
 DATA_KINDS = frozenset({"concat", "split", "slice", "pad", "transpose", "resize"})
 VIEW_KINDS = frozenset({"reshape", "identity"})
@@ -158,14 +160,14 @@ def workload_of(op: Operation, name: str = "") -> Workload | None:
     """The workload of an nn op, or None for ops that are not layers (nn.weight, func.*).
     Kinds and names follow compiler.analysis; `name` is used when the op has none."""
     from compiler.tensors import dtype_of
-    from dialects import nn
+    from dialects import nn, qnn
 
     if isinstance(op, nn.WeightOp) or not isinstance(op, nn.NNOp) or not op.results:
         return None
     label = op.layer_name or name or op.name.partition(".")[2]
     out = nn.shape_of(op.results[0])
     eb = dtype_of(op.results[0].type).itemsize
-    if isinstance(op, nn.Conv2dOp):
+    if isinstance(op, nn.Conv2dOp | qnn.Conv2dOp):
         x, w = nn.shape_of(op.input), nn.shape_of(op.weight)
         st, dl, group = nn.int_list(op.strides), nn.int_list(op.dilations), op.group.value.data
         pads = nn.int_list(op.pads)
@@ -176,26 +178,27 @@ def workload_of(op: Operation, name: str = "") -> Workload | None:
             w[2], w[3], st[0], st[1], dl[0], dl[1], group, x[0], 1, eb, dtype_of(op.weight.type).itemsize,
             op.bias is not None, act, pads[0] + pads[2], pads[1] + pads[3],
         )  # fmt: skip
-    if isinstance(op, nn.GemmOp):
+    if isinstance(op, nn.GemmOp | qnn.GemmOp):
         a = nn.shape_of(op.a)
-        k = a[0] if op.trans_a.value.data else a[1]
+        trans_a = getattr(op, "trans_a", None)  # qnn.gemm has none
+        k = a[0] if trans_a is not None and trans_a.value.data else a[1]
         act = op.activation.data if op.activation is not None else None
         return Workload(label, "gemm", k, out[1], out[0], 1, out[0], 1, elem_bytes=eb,
                         weight_elem_bytes=dtype_of(op.b.type).itemsize, bias=op.c is not None, activation=act)  # fmt: skip
-    if isinstance(op, nn.MatMulOp):
+    if isinstance(op, nn.MatMulOp | qnn.MatMulOp):
         a = nn.shape_of(op.a)
         k = a[-1]
         rows = math.prod(out[:-1]) if len(out) > 1 else 1
         return Workload(label, "matmul", k, out[-1] if len(nn.shape_of(op.b)) > 1 else 1, rows, 1, rows, 1,
                         elem_bytes=eb, weight_elem_bytes=dtype_of(op.b.type).itemsize)  # fmt: skip
-    if isinstance(op, nn.PoolOp):
+    if isinstance(op, nn.PoolOp | qnn.PoolOp):
         x = nn.shape_of(op.input)
         kernel, st, dl, pads = (nn.int_list(attr) for attr in (op.kernel, op.strides, op.dilations, op.pads))
         return Workload(
             label, f"{op.kind.data}pool", x[1], x[1], out[2], out[3], x[2], x[3], kernel[0], kernel[1], st[0], st[1],
             dl[0], dl[1], x[1], x[0], 1, eb, eb, pad_h=pads[0] + pads[2], pad_w=pads[1] + pads[3],
         )  # fmt: skip
-    if isinstance(op, nn.GlobalPoolOp):
+    if isinstance(op, nn.GlobalPoolOp | qnn.GlobalPoolOp):
         x = nn.shape_of(op.input)
         rows, cols = (x[2], math.prod(x[3:])) if len(x) > 3 else (x[2], 1)
         return Workload(label, f"global_{op.kind.data}pool", x[1], x[1], 1, 1, rows, cols, rows, cols,
