@@ -24,6 +24,7 @@ BUILTIN_DIALECTS: dict[str, str] = {
     "nn": "dialects.nn:NN",
     "qnn": "dialects.qnn:QNN",
     "accel": "dialects.accel:ACCEL",
+    "dataflow": "dialects.dataflow:DATAFLOW",
 }
 
 BUILTIN_PASSES: dict[str, str] = {
@@ -35,6 +36,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "tile": "passes.tile:TilePass",
     "plan-memory": "passes.plan_memory:PlanMemoryPass",
     "quantize": "passes.quantize:QuantizePass",
+    "lower-to-hls": "passes.lower_to_hls:LowerToHlsPass",
 }
 
 
