@@ -127,13 +127,14 @@ def relu_chain(length: int) -> Program:
 
 
 def test_values_are_freed_after_their_last_use(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In a chain of 30 relus at most the argument and the result of the running op are alive."""
+    """In a chain of 30 relus at most one earlier result is alive when a relu runs (its
+    argument), and the chain reuses that one buffer: each value is handed on at its last use."""
     produced: list[weakref.ref] = []
     alive_counts: list[int] = []
     relu = KERNELS[nn.ReluOp]
 
     def watching_relu(op: object, args: list[np.ndarray]) -> list[np.ndarray]:
-        alive_counts.append(sum(ref() is not None for ref in produced))
+        alive_counts.append(len({id(r()) for r in produced if r() is not None}))
         results = relu(op, args)  # type: ignore[arg-type]
         produced.extend(weakref.ref(r) for r in results)
         return results
@@ -142,8 +143,28 @@ def test_values_are_freed_after_their_last_use(monkeypatch: pytest.MonkeyPatch) 
     x = random(64, 64)
     y = execute(relu_chain(30), {"x": x})["y"]
     assert len(produced) == 30
-    assert max(alive_counts) <= 1  # only the running op's argument; earlier results are gone
+    assert max(alive_counts) <= 1
     np.testing.assert_array_equal(y, np.maximum(x, 0))
+    assert (x < 0).any()  # the input itself is never written
+
+
+def test_values_still_needed_are_never_overwritten() -> None:
+    """A value is reused only at its last use and when no live value shares its memory:
+    %a feeds a relu but is used again; %v is a view (reshape) of %a when its relu runs."""
+    module = parse_module(
+        """builtin.module { func.func @main(%x: tensor<4x4xf32> {nn.name = "x"}) -> (tensor<4x4xf32> {nn.name = "y"}, tensor<16xf32> {nn.name = "z"}) {
+        %a = nn.sub %x, %x : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+        %b = nn.add %a, %x : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+        %r = nn.relu %b : (tensor<4x4xf32>) -> tensor<4x4xf32>
+        %v = nn.reshape %b : (tensor<4x4xf32>) -> tensor<16xf32>
+        %t = nn.leaky_relu %v {alpha = 2.0 : f64} : (tensor<16xf32>) -> tensor<16xf32>
+        %y = nn.add %r, %b : (tensor<4x4xf32>, tensor<4x4xf32>) -> tensor<4x4xf32>
+        func.return %y, %t : tensor<4x4xf32>, tensor<16xf32> } }"""
+    )
+    x = random(4, 4)
+    out = execute(module, {"x": x})
+    np.testing.assert_allclose(out["y"], np.maximum(x, 0) + x)
+    np.testing.assert_allclose(out["z"], np.where(x < 0, 2 * x, x).ravel())
 
 
 def test_outputs_belong_to_the_caller_and_inputs_are_not_written() -> None:

@@ -3,6 +3,8 @@
 A plain walk over the ops of the function body with the kernel table of `kernels.py` (no
 xDSL Interpreter, which keeps every value alive to the end): each SSA value is dropped right
 after its last use, so peak memory is that of the live feature maps, not of all of them.
+At its last use a value is handed to the kernel writeable, when no other live value shares
+its memory, so elementwise kernels (relu, add, ...) can write their result into it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, SSAValue
 
-from backends.reference.kernels import evaluate, weight_array
+from backends.reference.kernels import read_only, run_kernel, weight_array
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names, weights_of
 from compiler.tensors import dtype_of
@@ -38,24 +40,52 @@ def execute(
     output_names = _io_names(main.res_attrs, "output", len(main.function_type.outputs))
 
     env: dict[SSAValue, np.ndarray] = {}
+    owners: dict[int, int] = {}  # id of a memory block -> how many live values use it
     for arg, array in zip(block.args, checked_inputs(main, input_names, inputs, source), strict=True):
-        env[arg] = array
+        _bind(env, owners, arg, array)
     dying = last_uses(block)
     for arg in dying.get(None, ()):
-        del env[arg]
+        _drop(env, owners, arg)
 
     for op in block.ops:
         if isinstance(op, ReturnOp):
             results = [env[v] for v in op.operands]
             return {name: _owned(a) for name, a in zip(output_names, results, strict=True)}
-        args = [env[v] for v in op.operands]
-        outs = [weight_array(op, store)] if isinstance(op, WeightOp) else evaluate(op, args)
-        del args
+        if isinstance(op, WeightOp):
+            outs = [weight_array(op, store)]
+        else:
+            ends_here = dying.get(op, ())
+            args = [
+                env[v] if v in ends_here and op.operands.count(v) == 1 and owners[id(_memory(env[v]))] == 1 else read_only(env[v])
+                for v in op.operands
+            ]
+            outs = run_kernel(op, args)
+            del args
         for value, array in zip(op.results, outs, strict=True):
-            env[value] = array
+            _bind(env, owners, value, array)
         for value in dying.get(op, ()):
-            del env[value]
+            _drop(env, owners, value)
     raise LayerloomError("@main has no func.return", source)
+
+
+def _memory(array: np.ndarray) -> np.ndarray:
+    """The array that owns `array`'s memory."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _bind(env: dict[SSAValue, np.ndarray], owners: dict[int, int], value: SSAValue, array: np.ndarray) -> None:
+    env[value] = array
+    key = id(_memory(array))
+    owners[key] = owners.get(key, 0) + 1
+
+
+def _drop(env: dict[SSAValue, np.ndarray], owners: dict[int, int], value: SSAValue) -> None:
+    key = id(_memory(env.pop(value)))
+    owners[key] -= 1
+    if not owners[key]:
+        del owners[key]
 
 
 def main_function(module: ModuleOp, source: str = "") -> FuncOp:

@@ -5,9 +5,10 @@ kernel up, runs it and casts each result to its result type's element type. The 
 and the `canonicalize` pass (constant folding) both go through `evaluate`, so an op means
 the same thing everywhere. Semantics are ONNX's, checked against onnxruntime.
 
-Kernels never write into their arguments (weights and inputs are handed out read-only);
-they may return views of them. Hot kernels (conv, pool) are vectorised NumPy: im2col from
-a strided view plus one BLAS GEMM per group.
+Kernels may return views of their arguments, and write into an argument only when it is
+writeable: the executor hands a value over writeable only at its last use when no other
+live value shares its memory (`evaluate` hands out read-only views). Hot kernels (conv,
+pool) are vectorised NumPy: im2col from a strided view plus one BLAS GEMM per group.
 """
 
 from __future__ import annotations
@@ -52,13 +53,25 @@ def layer_name(op: Operation) -> str:
     return getattr(name, "data", "") if name is not None else ""
 
 
+def read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Run `op` on `args`; results have the element types of the op's result types."""
+    """Run `op` on `args` (never modified); results have the element types of the op's
+    result types."""
+    return run_kernel(op, [read_only(a) for a in args])
+
+
+def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """`evaluate`, except that the kernel may overwrite writeable `args` (see above)."""
     fn = KERNELS.get(type(op))
     if fn is None:
         raise UnsupportedError(f"the reference executor has no kernel for '{op.name}'", layer_name(op) or op.name)
     with np.errstate(all="ignore"):  # inf/nan are ONNX semantics, not errors
-        results = fn(op, list(args))
+        results = fn(op, args)
     out: list[np.ndarray] = []
     for value, array in zip(op.results, results, strict=True):
         dtype = dtype_of(value.type)
@@ -84,6 +97,15 @@ def _result_shape(op: Operation, index: int = 0) -> tuple[int, ...]:
     t = op.results[index].type
     assert isinstance(t, TensorType)
     return tuple(t.get_shape())
+
+
+def reusable(op: Operation, *args: np.ndarray) -> np.ndarray | None:
+    """An argument that the kernel may overwrite (see the module docstring) and that has
+    the shape and dtype of the op's result, to write the result into."""
+    t = op.results[0].type
+    assert isinstance(t, TensorType)
+    shape, dtype = tuple(t.get_shape()), dtype_of(t)
+    return next((a for a in args if a.flags.writeable and a.shape == shape and a.dtype == dtype), None)
 
 
 def _compute_dtype(x: np.ndarray) -> np.dtype:
@@ -112,9 +134,7 @@ def weight_array(op: nn.WeightOp, store: object) -> np.ndarray:
             f"{'x'.join(map(str, expected))} {dtype}",
             layer_name(op) or op.handle.data,
         )
-    view = array.view()
-    view.flags.writeable = False
-    return view
+    return read_only(array)
 
 
 @kernel(nn.WeightOp)
@@ -144,6 +164,7 @@ def clip(x: np.ndarray, lo: float | None, hi: float | None, out: np.ndarray | No
 
 
 def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
+    """x for x >= 0, alpha * x below; `out`, if given, is `x` itself (in place)."""
     if out is None:
         return np.where(x < 0, x * x.dtype.type(alpha), x)
     np.multiply(out, out.dtype.type(alpha), out=out, where=out < 0)
@@ -183,19 +204,19 @@ def _identity(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 
 @kernel(nn.ReluOp)
 def _relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [relu(args[0])]
+    return [relu(args[0], out=reusable(op, args[0]))]
 
 
 @kernel(nn.ClipOp)
 def _clip(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.ClipOp)
-    return [clip(args[0], _float(op.min), _float(op.max))]
+    return [clip(args[0], _float(op.min), _float(op.max), out=reusable(op, args[0]))]
 
 
 @kernel(nn.LeakyReluOp)
 def _leaky_relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.LeakyReluOp)
-    return [leaky_relu(args[0], float(op.alpha.value.data))]
+    return [leaky_relu(args[0], float(op.alpha.value.data), out=reusable(op, args[0]))]
 
 
 @kernel(nn.SigmoidOp)
@@ -240,13 +261,13 @@ def truncating_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return q
 
 
-def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _divide(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if np.issubdtype(np.result_type(a, b), np.integer):
         return truncating_divide(a, b)
-    return np.true_divide(a, b)
+    return np.true_divide(a, b, out=out)
 
 
-_BINARY: dict[type[Operation], Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+_BINARY: dict[type[Operation], Callable[..., np.ndarray]] = {
     nn.AddOp: np.add,
     nn.SubOp: np.subtract,
     nn.MulOp: np.multiply,
@@ -256,7 +277,7 @@ _BINARY: dict[type[Operation], Callable[[np.ndarray, np.ndarray], np.ndarray]] =
 
 @kernel(*_BINARY)
 def _binary(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [_BINARY[type(op)](args[0], args[1])]
+    return [_BINARY[type(op)](args[0], args[1], out=reusable(op, *args))]
 
 
 @kernel(nn.SoftmaxOp)
