@@ -61,4 +61,7 @@ def run_pipeline(program: Program, pipeline: str | PassPipeline, verify_each: bo
             raise LayerloomError(f"IR does not verify {after}: {str(e).splitlines()[0]}", program.source) from None
 
     PassPipeline(passes.passes, check).apply(ctx, program.module)
+    # Passes store new arrays beside the old ones (arrays are shared, never mutated);
+    # drop those no op refers to any more, or peak memory doubles (fold-batchnorm).
+    program.drop_unused_weights()
     return program
