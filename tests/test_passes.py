@@ -178,11 +178,14 @@ def test_each_pass_alone_keeps_outputs() -> None:
 
 
 def test_canonicalize_folds_weight_only_ops_into_the_store() -> None:
-    after = run_pipeline(small_cnn(np.random.default_rng(3)), "canonicalize")
+    before = small_cnn(np.random.default_rng(3))
+    flat = before.weights["fc.w.flat"]
+    after = run_pipeline(before, "canonicalize")
     gemm = next(op for op in after.module.walk() if isinstance(op, GemmOp))
     folded = gemm.b.owner
     assert isinstance(folded, WeightOp) and folded.layer_name == "fc.w.shape"
-    np.testing.assert_array_equal(after.weights[folded.handle.data], after.weights["fc.w.flat"].reshape(5, 8))
+    np.testing.assert_array_equal(after.weights[folded.handle.data], flat.reshape(5, 8))
+    assert "fc.w.flat" not in after.weights  # the folded-away array is dropped
     # Both reshapes of the activations became one.
     reshapes = [op for op in after.module.walk() if isinstance(op, ReshapeOp)]
     assert [op.layer_name for op in reshapes] == ["flatten"]
