@@ -32,23 +32,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import FloatAttr, ModuleOp
 from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
+from backends.reference.executor import execute
 from compiler.analysis import LayerInfo, analyze, is_layer, totals
 from compiler.errors import LayerloomError
 from compiler.program import Program, weights_of
 from compiler.prune import search
-from compiler.prune.groups import CRITERIA, ChannelGraph, Group
+from compiler.prune.groups import CRITERIA, ChannelGraph, Group, WeightSlice
 from compiler.prune.search import Counts, Evaluator, Score
+from compiler.quant import calibrate
 from compiler.tensors import tensor_type
 from dialects import nn
 from dialects.nn import i64attr
 from passes.utils import new_weight, weight_op_of
 
 WHERE = "prune"
+BIAS = 2  # operand index of a conv's bias and a gemm's C
 logger = logging.getLogger("layerloom.prune")
 
 
@@ -66,6 +69,7 @@ class Options:
     hw: str | None = None
     arch: str = "hybrid"
     budget: int | None = None
+    compensate: bool = False
 
     def check(self) -> None:
         if self.criterion not in CRITERIA:
@@ -158,6 +162,7 @@ class LayerChange:
 class PruneReport:
     criterion: str
     multiple: int
+    compensate: bool
     groups: tuple[GroupReport, ...]
     skipped: tuple[SkippedGroup, ...]
     layers: tuple[LayerChange, ...]
@@ -179,7 +184,8 @@ class PruneReport:
 
     def table(self) -> str:
         """The report as text: the groups, a per-layer table and the totals."""
-        lines = [f"prune: criterion {self.criterion}, channels in multiples of {self.multiple}"]
+        lines = [f"prune: criterion {self.criterion}, channels in multiples of {self.multiple}"
+                 + (", biases compensated for the mean of removed channels" if self.compensate else "")]
         if self.target is not None and self.cost_before:
             assert self.cost_after is not None
             lines.append(f"target: {self.target} <= {self.goal:g} x {self.cost_before:,.6g}: reached "
@@ -238,9 +244,14 @@ def select(graph: ChannelGraph, counts: Counts, criterion: str) -> dict[int, tup
     return keeps
 
 
-def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarray]) -> None:
-    """Slice the weights and shrink the tensor types of `program` for the kept channels."""
+def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarray],
+            means: Mapping[int, np.ndarray] | None = None) -> None:  # fmt: skip
+    """Slice the weights and shrink the tensor types of `program` for the kept channels.
+    With `means` (per consumer position: the mean of each channel it reads), consumers
+    add what their removed input channels contributed on average to their bias."""
     maps = graph.index_maps(keeps)
+    block = program.main.body.block
+    position = {op: i for i, op in enumerate(block.ops)}
 
     def map_of(value: SSAValue) -> np.ndarray | None:
         g = graph.group_of(value)
@@ -249,22 +260,33 @@ def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarra
     replaced: list[Operation] = []
     for op, slices in graph.slices.items():
         arrays: dict[int, np.ndarray] = {}
+        reads = next((s.by for s in slices if s.by is not op.results[0]), None)  # a consumer's input
+        if means is not None and reads is not None and (kept := map_of(reads)) is not None:
+            removed = np.setdiff1d(np.arange(nn.shape_of(reads)[1]), kept)
+            arrays[BIAS] = bias = graph.compensated_bias(op, removed, means[position[op]])
+            outputs = nn.shape_of(op.results[0])[1]
+            slices = [s for s in slices if s.operand != BIAS]
+            if bias.ndim and bias.shape[-1] == outputs > 1:
+                slices.append(WeightSlice(BIAS, bias.ndim - 1, op.results[0]))
+            if isinstance(op, nn.GemmOp) and (op.c is None or op.beta.value.data == 0.0):
+                op.properties["beta"] = FloatAttr(1.0, op.beta.type)
         for s in slices:
-            m = map_of(s.by)
-            if m is not None:
-                current = arrays.get(s.operand)
-                array = graph.weight(op.operands[s.operand]) if current is None else current
+            if (m := map_of(s.by)) is not None:
+                array = arrays[s.operand] if s.operand in arrays else graph.weight(op.operands[s.operand])
                 assert array is not None
                 arrays[s.operand] = np.take(array, m, axis=s.axis)
         operands = list(op.operands)
-        for index, array in arrays.items():
-            old = weight_op_of(operands[index])
-            assert old is not None
-            new = new_weight(program.weights, array, f"{old.handle.data}.pruned", old.node_name)
-            new.result.name_hint = operands[index].name_hint
-            old.parent_block().insert_op_before(new, old)  # type: ignore[union-attr]
-            operands[index] = new.result
-            replaced.append(old)
+        for index, array in sorted(arrays.items()):
+            old = weight_op_of(operands[index]) if index < len(operands) else None
+            hint = f"{old.handle.data}.pruned" if old is not None else f"{getattr(op, 'layer_name', '') or 'layer'}.bias"
+            new = new_weight(program.weights, array, hint, old.node_name if old is not None else None)
+            block.insert_op_before(new, old if old is not None else op)
+            if old is not None:
+                new.result.name_hint = operands[index].name_hint
+                operands[index] = new.result
+                replaced.append(old)
+            else:
+                operands.append(new.result)
         if arrays:
             op.operands = operands
         if isinstance(op, nn.Conv2dOp) and op.group.value.data > 1 and (m := map_of(op.result)) is not None:
@@ -277,7 +299,23 @@ def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarra
             Rewriter.replace_value_with_new_type(value, tensor_type(shape, nn.element_type_of(value)))
     for old in replaced:
         if old.parent is not None and not old.result.uses:
-            old.parent_block().erase_op(old)  # type: ignore[union-attr]
+            block.erase_op(old)
+
+
+def consumer_means(program: Program, graph: ChannelGraph, batches: list[calibrate.Batch]) -> dict[int, np.ndarray]:
+    """For every consumer (dense conv, gemm) by its position in the function: the mean over
+    the data of each channel (axis 1) of the tensor it reads."""
+    block = program.main.body.block
+    position = {op: i for i, op in enumerate(block.ops)}
+    reads = {position[op]: s.by for op, slices in graph.slices.items() for s in slices if s.by is not op.results[0]}
+    values = list(dict.fromkeys(reads.values()))
+    probe = calibrate.probe_program(program.module, program.weights, values)
+    sums = [np.zeros(nn.shape_of(v)[1]) for v in values]
+    for batch in batches:
+        for total, x in zip(sums, execute(probe, batch).values(), strict=True):
+            total += np.asarray(x, np.float64).mean(axis=tuple(i for i in range(x.ndim) if i != 1))
+    mean_of = {v: total / len(batches) for v, total in zip(values, sums, strict=True)}
+    return {p: mean_of[v] for p, v in reads.items()}
 
 
 def channel_graph(program: Program) -> ChannelGraph:
@@ -286,11 +324,11 @@ def channel_graph(program: Program) -> ChannelGraph:
     return ChannelGraph(main_function(program.module, program.source).body.block, program.weights, program.input_names)
 
 
-def pruned_copy(program: Program, counts: Counts, criterion: str) -> Program:
+def pruned_copy(program: Program, counts: Counts, criterion: str, means: Mapping[int, np.ndarray] | None) -> Program:
     """A copy of `program` with each group cut to its count in `counts`."""
     copy = program.clone()
     graph = channel_graph(copy)
-    rewrite(copy, graph, {g: keep for g, (keep, _) in select(graph, counts, criterion).items()})
+    rewrite(copy, graph, {g: keep for g, (keep, _) in select(graph, counts, criterion).items()}, means)
     return copy
 
 
@@ -305,6 +343,7 @@ class Planner:
     def __init__(self, program: Program, options: Options, evaluator: Evaluator | None) -> None:
         self.program, self.options, self.evaluator = program, options, evaluator
         self.graph = channel_graph(program)
+        self.means = consumer_means(program, self.graph, evaluator.batches) if evaluator and options.compensate else None
         self.names = layer_names(program.module)
         self.sensitivity: dict[int, dict[int, Score]] = {}
         self.cost_before: float | None = None
@@ -315,6 +354,9 @@ class Planner:
                 self.owner.setdefault(self.names[op], g)
         for name in sorted(options.exclude):
             self.named(name, "exclude").reason = f"excluded (exclude={name})"
+
+    def pruned(self, counts: Counts) -> Program:
+        return pruned_copy(self.program, counts, self.options.criterion, self.means)
 
     def named(self, name: str, option: str) -> Group:
         """The prunable group whose channels the layer `name` defines."""
@@ -357,14 +399,13 @@ class Planner:
         o = self.options
         assert o.target is not None and o.goal is not None
         measure = search.cost_function(o.target, o.hw, o.arch, o.budget, WHERE)
-        cost = search.memoised(lambda counts: measure(pruned_copy(self.program, counts, o.criterion)))
+        cost = search.memoised(lambda counts: measure(self.pruned(counts)))
         self.cost_before = measure(self.program)
         limit = o.goal * self.cost_before
         if self.evaluator is not None:
             evaluator = self.evaluator
             candidates = {g: search.candidate_counts(c, o.multiple, o.max_ratio, o.steps) for g, c in free.items()}
-            self.sensitivity = search.sensitivity(free, candidates, start,
-                                                  lambda counts: evaluator.score(pruned_copy(self.program, counts, o.criterion)))  # fmt: skip
+            self.sensitivity = search.sensitivity(free, candidates, start, lambda c: evaluator.score(self.pruned(c)))
             losses = {g: {k: evaluator.loss(s) for k, s in per.items()} for g, per in self.sensitivity.items()}
             configs = search.threshold_configs(start, candidates, losses)
         else:
@@ -397,6 +438,8 @@ def prune_program(program: Program, options: Options, data: object = None, label
     options.check()
     if labels is not None and data is None:
         raise LayerloomError("labels need data (the inputs they label)", WHERE)
+    if options.compensate and data is None:
+        raise LayerloomError("compensate needs data (calib=FILE.npz, or data= in Python) to measure channel means", WHERE)
     evaluator = None
     if data is not None:
         evaluator = Evaluator(program, search.as_batches(program, data, WHERE), labels, WHERE)
@@ -405,12 +448,12 @@ def prune_program(program: Program, options: Options, data: object = None, label
     counts = planner.counts()
     keeps = select(planner.graph, counts, options.criterion)
     groups, skipped = planner.report_groups(keeps, counts)
-    rewrite(program, planner.graph, {g: keep for g, (keep, _) in keeps.items()})
+    rewrite(program, planner.graph, {g: keep for g, (keep, _) in keeps.items()}, planner.means)
     after = analyze(program)
     score = evaluator.score(program) if evaluator is not None else None
     t0, t1 = totals(before), totals(after)
     return PruneReport(
-        options.criterion, options.multiple, groups, skipped, layer_changes(before, after), t0.macs, t1.macs,
+        options.criterion, options.multiple, options.compensate, groups, skipped, layer_changes(before, after), t0.macs, t1.macs,
         t0.params, t1.params,
         samples=0 if evaluator is None else sum(len(out[0]) for out in evaluator.reference),
         accuracy_before=None if evaluator is None else evaluator.baseline.accuracy,
@@ -424,12 +467,12 @@ def options_of(
     criterion: str = "l1", ratio: float = 0.0, ratios: Mapping[str, float] | Sequence[str] | str | None = None,
     multiple: int = 1, target: str | None = None, goal: float | None = None, max_ratio: float = 0.9,
     steps: int = 9, exclude: Sequence[str] | str = (), hw: str | None = None, arch: str = "hybrid",
-    budget: int | None = None,
+    budget: int | None = None, compensate: bool = False,
 ) -> Options:  # fmt: skip
     names = exclude.split(",") if isinstance(exclude, str) else list(exclude)
     return Options(criterion, float(ratio), parse_ratios(ratios), int(multiple), target,
                    None if goal is None else float(goal), float(max_ratio), int(steps),
-                   frozenset(n for n in names if n), hw, arch, budget)  # fmt: skip
+                   frozenset(n for n in names if n), hw, arch, budget, bool(compensate))  # fmt: skip
 
 
 def prune(program: Program, data: object = None, labels: object = None, **options: object) -> tuple[Program, PruneReport]:
@@ -466,6 +509,7 @@ class PrunePass(ModulePass):
     hw: str | None = None
     arch: str = "hybrid"
     budget: int | None = None
+    compensate: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = Program(op, weights_of(op))
@@ -473,7 +517,8 @@ class PrunePass(ModulePass):
         if self.calib:
             data, labels = search.load_data(self.calib, program.input_names)
         options = options_of(self.criterion, self.ratio, self.ratios, self.multiple, self.target, self.goal,
-                             self.max_ratio, self.steps, self.exclude, self.hw, self.arch, self.budget)  # fmt: skip
+                             self.max_ratio, self.steps, self.exclude, self.hw, self.arch, self.budget,
+                             self.compensate)  # fmt: skip
         report = prune_program(program, options, data, labels)
         logger.info("%s", report.table())
 

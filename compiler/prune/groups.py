@@ -372,6 +372,28 @@ class ChannelGraph:
             total += np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt(np.square(w).sum(axis=1))
         return total, used
 
+    def compensated_bias(self, op: Operation, removed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        """The bias of a consumer (dense conv or gemm) that adds what its `removed` input
+        channels contributed on average, given the mean of each input channel: one value
+        per output channel, before the output channels are pruned (a gemm's C keeps its
+        broadcast shape where it has one, and is divided by beta)."""
+        if isinstance(op, nn.Conv2dOp):
+            w = self.weight(op.weight)
+            assert w is not None
+            bias = self.weight(op.bias) if op.bias is not None else np.zeros(w.shape[0], w.dtype)
+            assert bias is not None
+            return (bias + np.asarray(w[:, removed], np.float64).sum(axis=(2, 3)) @ mean[removed]).astype(w.dtype)
+        assert isinstance(op, nn.GemmOp)
+        b = self.weight(op.b)
+        assert b is not None
+        rows = b[:, removed].T if op.trans_b.value.data else b[removed]
+        delta = float(op.alpha.value.data) * (mean[removed] @ np.asarray(rows, np.float64))
+        beta = float(op.beta.value.data)
+        c = self.weight(op.c)
+        if c is None or beta == 0.0:  # the caller sets beta to 1 then
+            return delta.astype(b.dtype)
+        return (c + delta / beta).astype(b.dtype)
+
     def filters(self, op: Operation) -> np.ndarray:
         """One row per output channel: a conv's filter, a gemm's column of alpha·op(B)."""
         if isinstance(op, nn.Conv2dOp):
