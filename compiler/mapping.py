@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from xdsl.ir import BlockArgument, Operation, SSAValue
+from xdsl.ir import BlockArgument, Operation, OpResult, SSAValue
 
 from compiler.cost import (
     WINDOWED_KINDS,
@@ -170,8 +170,8 @@ def _through_wrappers(v: SSAValue) -> SSAValue:
             v = wrapper.operands[v.index]
         elif isinstance(v.owner, LayerOp):
             last = v.owner.body.block.last_op
-            assert isinstance(last, YieldOp)
-            v = last.values[v.index]  # type: ignore[union-attr]
+            assert isinstance(last, YieldOp) and isinstance(v, OpResult)
+            v = last.values[v.index]
         else:
             return v
 
@@ -297,8 +297,8 @@ def best_tile(layer: Workload, capacity: int, pes: int = 0, bytes_per_cycle: flo
     ):
         mask = keep(o, i)
         o, i = o[mask], i[mask]
-    o, i = int(o[0]), int(i[0])
-    return Tile(int(m[i]), int(n[i]), int(e[i]), int(f[i]), SEARCH_ORDERS[o])
+    k, j = int(o[0]), int(i[0])
+    return Tile(int(m[j]), int(n[j]), int(e[j]), int(f[j]), SEARCH_ORDERS[k])
 
 
 def _sizes(dim: int) -> np.ndarray:
@@ -484,7 +484,7 @@ def plan_memory(graph: LayerGraph, target: Target, roles: Sequence[str], plan: s
                 put(f"{graph.layers[i].name} weights", "weights", w, i)
                 weights_on.add(i)
     if feasible and plan in ("fmaps-on-chip", "weights+fmaps"):
-        floor, placed = top, []
+        floor, placed = top, list[Allocation]()
         for i in seml_layers:
             users = readers[i]
             size = graph.layers[i].output_bytes
@@ -811,10 +811,10 @@ def engines_of(graph: LayerGraph, target: Target, a: Assignment) -> tuple[tuple[
     for i in joiners:
         before = [owner[j] for j in range(i) if owner[j] is not None and a.stage_pes[j] > 0]
         after = [owner[j] for j in range(i + 1, n) if owner[j] is not None and a.stage_pes[j] > 0]
-        e = before[-1] if before else after[0]
-        assert e is not None
-        owner[i] = e
-        pipeline[e].append(i)
+        stage = before[-1] if before else after[0]
+        assert stage is not None
+        owner[i] = stage
+        pipeline[stage].append(i)
     sesl, reused = pipeline_engine(target), reused_engine(target)
     engines: list[EngineInstance] = []
     for s, members in enumerate(pipeline):
@@ -825,9 +825,9 @@ def engines_of(graph: LayerGraph, target: Target, a: Assignment) -> tuple[tuple[
         assert reused is not None
         engines.append(EngineInstance(reused.name, reused, SEML, a.reused_pes // reused.count, len(pipeline), reused_layers))
     where: list[tuple[str, int]] = [("host", 0)] * n
-    for e in engines:
-        for slot, i in enumerate(e.layers):
-            where[i] = (e.name, slot)
+    for instance in engines:
+        for slot, i in enumerate(instance.layers):
+            where[i] = (instance.name, slot)
     return tuple(engines), where
 
 
@@ -838,9 +838,9 @@ def realise(graph: LayerGraph, target: Target, a: Assignment, tiles: Sequence[Ti
     if engines is None:
         engines, _ = engines_of(graph, target, a)
     where: list[tuple[EngineInstance | None, int]] = [(None, 0)] * len(graph)
-    for e in engines:
-        for slot, i in enumerate(e.layers):
-            where[i] = (e, slot)
+    for instance in engines:
+        for slot, i in enumerate(instance.layers):
+            where[i] = (instance, slot)
     layers: list[MappedLayer] = []
     for i, layer in enumerate(graph.layers):
         e, slot = where[i]
@@ -943,7 +943,11 @@ def read_mapping(module: Operation, target: Target, where: str = "pipeline") -> 
         roles.append(engine_by_name[w.engine_name].role.data)
         members[w.engine_name].append(i)
         sizes = w.tile_sizes
-        tiles.append(Tile(*sizes, order=w.order.data) if sizes is not None and w.order is not None else None)
+        if sizes is not None and w.order is not None:
+            m, n, e, f = sizes
+            tiles.append(Tile(m, n, e, f, w.order.data))
+        else:
+            tiles.append(None)
     engines: list[EngineInstance] = []
     stage_pes = [0] * len(ops)
     reused_pes = 0

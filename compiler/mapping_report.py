@@ -126,12 +126,12 @@ def plan_report(mapping: NetworkMapping, options: Sequence[tuple[str, NetworkMap
     """Plans compared, the chosen plan's per-layer requirement and its allocations."""
     plan = mapping.plan
     out = [f"memory plan: {plan.name} (on-chip peak {plan.peak:,} of {plan.capacity:,} bytes)", ""]
-    rows = []
-    for name, m in options:
-        if m is None:
+    rows: list[tuple[str, ...]] = []
+    for name, option in options:
+        if option is None:
             rows.append((name, "no", "-", "-", "-"))
         else:
-            rows.append((name, "yes", f"{m.throughput_fps:,.1f}", f"{m.dram_bytes:,}", f"{m.plan.peak:,}"))
+            rows.append((name, "yes", f"{option.throughput_fps:,.1f}", f"{option.dram_bytes:,}", f"{option.plan.peak:,}"))
     out.append(_table(("plan", "fits", "fps", "DRAM B/frame", "on-chip peak"), rows, None, (False, False, True, True, True)))
     rows = []
     for m in mapping.layers:
