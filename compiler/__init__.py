@@ -13,6 +13,7 @@ from compiler.errors import LayerloomError, ModelError, UnsupportedError
 from compiler.program import Program, WeightStore
 
 if TYPE_CHECKING:
+    from compiler.onnx_export import export_onnx
     from compiler.onnx_import import import_onnx
     from compiler.pipeline import run_pipeline
     from passes.quantize import quantize
@@ -23,6 +24,7 @@ __all__ = [
     "Program",
     "UnsupportedError",
     "WeightStore",
+    "export_onnx",
     "import_onnx",
     "quantize",
     "run_pipeline",
@@ -33,6 +35,7 @@ _LAZY = {
     "import_onnx": "compiler.onnx_import",
     "run_pipeline": "compiler.pipeline",
     "quantize": "passes.quantize",
+    "export_onnx": "compiler.onnx_export",
 }
 
 
