@@ -259,6 +259,36 @@ def test_conv2d_random(case: tuple) -> None:
     check_conv(x, weight, random(m, seed=6) if bias else None, strides, pads, dil, group)
 
 
+def memory_layouts(x: np.ndarray) -> list[np.ndarray]:
+    """`x` with the same values in other memory layouts: channels-last (as conv and pool
+    results are), and reversed strides on every axis."""
+    last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    reversed_axes = np.ascontiguousarray(x[::-1, ::-1, ::-1, ::-1])[::-1, ::-1, ::-1, ::-1]
+    return [last, reversed_axes]
+
+
+@pytest.mark.parametrize(
+    "op, attrs, operand_shapes, result_shape",
+    [
+        ("nn.conv2d", conv_attrs(pads=(1, 0, 2, 1)), [(6, 4, 3, 3), (6,)], (1, 6, 8, 5)),
+        ("nn.conv2d", conv_attrs(strides=(2, 2)), [(6, 4, 1, 1)], (1, 6, 4, 3)),
+        ("nn.conv2d", conv_attrs(pads=(1, 1, 1, 1), group=4), [(4, 1, 3, 3)], (1, 4, 7, 6)),
+        ("nn.conv2d", conv_attrs(pads=(1, 1, 1, 1), group=2), [(6, 2, 3, 3)], (1, 6, 7, 6)),
+        ("nn.pool", attr_text(kind="avg", kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1), ceil_mode=1, count_include_pad=0), [], (1, 4, 4, 4)),
+        ("nn.relu", "", [], (1, 4, 7, 6)),
+        ("nn.add", "", [(1, 4, 1, 1)], (1, 4, 7, 6)),
+    ],
+)
+def test_results_do_not_depend_on_memory_layout(op: str, attrs: str, operand_shapes: list, result_shape: tuple) -> None:
+    """Values flow between kernels in whatever layout the producer chose (conv and pool
+    results are channels-last): every kernel gives the same result for every layout."""
+    x = random(1, 4, 7, 6, seed=1)
+    rest = [random(*shape, seed=i + 2) for i, shape in enumerate(operand_shapes)]
+    expected = nn_run(op, attrs, [x, *rest], [np.zeros(result_shape, np.float32)])
+    for layout in memory_layouts(x):
+        assert_same(nn_run(op, attrs, [layout, *rest], expected), expected)
+
+
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 0), (0, 1), (1, 1)])
 @pytest.mark.parametrize("c_shape", [None, (3, 4), (4,), (1, 4), (3, 1), ()])
 def test_gemm(trans_a: int, trans_b: int, c_shape: tuple | None) -> None:
