@@ -201,15 +201,20 @@ def lookup(q: ArrayLike, table: ArrayLike, qmin: int) -> IntArray:
 
 
 def exact_int_matmul(a: ArrayLike, b: ArrayLike) -> IntArray:
-    """Integer a @ b, exact: through float64 BLAS when every partial sum is below 2^53
-    (K * max|a| * max|b| bounds them), else in int64."""
-    a64, b64 = ints(a), ints(b)
-    k = a64.shape[-1]
-    amax = int(np.abs(a64).max(initial=0))
-    bmax = int(np.abs(b64).max(initial=0))
-    if k * amax * bmax < 2**53:
-        return np.matmul(a64.astype(np.float64), b64.astype(np.float64)).astype(np.int64)
-    return np.matmul(a64, b64)
+    """Integer a @ b, exact: through float32 BLAS when every partial sum is below 2^24,
+    float64 BLAS below 2^53 (K * max|a| * max|b| bounds them), else in int64. The bound
+    is taken on the operands as given (int8 stays int8: no int64 temporaries)."""
+    a, b = np.asarray(a), np.asarray(b)
+    bound = a.shape[-1] * _max_abs(a) * _max_abs(b)
+    if bound < 2**24:
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+    if bound < 2**53:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    return np.matmul(ints(a), ints(b))
+
+
+def _max_abs(x: np.ndarray) -> int:
+    return max(-int(x.min(initial=0)), int(x.max(initial=0)))
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,875 @@
+"""The DPU instruction-set simulator: functional (bit-exact, docs/isa.md section 5) and
+cycle-level (three queues per core with their tokens, DDR bandwidth, bank ports).
+
+    result = simulate(program, ddr, config, timing=Timing.from_target(target), layers=names)
+    result.ddr.read(output_map)          # the DDR image after the run
+    result.layers                        # per layer: cycles, utilisation, DDR bytes
+    result.fps, result.latency_s
+    result.write_trace("trace.json")     # Chrome / Perfetto trace, a track per queue per core
+
+A run has four phases, each over the instructions in program order:
+1. `tokens` checks the static token rules and pairs every wait with its signal;
+2. `Planner` turns each instruction into a `Step`: its geometry checked against the banks
+   and the DDR image, the regions it reads and writes, its cycles and MACs, and a
+   closure that executes it on a `Machine`;
+3. `HazardTracker` checks every access against the earlier ones of other queues: an
+   unordered pair raises LayerloomError naming both instructions;
+4. `schedule` times the steps; the functional run executes them in program order (or
+   any order the caller gives that respects the queues and the tokens: the hazard check
+   guarantees it computes the same).
+Each CONV is one integer matmul of the whole tile (`intmath.exact_int_matmul`), each other
+compute instruction a few whole-tile NumPy operations; every rounding is intmath's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from backends.dpu.encoding import decode
+from backends.dpu.hazards import Clock, Conflict, HazardTracker, Region, clocks
+from backends.dpu.isa import QUEUES, DpuConfig, Instruction, Token, tokens
+from backends.dpu.memory import (
+    DdrImage,
+    box_end,
+    check_records,
+    conv_weight_matrix,
+    conv_weight_word_count,
+    dw_weight_taps,
+    dw_weight_word_count,
+    read_records,
+)
+from backends.reference.kernels import window_view
+from compiler.errors import LayerloomError
+from compiler.quant import intmath as im
+
+if TYPE_CHECKING:
+    from compiler.hw.model import Target
+
+LOAD, COMPUTE, SAVE = range(3)
+INT8 = (-128, 127)
+TABLE_WORDS = 32
+
+
+# ---------------------------------------------------------------------------------------
+# Timing parameters
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What the cycle-level model assumes besides the configuration. Defaults: a 300 MHz
+    core on 19.2 GB/s DDR4 (docs/isa.md "Simulator" says why each number)."""
+
+    clock_hz: float = 300e6
+    ddr_bytes_per_cycle: float = 64.0  # the whole DDR at the DPU clock, shared by the cores
+    ddr_latency: int = 100  # cycles from a LOAD / SAVE's start to its first byte
+    compute_latency: int = 16  # pipeline fill of a compute instruction
+    init_cycles: int = 1
+    ports: int = 2  # ports per feature-map bank
+    cores: int | None = None  # None: the configuration's
+
+    @staticmethod
+    def from_target(target: Target, engine: str | None = None) -> Timing:
+        """Clock, DDR bandwidth, bank ports and cores of a target's DPU engine."""
+        candidates = [e for e in target.engines if e.kind == "dpu" and engine in (None, e.name)]
+        if not candidates:
+            raise LayerloomError(f"target '{target.name}' has no DPU engine" + (f" '{engine}'" if engine else ""))
+        e = candidates[0]
+        clock = target.clock_of(e)
+        memory = target.buffer_of(e)
+        return Timing(
+            clock_hz=clock,
+            ddr_bytes_per_cycle=target.dram.bandwidth / clock,
+            ports=memory.ports if memory is not None else 2,
+            cores=e.count,
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The machine state and the steps that change it
+# ---------------------------------------------------------------------------------------
+
+
+class Machine:
+    """One core's on-chip memories (bytes) and the DDR image."""
+
+    def __init__(self, config: DpuConfig, ddr: DdrImage) -> None:
+        self.config = config
+        self.ddr = ddr
+        depth = config.bank_depth
+        self.memories: dict[str, np.ndarray] = {
+            f"fmap{b}": np.zeros(depth * config.fmap_word, np.uint8) for b in range(config.bank_num)
+        }
+        self.memories["weights"] = np.zeros(depth * config.weights_word, np.uint8)
+        self.memories["bias"] = np.zeros(depth * 8, np.uint8)
+
+    def words(self, space: str, addr: int, count: int) -> np.ndarray:
+        """(count, word bytes) uint8 view of words addr .. addr+count-1."""
+        width = self.word_bytes(space)
+        return self.memories[space][addr * width : (addr + count) * width].reshape(count, width)
+
+    def word_bytes(self, space: str) -> int:
+        return self.config.word_bytes("fmap" if space.startswith("fmap") else space)
+
+    def tile(self, bank: int, addr: int, rows: int, cols: int, pitch: int) -> np.ndarray:
+        """(rows, cols, pitch*ICP) int8 view of a feature-map tile."""
+        return self.words(f"fmap{bank}", addr, rows * cols * pitch).view(np.int8).reshape(rows, cols, -1)
+
+
+@dataclass
+class Step:
+    """One planned instruction: its queue (index into QUEUES; None for END), the regions it
+    reads and writes, the feature-map banks it holds a port of, DDR bytes moved, compute
+    cycles, MACs, and how to execute it."""
+
+    index: int
+    ins: Instruction
+    queue: int | None
+    reads: list[Region] = field(default_factory=list)
+    writes: list[Region] = field(default_factory=list)
+    banks: tuple[int, ...] = ()
+    ddr_bytes: int = 0
+    cycles: int = 0
+    macs: int = 0
+    run: Callable[[Machine], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"instruction {self.index} ({self.ins.mnemonic})"
+
+
+def pitch(chans: int, word: int) -> int:
+    return -(-chans // word)
+
+
+def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+            out: tuple[int, int]) -> np.ndarray:
+    """(out_rows, out_cols, kh, kw, chans) view of the windows of an (h, w, chans) tile."""
+    return window_view(x[None], kernel, stride, dilation, out)[0]
+
+
+def activation_bounds(cfg: Instruction) -> tuple[int, int]:
+    if cfg.act == "relu":
+        return 0, 127
+    if cfg.act == "clip":
+        return cfg.clip_lo, cfg.clip_hi
+    return INT8
+
+
+def pow2(multipliers: Any, shifts: Any) -> im.Requant:
+    return im.Requant("pow2", im.ints(multipliers), im.ints(shifts))
+
+
+# A DDR locator: (register, offset, one past the last byte) -> (space, entry offset).
+Locate = Callable[[str, int, int], tuple[str, int]]
+
+
+class Planner:
+    """Turns instructions, in program order, into Steps; keeps the INIT configurations.
+    `locate` maps a DDR access to its tracked space (the simulator: the image's region
+    holding it; the builder: the base register's region before the image exists);
+    `read_only` names the spaces a SAVE may not write."""
+
+    def __init__(self, config: DpuConfig, locate: Locate, read_only: frozenset[str] = frozenset({"ddr:weights"})) -> None:
+        self.config = config
+        self.locate = locate
+        self.read_only = read_only
+        self.inits: dict[str, Instruction] = {}
+
+    # -- checks shared by the instructions ------------------------------------------------
+
+    def words(self, step: Step, space: str, addr: int, count: int, what: str) -> Region:
+        depth = self.config.bank_depth
+        if addr + count > depth:
+            memory = f"fmap bank {space[4:]}" if space.startswith("fmap") else f"the {space} bank"
+            raise self.error(step, f"{what} ({count} words at {addr:#x}) runs past the end of {memory} ({depth} words)")
+        return Region.words(space, addr, count)
+
+    def bank(self, step: Step, bank: int, what: str) -> str:
+        if bank >= self.config.bank_num:
+            raise self.error(step, f"{what} is in bank {bank}, but a core has {self.config.bank_num} feature-map banks")
+        return f"fmap{bank}"
+
+    def tile(self, step: Step, bank: int, addr: int, rows: int, cols: int, chans: int, what: str) -> Region:
+        space = self.bank(step, bank, what)
+        count = rows * cols * pitch(chans, self.config.icp)
+        return self.words(step, space, addr, count, f"{what} ({rows}x{cols} pixels x {chans} channels)")
+
+    def init(self, step: Step, kind: str) -> Instruction:
+        cfg = self.inits.get(kind)
+        if cfg is None:
+            raise self.error(step, f"no {kind} before it (a layer's INIT sets its configuration)")
+        return cfg
+
+    @staticmethod
+    def error(step: Step, message: str) -> LayerloomError:
+        return LayerloomError(message, step.name)
+
+    def disjoint(self, step: Step, out: Region, *inputs: Region, in_place_ok: bool = False) -> None:
+        for r in inputs:
+            if out.overlaps(r) and not (in_place_ok and out == r):
+                raise self.error(step, f"its output tile ({out.describe()}) overlaps an input tile ({r.describe()})")
+
+    # -- planning --------------------------------------------------------------------------
+
+    def plan(self, index: int, ins: Instruction) -> Step:
+        queue = QUEUES.index(ins.queue) if ins.queue is not None else None
+        step = Step(index, ins, queue)
+        if ins.mnemonic.endswith("INIT"):
+            self.plan_init(step)
+        elif ins.mnemonic != "END":
+            getattr(self, f"plan_{ins.mnemonic.lower()}")(step)
+        return step
+
+    def plan_init(self, step: Step) -> None:
+        ins = step.ins
+        if "clip_lo" in ins.fields and ins.clip_lo > ins.clip_hi:
+            raise self.error(step, f"clip_lo {ins.clip_lo} is above clip_hi {ins.clip_hi}")
+        self.inits[ins.mnemonic] = ins
+        step.cycles = 1
+
+    def plan_load(self, step: Step) -> None:
+        i = step.ins
+        width = self.config.word_bytes(i.mem)
+        if i.mem != "fmap" and i.bank != 0:
+            raise self.error(step, f"bank {i.bank} given for the {i.mem} memory (only fmap has banks)")
+        space = self.bank(step, i.bank, "the tile") if i.mem == "fmap" else i.mem
+        rows, cols = i.pad_top + i.rows + i.pad_bottom, i.pad_left + i.cols + i.pad_right
+        p = pitch(i.chans, width)
+        dst = self.words(step, space, i.addr, rows * cols * p, f"the tile ({rows}x{cols} pixels x {p} words)")
+        src_space, src = self.ddr_box(step, i)
+        # Read-only regions are never written, so their reads need no hazard tracking.
+        step.reads = [] if src_space in self.read_only else [Region(src_space, src, i.rows, i.cols, i.chans,
+                                                                     i.row_stride, i.col_stride)]
+        step.writes = [dst]
+        step.banks = (i.bank,) if i.mem == "fmap" else ()
+        step.ddr_bytes = i.rows * i.cols * i.chans
+        pad = np.uint8(i.pad_value & 0xFF)
+        inner = (slice(i.pad_top, i.pad_top + i.rows), slice(i.pad_left, i.pad_left + i.cols))
+        plain = rows == i.rows and cols == i.cols and p * width == i.chans
+
+        def run(m: Machine) -> None:
+            data = m.ddr.box(m.ddr.base(i.reg) + i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+            tile = m.words(space, i.addr, rows * cols * p).reshape(rows, cols, p * width)
+            if plain:
+                tile[...] = data
+                return
+            tile[:, :, i.chans :] = 0
+            for border in (tile[: i.pad_top], tile[i.pad_top + i.rows :], tile[inner[0], : i.pad_left],
+                           tile[inner[0], i.pad_left + i.cols :]):
+                border[:, :, : i.chans] = pad
+            tile[inner[0], inner[1], : i.chans] = data
+
+        step.run = run
+
+    def plan_save(self, step: Step) -> None:
+        i = step.ins
+        src = self.tile(step, i.bank, i.addr, i.rows, i.cols, i.chans, "the tile")
+        dst_space, dst = self.ddr_box(step, i)
+        if dst_space in self.read_only:
+            raise self.error(step, f"it writes the read-only region '{dst_space[4:]}'")
+        if overlapping_box(i.rows, i.cols, i.chans, i.row_stride, i.col_stride):
+            raise self.error(step, f"its DDR box ({i.rows}x{i.cols}x{i.chans}, row_stride {i.row_stride}, "
+                                   f"col_stride {i.col_stride}) overlaps itself")
+        step.reads = [src]
+        step.writes = [Region(dst_space, dst, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)]
+        step.banks = (i.bank,)
+        step.ddr_bytes = i.rows * i.cols * i.chans
+        p = pitch(i.chans, self.config.icp)
+
+        def run(m: Machine) -> None:
+            box = m.ddr.box(m.ddr.base(i.reg) + i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+            box[...] = m.tile(i.bank, i.addr, i.rows, i.cols, p)[:, :, : i.chans].view(np.uint8)
+
+        step.run = run
+
+    def ddr_box(self, step: Step, i: Instruction) -> tuple[str, int]:
+        end = box_end(i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        try:
+            return self.locate(i.reg, i.offset, end)
+        except LayerloomError as e:
+            raise self.error(step, e.message) from None
+
+    def plan_conv(self, step: Step) -> None:
+        i, cfg, c = step.ins, self.init(step, "CONVINIT"), self.config
+        kernel, stride, dilation = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w), (cfg.dilation_h, cfg.dilation_w)
+        in_rows = (i.out_rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+        in_cols = (i.out_cols - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+        src = self.tile(step, i.bank_in, i.addr_in, in_rows, in_cols, i.ic, "the input tile")
+        out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.oc, "the output tile")
+        n_words = conv_weight_word_count(i.oc, i.ic, *kernel, c)
+        weights = self.words(step, "weights", i.addr_w, n_words, "the weights")
+        records = self.words(step, "bias", i.addr_bias, i.oc, "the bias records")
+        self.disjoint(step, out, src)
+        step.reads, step.writes, step.banks = [src, weights, records], [out], (i.bank_in, i.bank_out)
+        step.macs = i.out_rows * i.out_cols * i.oc * i.ic * kernel[0] * kernel[1]
+        step.cycles = (i.out_rows * math.ceil(i.out_cols / c.pp) * math.ceil(i.ic / c.icp) * math.ceil(i.oc / c.ocp)
+                       * kernel[0] * kernel[1])
+        p_in, p_out = pitch(i.ic, c.icp), pitch(i.oc, c.icp)
+        shape = (i.out_rows, i.out_cols)
+
+        def run(m: Machine) -> None:
+            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic]
+            patches = windows(x, kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
+            w = conv_weight_matrix(m.words("weights", i.addr_w, n_words), i.oc, i.ic, *kernel, c)
+            acc = im.exact_int_matmul(patches, w)
+            bias, stage = output_stage(m, step, cfg, i.addr_bias, i.oc)
+            acc += bias
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), apply(step, stage, acc).reshape(*shape, i.oc))
+
+        step.run = run
+
+    def plan_dwconv(self, step: Step) -> None:
+        i, cfg, c = step.ins, self.init(step, "DWINIT"), self.config
+        kernel, stride, dilation = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w), (cfg.dilation_h, cfg.dilation_w)
+        in_rows = (i.out_rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+        in_cols = (i.out_cols - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+        src = self.tile(step, i.bank_in, i.addr_in, in_rows, in_cols, i.chans, "the input tile")
+        out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.chans, "the output tile")
+        n_words = dw_weight_word_count(i.chans, *kernel, c)
+        weights = self.words(step, "weights", i.addr_w, n_words, "the weights")
+        records = self.words(step, "bias", i.addr_bias, i.chans, "the bias records")
+        self.disjoint(step, out, src)
+        step.reads, step.writes, step.banks = [src, weights, records], [out], (i.bank_in, i.bank_out)
+        step.macs = i.out_rows * i.out_cols * i.chans * kernel[0] * kernel[1]
+        step.cycles = self.misc_cycles(i, kernel[0] * kernel[1])
+        p = pitch(i.chans, c.icp)
+        shape = (i.out_rows, i.out_cols)
+
+        def run(m: Machine) -> None:
+            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p)[:, :, : i.chans].astype(np.int32)
+            w = dw_weight_taps(m.words("weights", i.addr_w, n_words), i.chans, *kernel, c).astype(np.int32)
+            acc = np.zeros((*shape, i.chans), np.int32)  # |acc| <= 256 taps * 128 * 127 < 2^31
+            for (a, b), tap in tap_views(x, kernel, stride, dilation, shape):
+                acc += tap * w[a, b]
+            bias, stage = output_stage(m, step, cfg, i.addr_bias, i.chans)
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), apply(step, stage, acc + bias))
+
+        step.run = run
+
+    def misc_cycles(self, i: Instruction, taps: int) -> int:
+        """Depthwise and pooling run at half the pixel parallelism (PG338)."""
+        c = self.config
+        return i.out_rows * math.ceil(i.out_cols / max(1, c.pp // 2)) * math.ceil(i.chans / c.icp) * taps
+
+    def elementwise_cycles(self, i: Instruction) -> int:
+        c = self.config
+        return i.out_rows * math.ceil(i.out_cols / c.pp) * math.ceil(i.chans / c.icp)
+
+    def plan_pool(self, step: Step) -> None:
+        i, cfg = step.ins, self.init(step, "POOLINIT")
+        kernel, stride = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w)
+        in_rows, in_cols = (i.out_rows - 1) * stride[0] + kernel[0], (i.out_cols - 1) * stride[1] + kernel[1]
+        if i.pad_top + i.pad_bottom > in_rows or i.pad_left + i.pad_right > in_cols:
+            raise self.error(step, f"padding border {i.pad_top}+{i.pad_bottom} rows, {i.pad_left}+{i.pad_right} columns "
+                                   f"is wider than the {in_rows}x{in_cols} input tile")
+        src = self.tile(step, i.bank_in, i.addr_in, in_rows, in_cols, i.chans, "the input tile")
+        out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.chans, "the output tile")
+        self.disjoint(step, out, src)
+        step.reads, step.writes, step.banks = [src], [out], (i.bank_in, i.bank_out)
+        step.cycles = self.misc_cycles(i, kernel[0] * kernel[1])
+        p = pitch(i.chans, self.config.icp)
+        shape = (i.out_rows, i.out_cols)
+        average = cfg.kind == "avg"
+        counts = None
+        if average:
+            if cfg.count_pad:
+                counts = np.ones((1, 1, 1), np.int64)
+            else:
+                rows = axis_counts(i.out_rows, kernel[0], stride[0], i.pad_top, in_rows - i.pad_bottom)
+                cols = axis_counts(i.out_cols, kernel[1], stride[1], i.pad_left, in_cols - i.pad_right)
+                counts = (rows[:, None] * cols[None, :])[:, :, None]
+            low, high = int(counts.min()), int(counts.max())
+            step.reads.append(self.words(step, "bias", i.addr_bias + low - 1, high - low + 1, "the divisor records"))
+
+        def run(m: Machine) -> None:
+            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p)[:, :, : i.chans]
+            taps = tap_views(x, kernel, stride, (1, 1), shape)
+            if not average:
+                y = np.full((*shape, i.chans), -128, np.int8)
+                for _, tap in taps:
+                    np.maximum(y, tap, out=y)
+                write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), y)
+                return
+            assert counts is not None
+            sums = np.zeros((*shape, i.chans), np.int64)
+            for _, tap in taps:
+                sums += tap
+            bias, mult, shift = records(m, step, i.addr_bias, int(counts.max()))
+            n = counts - 1
+            stage = im.OutputStage(pow2(mult[n], shift[n]), 0, *INT8)
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), apply(step, stage, sums + bias[n]))
+
+        step.run = run
+
+    def plan_elew(self, step: Step) -> None:
+        i, cfg = step.ins, self.init(step, "ELEWINIT")
+        a = self.tile(step, i.bank_a, i.addr_a, i.out_rows, i.out_cols, i.chans, "operand a")
+        b = self.tile(step, i.bank_b, i.addr_b, i.out_rows, i.out_cols, i.chans, "operand b")
+        out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.chans, "the output tile")
+        operands = [a, b] if cfg.inputs == 2 else [a]
+        self.disjoint(step, out, *operands, in_place_ok=True)
+        step.reads, step.writes = operands, [out]
+        step.banks = (*(r_bank(r) for r in operands), i.bank_out)
+        step.cycles = self.elementwise_cycles(i)
+        p = pitch(i.chans, self.config.icp)
+        shape = (i.out_rows, i.out_cols)
+        stage = im.OutputStage(pow2(1, cfg.shift_out), 0, *activation_bounds(cfg))
+        shift_a, shift_b = pow2(1, -cfg.shift_a), pow2(1, -cfg.shift_b)
+
+        def run(m: Machine) -> None:
+            x = m.tile(i.bank_a, i.addr_a, *shape, p)[:, :, : i.chans]
+            if cfg.inputs == 2:
+                z = m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans]
+                y = im.add(x, z, (0, 0), (shift_a, shift_b), stage)
+            else:
+                y = im.rescale(shift_a(x), 0, stage)
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), y)
+
+        step.run = run
+
+    def plan_alu(self, step: Step) -> None:
+        i = step.ins
+        factor = (i.factor_h, i.factor_w) if i.op == "upsample" else (1, 1)
+        if i.out_rows % factor[0] or i.out_cols % factor[1]:
+            raise self.error(step, f"upsample factors {factor[0]}x{factor[1]} do not divide the "
+                                   f"{i.out_rows}x{i.out_cols} output tile")
+        in_shape = (i.out_rows // factor[0], i.out_cols // factor[1])
+        src = self.tile(step, i.bank_in, i.addr_in, *in_shape, i.chans, "the input tile")
+        out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.chans, "the output tile")
+        self.disjoint(step, out, src, in_place_ok=i.op == "lut")
+        step.reads, step.writes, step.banks = [src], [out], (i.bank_in, i.bank_out)
+        if i.op == "lut":
+            step.reads.append(self.words(step, "bias", i.addr_table, TABLE_WORDS, "the lookup table"))
+        step.cycles = self.elementwise_cycles(i)
+        p = pitch(i.chans, self.config.icp)
+
+        def run(m: Machine) -> None:
+            x = m.tile(i.bank_in, i.addr_in, *in_shape, p)[:, :, : i.chans]
+            if i.op == "lut":
+                table = m.words("bias", i.addr_table, TABLE_WORDS).view(np.int8).reshape(-1)
+                y = im.lookup(x, table, INT8[0])
+            else:
+                y = np.repeat(np.repeat(x, factor[0], axis=0), factor[1], axis=1)
+            write_tile(m.tile(i.bank_out, i.addr_out, i.out_rows, i.out_cols, p), y)
+
+        step.run = run
+
+
+def r_bank(r: Region) -> int:
+    return int(r.space[4:])
+
+
+def overlapping_box(rows: int, cols: int, chans: int, row_stride: int, col_stride: int) -> bool:
+    """Whether two elements of the box share a byte: with the axes sorted by stride, each
+    stride must clear the extent of the axes inside it."""
+    extent = 1
+    for stride, n in sorted((s, n) for s, n in ((row_stride, rows), (col_stride, cols), (1, chans)) if n > 1):
+        if stride < extent:
+            return True
+        extent = stride * (n - 1) + extent
+    return False
+
+
+def axis_counts(outs: int, kernel: int, stride: int, first: int, stop: int) -> np.ndarray:
+    """Per output position, the window's taps inside [first, stop) of the input tile
+    (at least 1, as the reference's window counts)."""
+    taps = np.arange(outs)[:, None] * stride + np.arange(kernel)[None, :]
+    return np.maximum(((taps >= first) & (taps < stop)).sum(axis=1), 1).astype(np.int64)
+
+
+def tap_views(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+              shape: tuple[int, int]) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """The (out_rows, out_cols, chans) view of the input under each kernel tap."""
+    views = []
+    for a in range(kernel[0]):
+        rows = slice(a * dilation[0], a * dilation[0] + (shape[0] - 1) * stride[0] + 1, stride[0])
+        for b in range(kernel[1]):
+            cols = slice(b * dilation[1], b * dilation[1] + (shape[1] - 1) * stride[1] + 1, stride[1])
+            views.append(((a, b), x[rows, cols]))
+    return views
+
+
+def records(m: Machine, step: Step, addr: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bias, mult, shift = read_records(m.words("bias", addr, count))
+    try:
+        check_records(bias, mult, shift, first=addr, what="the bias-bank record at word")
+    except LayerloomError as e:
+        raise LayerloomError(e.message, step.name) from None
+    return bias, mult, shift
+
+
+def output_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int) -> tuple[np.ndarray, im.OutputStage]:
+    """The per-channel bias and output stage of CONV / DWCONV (docs/isa.md section 5)."""
+    bias, mult, shift = records(m, step, addr, count)
+    negative = None
+    if cfg.act == "leaky":
+        if shift.max() + 16 > im.POW2_SHIFT_RANGE[1]:
+            raise LayerloomError(f"act=leaky needs record shifts <= {im.POW2_SHIFT_RANGE[1] - 16} "
+                                 f"(the slope shifts 16 more), got {int(shift.max())}", step.name)
+        negative = pow2(cfg.alpha, shift + 16)
+    return bias, im.OutputStage(pow2(mult, shift), 0, *activation_bounds(cfg), negative)
+
+
+def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
+    try:
+        return stage(acc)
+    except ValueError as e:  # an accumulator beyond int32
+        raise LayerloomError(str(e), step.name) from None
+
+
+def write_tile(tile: np.ndarray, values: np.ndarray) -> None:
+    """Values into a tile's first channels; the tail bytes of the last word become 0."""
+    chans = values.shape[-1]
+    tile[:, :, :chans] = values
+    tile[:, :, chans:] = 0
+
+
+# ---------------------------------------------------------------------------------------
+# Planning a whole program against a DDR image
+# ---------------------------------------------------------------------------------------
+
+
+def image_locator(ddr: DdrImage) -> Locate:
+    """DDR accesses of the simulator: absolute addresses, each box inside one region."""
+
+    def locate(reg: str, offset: int, end: int) -> tuple[str, int]:
+        start = ddr.base(reg) + offset
+        region = ddr.region_of(start, ddr.base(reg) + end)
+        if region is None:
+            raise LayerloomError(f"its DDR box {reg} + {offset:#x} .. {end:#x} is not inside one region of the image "
+                                 f"({', '.join(f'{r} {s} bytes' for r, (_, s) in ddr.regions.items())})")
+        return f"ddr:{region}", start - ddr.regions[region][0]
+
+    return locate
+
+
+def plan(program: Sequence[Instruction], config: DpuConfig, ddr: DdrImage) -> list[Step]:
+    planner = Planner(config, image_locator(ddr))
+    return [planner.plan(i, ins) for i, ins in enumerate(program)]
+
+
+def check_hazards(steps: Sequence[Step], clock: Sequence[Clock]) -> None:
+    """The hazard rule over the whole program; the first violation raises."""
+    tracker = HazardTracker()
+    for step in steps:
+        if step.queue is None:
+            continue
+        found = tracker.conflicts(step.index, step.queue, clock[step.index], step.reads, step.writes)
+        if found:  # name the closest earlier instruction: the one whose token is missing
+            raise hazard_error(max(found, key=lambda c: c.earlier), steps)
+        tracker.record(step.index, step.queue, step.reads, step.writes)
+
+
+def hazard_error(c: Conflict, steps: Sequence[Step]) -> LayerloomError:
+    later = steps[c.later]
+    if c.earlier < 0:
+        return LayerloomError(f"reads {c.region.describe()}, which no earlier instruction wrote", later.name)
+    earlier = steps[c.earlier]
+    assert earlier.queue is not None and later.queue is not None
+    verb = {"RAW": "reads what", "WAR": "overwrites what", "WAW": "overwrites what"}[c.kind]
+    done = {"RAW": "wrote", "WAR": "reads", "WAW": "wrote"}[c.kind]
+    qa, qb = QUEUES[earlier.queue], QUEUES[later.queue]
+    return LayerloomError(
+        f"{c.kind} hazard: {later.name} {verb} {earlier.name} {done} ({c.region.describe()}) with no token chain "
+        f"ordering them (give {earlier.ins.mnemonic} signal={qb} and a later {later.ins.mnemonic} wait={qa}, "
+        f"docs/isa.md section 6)",
+        later.name,
+    )
+
+
+def check_order(order: Sequence[int], steps: Sequence[Step], pairs: Sequence[Token]) -> list[int]:
+    """`order` (instruction indices) as a valid execution order: every instruction but END
+    once, each queue in program order, every waiter after its signaller."""
+    wanted = sorted(s.index for s in steps if s.queue is not None)
+    if sorted(order) != wanted:
+        raise LayerloomError("the execution order must list every instruction but END exactly once")
+    position = {i: k for k, i in enumerate(order)}
+    last = [-1, -1, -1]
+    for i in order:
+        q = steps[i].queue
+        assert q is not None
+        if i < last[q]:
+            raise LayerloomError(f"the execution order runs instruction {i} after instruction {last[q]} of the same queue")
+        last[q] = i
+    for t in pairs:
+        if position[t.signaller] > position[t.waiter]:
+            raise LayerloomError(f"the execution order runs instruction {t.waiter} before instruction {t.signaller}, "
+                                 f"whose token it waits for")
+    return list(order)
+
+
+# ---------------------------------------------------------------------------------------
+# Cycle-level schedule
+# ---------------------------------------------------------------------------------------
+
+
+def schedule(
+    steps: Sequence[Step], pairs: Sequence[Token], timing: Timing, cores: int, banks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) cycles, arrays of shape (cores, instructions), of every core running
+    the program on its own frame from cycle 0. Each queue runs in program order; an
+    instruction starts once its queue is free, its tokens are given (the signallers
+    ended) and a port of each feature-map bank it touches is free; a LOAD / SAVE moves
+    its bytes when the DDR (one channel shared by all cores) is free. Queue heads go in
+    the order they become ready (ties: lower index, then lower core)."""
+    n = len(steps)
+    start = np.full((cores, n), -1, np.int64)
+    end = np.full((cores, n), -1, np.int64)
+    signallers: list[list[int]] = [[] for _ in range(n)]
+    for t in pairs:
+        signallers[t.waiter].append(t.signaller)
+    queues = [[s.index for s in steps if s.queue == q] for q in range(len(QUEUES))]
+    head = [[0] * len(QUEUES) for _ in range(cores)]
+    free = [[0] * len(QUEUES) for _ in range(cores)]
+    ports = [[[0] * timing.ports for _ in range(banks)] for _ in range(cores)]
+    ddr_free = 0
+    heap: list[tuple[int, int, int, int]] = []  # (ready, index, core, queue)
+
+    def offer(core: int, q: int, finished: int | None = None) -> None:
+        """Queue the head of (core, q) once all its signallers are scheduled; with
+        `finished`, only if that instruction is one of them (else it was offered before)."""
+        if head[core][q] >= len(queues[q]):
+            return
+        i = queues[q][head[core][q]]
+        if finished is not None and finished not in signallers[i]:
+            return
+        ends = [int(end[core, s]) for s in signallers[i]]
+        if ends and min(ends) < 0:
+            return
+        heapq.heappush(heap, (max([free[core][q], *ends]), i, core, q))
+
+    for core in range(cores):
+        for q in range(len(QUEUES)):
+            offer(core, q)
+    while heap:
+        ready, i, core, q = heapq.heappop(heap)
+        step = steps[i]
+        uses: dict[int, int] = {}
+        for b in step.banks:
+            uses[b] = uses.get(b, 0) + 1
+        t0, slow = ready, 1
+        for b, k in uses.items():  # k accesses need k ports; more than the bank has: slower
+            t0 = max(t0, sorted(ports[core][b])[min(k, timing.ports) - 1])
+            slow = max(slow, math.ceil(k / timing.ports))
+        if q != COMPUTE:
+            data = max(t0 + timing.ddr_latency, ddr_free)
+            t1 = ddr_free = data + math.ceil(step.ddr_bytes / timing.ddr_bytes_per_cycle)
+        elif step.ins.mnemonic.endswith("INIT"):
+            t1 = t0 + timing.init_cycles
+        else:
+            t1 = t0 + (step.cycles + timing.compute_latency) * slow
+        for b, k in uses.items():
+            taken = sorted(ports[core][b])
+            used = min(k, timing.ports)
+            ports[core][b] = [t1] * used + taken[used:]
+        start[core, i], end[core, i] = t0, t1
+        free[core][q] = t1
+        head[core][q] += 1
+        offer(core, q)
+        for other in range(len(QUEUES)):
+            if other != q:
+                offer(core, other, finished=i)
+    if int((start < 0).sum()) != cores * sum(1 for s in steps if s.queue is None):
+        raise AssertionError("schedule: an instruction never became ready (the token rules prevent this)")
+    return start, end
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """One layer's instructions on core 0: `cycles` from the previous layer's end to its
+    own (the layers' cycles add up to the latency), `span` from its first start to its
+    last end, busy cycles per queue, DDR bytes, MACs and utilisation = MACs / (PP*ICP*OCP
+    * cycles)."""
+
+    name: str
+    instructions: int
+    start: int
+    end: int
+    cycles: int
+    busy: dict[str, int]
+    ddr_bytes: int
+    macs: int
+    utilisation: float
+
+    @property
+    def span(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class SimResult:
+    ddr: DdrImage
+    config: DpuConfig
+    timing: Timing
+    steps: list[Step]
+    layer_names: list[str]
+    start: np.ndarray  # (cores, instructions)
+    end: np.ndarray
+    layers: list[LayerStats]
+
+    @property
+    def cores(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def latency_cycles(self) -> int:
+        """Cycles of one frame with every core busy on its own frame (they share DDR)."""
+        return int(self.end.max(initial=0))
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_cycles / self.timing.clock_hz
+
+    @property
+    def ddr_bytes(self) -> int:
+        """DDR bytes one frame moves."""
+        return sum(s.ddr_bytes for s in self.steps)
+
+    @property
+    def fps(self) -> float:
+        """Frames per second: the cores work on different frames, so cores / latency, but
+        never more than the DDR can feed."""
+        if not self.latency_cycles:
+            return math.inf
+        ddr_limit = self.timing.ddr_bytes_per_cycle * self.timing.clock_hz / self.ddr_bytes if self.ddr_bytes else math.inf
+        return min(self.cores / self.latency_s, ddr_limit)
+
+    @property
+    def macs(self) -> int:
+        return sum(s.macs for s in self.steps)
+
+    @property
+    def utilisation(self) -> float:
+        return self.macs / (self.config.macs * self.latency_cycles) if self.latency_cycles else 0.0
+
+    def read(self, fmap: Any) -> np.ndarray:
+        return self.ddr.read(fmap)
+
+    def report(self) -> dict[str, Any]:
+        """The numbers reports print (JSON-ready)."""
+        return {
+            "latency_cycles": self.latency_cycles,
+            "latency_s": self.latency_s,
+            "throughput_fps": self.fps,
+            "cores": self.cores,
+            "macs": self.macs,
+            "utilisation": self.utilisation,
+            "ddr_bytes": self.ddr_bytes,
+            "layers": [
+                {"name": s.name, "instructions": s.instructions, "start": s.start, "end": s.end, "cycles": s.cycles,
+                 "busy": s.busy, "ddr_bytes": s.ddr_bytes, "macs": s.macs, "utilisation": s.utilisation}
+                for s in self.layers
+            ],
+        }
+
+    def trace_events(self) -> list[dict[str, Any]]:
+        """Chrome trace-event records: one process per core, one thread per queue,
+        one complete event per instruction (times in microseconds)."""
+        us = 1e6 / self.timing.clock_hz
+        events: list[dict[str, Any]] = []
+        for core in range(self.cores):
+            events.append({"name": "process_name", "ph": "M", "pid": core, "tid": 0, "args": {"name": f"DPU core {core}"}})
+            for q, name in enumerate(QUEUES):
+                events.append({"name": "thread_name", "ph": "M", "pid": core, "tid": q, "args": {"name": name}})
+                events.append({"name": "thread_sort_index", "ph": "M", "pid": core, "tid": q, "args": {"sort_index": q}})
+            for s in self.steps:
+                if s.queue is None:
+                    continue
+                args: dict[str, Any] = {"index": s.index, "layer": self.layer_names[s.index]}
+                if s.ddr_bytes:
+                    args["bytes"] = s.ddr_bytes
+                if s.macs:
+                    args["macs"] = s.macs
+                t0, t1 = int(self.start[core, s.index]), int(self.end[core, s.index])
+                events.append({"name": s.ins.mnemonic, "cat": self.layer_names[s.index] or "program", "ph": "X",
+                               "ts": t0 * us, "dur": (t1 - t0) * us, "pid": core, "tid": s.queue, "args": args})
+        return events
+
+    def write_trace(self, path: str | Path) -> None:
+        """A Chrome / Perfetto trace (open it at ui.perfetto.dev or chrome://tracing)."""
+        from compiler.program import atomic_write_with
+
+        text = json.dumps({"traceEvents": self.trace_events(), "displayTimeUnit": "ns"}, separators=(",", ":"))
+        atomic_write_with(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def layer_stats(steps: Sequence[Step], names: Sequence[str], start: np.ndarray, end: np.ndarray,
+                config: DpuConfig) -> list[LayerStats]:
+    order: list[str] = []
+    members: dict[str, list[Step]] = {}
+    for s in steps:
+        if s.queue is None:
+            continue
+        if names[s.index] not in members:
+            order.append(names[s.index])
+        members.setdefault(names[s.index], []).append(s)
+    stats: list[LayerStats] = []
+    boundary = 0
+    for name in order:
+        group = members[name]
+        idx = [s.index for s in group]
+        first, last = int(start[0, idx].min()), int(end[0, idx].max())
+        cycles = max(0, last - boundary)
+        boundary = max(boundary, last)
+        busy = {q: int(sum(end[0, s.index] - start[0, s.index] for s in group if s.queue == k))
+                for k, q in enumerate(QUEUES)}
+        macs = sum(s.macs for s in group)
+        stats.append(LayerStats(name, len(group), first, last, cycles, busy, sum(s.ddr_bytes for s in group), macs,
+                                macs / (config.macs * cycles) if cycles else 0.0))
+    return stats
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------
+
+
+def simulate(
+    program: bytes | Sequence[Instruction],
+    ddr: DdrImage,
+    config: DpuConfig,
+    *,
+    timing: Timing | None = None,
+    layers: Sequence[str] | None = None,
+    order: Sequence[int] | None = None,
+    hazards: bool = True,
+) -> SimResult:
+    """Run a program (binary or instructions) on a copy of `ddr` and time it.
+
+    `layers` names each instruction's layer (a side table as long as the program; the
+    builder and the lowering produce it); `order` executes the instructions in another
+    order that respects the queues and the tokens (the result must not change: that is
+    what the hazard check guarantees); `hazards=False` skips the check."""
+    instructions = decode(program) if isinstance(program, bytes | bytearray) else list(program)
+    names = list(layers) if layers is not None else [""] * len(instructions)
+    if len(names) != len(instructions):
+        raise LayerloomError(f"the layer table has {len(names)} entries for {len(instructions)} instructions")
+    timing = timing or Timing()
+    pairs = tokens(instructions)
+    steps = plan(instructions, config, ddr)
+    if hazards:
+        check_hazards(steps, clocks([s.queue for s in steps], pairs))
+    sequence = check_order(order, steps, pairs) if order is not None else [s.index for s in steps if s.queue is not None]
+    machine = Machine(config, ddr.copy())
+    for i in sequence:
+        run = steps[i].run
+        if run is not None:
+            run(machine)
+    cores = timing.cores or config.cores
+    start, end = schedule(steps, pairs, timing, cores, config.bank_num)
+    return SimResult(machine.ddr, config, timing, list(steps), names, start, end,
+                     layer_stats(steps, names, start, end, config))
