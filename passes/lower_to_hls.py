@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from xdsl.context import Context
@@ -38,6 +38,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 
 from compiler.errors import LayerloomError, UnsupportedError
+from compiler.mapping import ARCH_ATTR, BUDGET_ATTR, PLAN_ATTR, TARGET_ATTR
 from compiler.program import WeightStore, weights_of
 from dialects import nn, qnn
 from dialects.dataflow import (
@@ -74,7 +75,7 @@ class LowerToHlsPass(ModulePass):
 
     name = "lower-to-hls"
 
-    arch: str = "sesl"
+    arch: str = ""
     pes: int = 1
     layer_pes: tuple[str, ...] = ()
     split: int = -1
@@ -84,7 +85,7 @@ class LowerToHlsPass(ModulePass):
         lower_to_hls(op, weights_of(op), self.assignment_options())
 
     def assignment_options(self) -> Options:
-        if self.arch not in ARCHS:
+        if self.arch not in ("", *ARCHS):
             raise LayerloomError(f"arch must be one of {', '.join(ARCHS)}, got '{self.arch}'", WHERE)
         if self.conv not in CONV_TEMPLATES:
             raise LayerloomError(f"conv must be one of {', '.join(CONV_TEMPLATES)}, got '{self.conv}'", WHERE)
@@ -101,7 +102,7 @@ class LowerToHlsPass(ModulePass):
 
 @dataclass(frozen=True)
 class Options:
-    arch: str = "sesl"
+    arch: str = ""  # "": the accel mapping's, else sesl
     pes: int = 1
     layer_pes: dict[str, int] = field(default_factory=dict)
     split: int = -1
@@ -300,8 +301,10 @@ Reader = tuple[object, int]  # (consumer: a layer op, "cross" or "out"; operand 
 
 
 class Lowering:
-    def __init__(self, func: FuncOp, store: WeightStore, options: Options) -> None:
+    def __init__(self, func: FuncOp, store: WeightStore, options: Options,
+                 assigned: dict[Operation, tuple[str, int]] | None = None) -> None:
         self.func = func
+        self.assigned = assigned
         self.store = store
         self.options = options
         self.where = WHERE
@@ -363,6 +366,13 @@ class Lowering:
     # --- the assignment --------------------------------------------------------------------
 
     def assign(self) -> None:
+        if self.assigned is not None:
+            for layer in self.layers:
+                layer.place, layer.pes = self.assigned.get(layer.op, (PIPE, 1))
+                if isinstance(layer.op, qnn.QuantizeOp | qnn.DequantizeOp):
+                    layer.place = PIPE  # the float ports stream, whatever engine the mapping chose
+            self.check_order()
+            return
         compute = [layer for layer in self.layers if not isinstance(layer.op, qnn.QuantizeOp | qnn.DequantizeOp)]
         arch = self.options.arch
         if arch == "sesl":
@@ -436,11 +446,12 @@ class Lowering:
             result.setdefault(self.output, []).append(("out", 0))
         return result
 
-    def wire_streams(self, readers: dict[SSAValue, list[Reader]]) -> list[Operation]:
+    def wire_streams(self, readers: dict[SSAValue, list[Reader]]) -> dict[SSAValue, Operation]:
         """Streams for every value a pipeline kernel writes (or the input port carries):
-        one per reader, through a fork kernel when there are several. Returns the forks."""
+        one per reader, through a fork kernel when there are several. Returns the forks by
+        the value they copy."""
         arg = self.func.body.block.args[0]
-        forks: list[Operation] = []
+        forks: dict[SSAValue, Operation] = {}
         output_name = self.port_name(self.func, "output")
         producer_names = {r: layer.name for layer in self.layers for r in layer.op.results}
         for value, value_readers in readers.items():
@@ -468,7 +479,7 @@ class Lowering:
                                              depth=int(np.prod(stream_shape(value, self.where))))
                 self.stream_of[reader] = branch
                 branches.append(branch)
-            forks.append(self.adapter("fork", [head], branches, value, f"{base}_fork"))
+            forks[value] = self.adapter("fork", [head], branches, value, f"{base}_fork")
         return forks
 
     def depth(self, value: SSAValue) -> int:
@@ -644,7 +655,12 @@ class Lowering:
             elif kind == "pool":
                 _, p = ddr_sizes(kind, step)
                 mine["MAX_SETS"] = max(mine.get("MAX_SETS", 1), p // 2)
+            # PEs beyond the widest layer's parallel dimension would never work.
+            widest = {"conv": step.get("M", 1), "pool": step.get("C", 1)}.get(kind, step.get("N", 1))
+            mine["WIDEST"] = max(mine.get("WIDEST", 1), widest)
             pes[kind] = max(pes.get(kind, 1), layer.pes)
+        for kind, mine in limits.items():
+            pes[kind] = min(pes[kind], mine.pop("WIDEST"))
         return {kind: EngineOp.build(properties={"sym_name": StringAttr(kind), "kind": StringAttr(kind),
                                                  "pes": i64attr(pes[kind]), "limits": ints_dict(limits[kind])})
                 for kind in limits}
@@ -655,13 +671,19 @@ class Lowering:
         self.read_program()
         self.assign()
         readers = self.readers()
-        for fork in self.wire_streams(readers):
-            self.add(fork)
+        # Processes in program order: C simulation runs a DATAFLOW region's processes one
+        # after another, so a fork follows its producer.
+        forks = self.wire_streams(readers)
+        arg = self.func.body.block.args[0]
+        if arg in forks:
+            self.add(forks[arg])
         tail = [layer for layer in self.layers if layer.place == PIPE and (layer.op, 0) not in self.stream_of
                 and isinstance(layer.op, qnn.DequantizeOp)]  # the dequantize of the reused engines' result
         for layer in self.layers:
             if layer.place == PIPE and layer not in tail:
                 self.add(self.pipe_kernel(layer))
+                if layer.op.results[0] in forks:
+                    self.add(forks[layer.op.results[0]])
         self.check_schemes()
         self.build_schedule(readers)
         for layer in tail:
@@ -696,6 +718,50 @@ def lower_to_hls(module: ModuleOp, store: WeightStore, options: Options) -> None
     if len(funcs) != 1:
         raise LayerloomError(f"lower-to-hls needs one function, the module has {len(funcs)}", WHERE)
     func = funcs[0]
-    top = Lowering(func, store, options).lower()
+    mapped_arch = module.attributes.get(ARCH_ATTR)
+    assigned = unwrap_accel(module, func)
+    if mapped_arch is not None:
+        arch = mapped_arch.data if isinstance(mapped_arch, StringAttr) else ""
+        if options.arch and options.arch != arch:
+            raise LayerloomError(f"arch={options.arch} but the module is mapped for {arch} (assign-engines)", WHERE)
+        options = replace(options, arch=arch)
+    elif not options.arch:
+        options = replace(options, arch="sesl")
+    top = Lowering(func, store, options, assigned if mapped_arch is not None else None).lower()
     module.body.block.insert_op_before(top, func)
     module.body.block.erase_op(func)
+    for key in (TARGET_ATTR, ARCH_ATTR, BUDGET_ATTR, PLAN_ATTR):
+        module.attributes.pop(key, None)
+
+
+def unwrap_accel(module: ModuleOp, func: FuncOp) -> dict[Operation, tuple[str, int]]:
+    """Inline the `accel.layer`s of an assign-engines mapping into the function and return
+    where each layer op runs: (pipe or reused, PEs), from its engine's role and its PEs.
+    The accel.engine symbols go."""
+    from dialects import accel
+
+    engines = accel.engine_ops(module)
+    assigned: dict[Operation, tuple[str, int]] = {}
+    block = func.body.block
+    for layer in [op for op in block.ops if isinstance(op, accel.LayerOp)]:
+        role = engines[layer.engine_name].role.data
+        mapper: dict[SSAValue, SSAValue] = dict(zip(layer.body.block.args, layer.inputs, strict=True))
+        for inner in layer.body.block.ops:
+            if isinstance(inner, accel.YieldOp):
+                for result, value in zip(layer.outputs, inner.values, strict=True):
+                    result.replace_all_uses_with(mapper[value])
+                continue
+            clone = inner.clone(value_mapper=mapper)
+            block.insert_op_before(clone, layer)
+            mapper.update(zip(inner.results, clone.results, strict=True))
+            if not isinstance(clone, nn.WeightOp):
+                assigned[clone] = (PIPE if role == "sesl" else REUSED, layer.pe_count)
+        block.erase_op(layer)
+    for engine in engines.values():
+        engine.detach()
+        engine.erase()
+    for op in block.ops:
+        if isinstance(op, qnn.QNNOp) and op not in assigned and assigned:
+            raise UnsupportedError("the mapping leaves this layer on the host; the HLS accelerator has none",
+                                   f"{op.name} '{op.layer_name}'")
+    return assigned
