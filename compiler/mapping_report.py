@@ -24,8 +24,15 @@ def layer_record(m: MappedLayer, mapping: NetworkMapping) -> dict[str, Any]:
     if cost is None:
         return {"name": layer.name, "op": layer.op, "engine": HOST, "pes": 0, "macs": layer.macs, "cycles": 0,
                 "dram_bytes": 0, "onchip_bytes": 0, "bound": HOST, "role": HOST}  # fmt: skip
-    # A pipeline stage may slow down to the period; a reused engine's layer to its memory time.
-    budget = max(cost.memory_cycles / cost.clock, mapping.period_s) if m.role == SESL else None
+    # The time a layer may take without slowing the frame: a pipeline stage, the period; a
+    # reused engine's layer, its share of the period (its time x period / the engine's
+    # time per frame: the engine has slack when the pipeline is the slower part) -- and in
+    # both cases at least its memory time.
+    memory_s = cost.memory_cycles / cost.clock
+    if m.role == SESL:
+        budget = max(memory_s, mapping.period_s)
+    else:
+        budget = max(memory_s, cost.seconds * mapping.period_s / mapping.reused_s if mapping.reused_s else 0.0)
     policy = dvfs(cost, budget)
     tile = m.tile
     return {
@@ -65,7 +72,8 @@ def estimate_report(mapping: NetworkMapping, extra: dict[str, Any] | None = None
                      "stage": e.stage, "layers": len(e.layers)} for e in mapping.engines],  # fmt: skip
         "adaptive": {
             "model": f"V/Vnom = max(f/fnom, {V_FLOOR}); arithmetic and on-chip energy scale with V^2, DRAM energy does not; "
-            "a reused engine's layer slows until compute time meets its memory time, a pipeline stage until it meets the period",
+            "a layer slows until its compute time meets its memory time, or the period for a pipeline stage, or its share of "
+            "the period for a reused engine with slack",
             "memory_bound_layers": sum(r["bound"] == "memory" for r in layers),
             "compute_bound_layers": sum(r["bound"] == "compute" for r in layers),
             "energy_j": mapping.energy_j - saved,
@@ -93,13 +101,20 @@ def estimate_table(report: dict[str, Any]) -> str:
         f"target {report['target']}, arch {report['arch']}, budget {report['budget']:,} PEs ({report['pes']:,} used), "
         f"pipeline of {report['split']} layers, memory plan {report['memory_plan']}",
         f"throughput {report['throughput_fps']:,.1f} fps, latency {report['latency_s'] * 1e3:.3f} ms, "
-        f"energy {report['energy_j'] * 1e3:.3f} mJ/frame, bottleneck: {report['bottleneck']}",
+        f"energy {_joules(report['energy_j'])}/frame, bottleneck: {report['bottleneck']}",
         f"DRAM {report['dram_bytes']:,} B/frame, on-chip {report['onchip_bytes']:,} of {report['onchip_capacity']:,} B",
         f"adaptive: {ad['memory_bound_layers']} memory-bound, {ad['compute_bound_layers']} compute-bound layers; "
-        f"per-layer DVFS saves {ad['energy_saved_j'] * 1e3:.3f} mJ/frame ({100 * ad['energy_saved_fraction']:.1f} %)",
+        f"per-layer DVFS saves {_joules(ad['energy_saved_j'])}/frame ({100 * ad['energy_saved_fraction']:.1f} %)",
         f"  ({ad['model']})",
     ]
     return text + "\n".join(lines) + "\n"
+
+
+def _joules(value: float) -> str:
+    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3f} {unit}"
+    return f"{value / 1e-9:.3f} nJ"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], footer: Sequence[str] | None,

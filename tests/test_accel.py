@@ -129,3 +129,17 @@ def test_mapped_module_runs_and_analyses_as_before(tiny: tuple[Program, dict[str
     again = Program.load(tmp_path)
     for name, array in execute(again, inputs).items():
         np.testing.assert_array_equal(array, want[name])
+
+
+def test_the_documented_example_is_what_the_passes_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/dialects/accel.md's module is the second case of
+    tests/filecheck/assign_engines.mlir after assign-engines{arch=hybrid},tile,plan-memory."""
+    import re
+
+    monkeypatch.chdir(EXAMPLES.parent)
+    doc = (EXAMPLES.parent / "docs" / "dialects" / "accel.md").read_text()
+    documented = re.search(r"```mlir\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    case = (EXAMPLES.parent / "tests" / "filecheck" / "assign_engines.mlir").read_text().split("// -----")[1]
+    program = Program(parse_module(case))
+    run_pipeline(program, 'assign-engines{arch=hybrid hw="tests/filecheck/tile_small.hw"},tile,plan-memory')
+    assert print_module(program.module) == documented
