@@ -17,7 +17,12 @@
 4. Weights are sliced into new arrays (filters and biases of the sources, the same
    channels of depthwise filters, batchnorm parameters and per-channel constants, the
    input-channel slice of every consumer, rows of the final FC after a flatten) and the
-   tensor types shrink.
+   tensor types shrink. With `compensate=true` each consumer's bias also takes what its
+   removed input channels contributed on average over the data.
+
+Data (`calib=FILE.npz`: inputs by name, optional `labels`) drives the sensitivity search,
+the compensation and the accuracy in the report; without it a target is met by a uniform
+ratio.
 
 From Python: `prune(program, data=None, labels=None, **options) -> (Program, PruneReport)`
 (a new program; the argument is left as it was). The pass itself logs the report on the
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from xdsl.context import Context
@@ -38,11 +43,12 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
 from backends.reference.executor import execute
-from compiler.analysis import LayerInfo, analyze, is_layer, totals
+from compiler.analysis import analyze, totals
 from compiler.errors import LayerloomError
 from compiler.program import Program, weights_of
 from compiler.prune import search
 from compiler.prune.groups import CRITERIA, ChannelGraph, Group, WeightSlice
+from compiler.prune.report import GroupReport, PruneReport, SensitivityPoint, SkippedGroup, layer_changes, layer_names
 from compiler.prune.search import Counts, Evaluator, Score
 from compiler.quant import calibrate
 from compiler.tensors import tensor_type
@@ -111,120 +117,6 @@ def parse_ratios(ratios: Mapping[str, float] | Sequence[str] | str | None) -> di
         except ValueError:
             raise LayerloomError(f"ratios entry '{entry}' must be NAME:RATIO", WHERE) from None
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# The report
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SensitivityPoint:
-    channels: int
-    accuracy: float | None
-    error: float
-
-
-@dataclass(frozen=True)
-class GroupReport:
-    """A prunable group: the layers whose filters are its channels (`layers`) and those
-    that follow them (depthwise convs, batchnorms, per-channel constants)."""
-
-    layers: tuple[str, ...]
-    followers: tuple[str, ...]
-    channels_before: int
-    channels_after: int
-    criterion: str
-    kept: tuple[int, ...]
-    sensitivity: tuple[SensitivityPoint, ...] = ()
-
-
-@dataclass(frozen=True)
-class SkippedGroup:
-    layers: tuple[str, ...]
-    channels: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class LayerChange:
-    name: str
-    op: str
-    channels_before: int
-    channels_after: int
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-
-
-@dataclass(frozen=True)
-class PruneReport:
-    criterion: str
-    multiple: int
-    compensate: bool
-    groups: tuple[GroupReport, ...]
-    skipped: tuple[SkippedGroup, ...]
-    layers: tuple[LayerChange, ...]
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    samples: int = 0
-    accuracy_before: float | None = None
-    accuracy_after: float | None = None
-    output_error: float | None = None
-    target: str | None = None
-    goal: float | None = None
-    cost_before: float | None = None
-    cost_after: float | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    def table(self) -> str:
-        """The report as text: the groups, a per-layer table and the totals."""
-        lines = [f"prune: criterion {self.criterion}, channels in multiples of {self.multiple}"
-                 + (", biases compensated for the mean of removed channels" if self.compensate else "")]
-        if self.target is not None and self.cost_before:
-            assert self.cost_after is not None
-            lines.append(f"target: {self.target} <= {self.goal:g} x {self.cost_before:,.6g}: reached "
-                         f"{self.cost_after:,.6g} ({self.cost_after / self.cost_before:.3f} of it)")  # fmt: skip
-        for g in self.groups:
-            lines.append(f"group {', '.join(g.layers)}: {g.channels_before} -> {g.channels_after} channels"
-                         + (f" (with {', '.join(g.followers)})" if g.followers else ""))  # fmt: skip
-        lines.extend(f"skipped {', '.join(s.layers)} ({s.channels} channels): {s.reason}" for s in self.skipped)
-        header = ("layer", "op", "channels", "MACs", "params")
-        rows = [(x.name, x.op, f"{x.channels_before} -> {x.channels_after}", f"{x.macs_before:,} -> {x.macs_after:,}",
-                 f"{x.params_before:,} -> {x.params_after:,}") for x in self.layers]  # fmt: skip
-        rows.append(("total", "", "", f"{self.macs_before:,} -> {self.macs_after:,}",
-                     f"{self.params_before:,} -> {self.params_after:,}"))  # fmt: skip
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
-        if self.accuracy_before is not None and self.accuracy_after is not None:
-            lines.append(f"accuracy: {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} on {self.samples} samples")
-        if self.output_error is not None:
-            lines.append(f"relative output error: {self.output_error:.4g}")
-        return "\n".join(lines) + "\n"
-
-
-def channels_of(info: LayerInfo) -> int:
-    return info.output_shape[1] if len(info.output_shape) >= 2 else 0
-
-
-def layer_changes(before: list[LayerInfo], after: list[LayerInfo]) -> tuple[LayerChange, ...]:
-    """Layers with MACs or parameters, before and after (pruning neither adds nor removes layers)."""
-    return tuple(
-        LayerChange(b.name, b.op, channels_of(b), channels_of(a), b.macs, a.macs, b.params, a.params)
-        for b, a in zip(before, after, strict=True)
-        if b.macs or b.params
-    )
-
-
-def layer_names(module: ModuleOp) -> dict[Operation, str]:
-    """Every layer op's name as compiler.analysis gives it (the ONNX node name, or a fallback)."""
-    ops = [op for op in module.walk() if is_layer(op)]
-    return {op: info.name for op, info in zip(ops, analyze(module), strict=True)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from compiler.analysis import analyze, totals
 from compiler.errors import LayerloomError
 from compiler.program import Program
 from compiler.prune.groups import CRITERIA
+from compiler.prune.report import PruneReport, layer_names
 from compiler.prune.search import kept_channels
 from compiler.registry import parse_module
 from dialects import nn
 from examples.models import build
-from passes.prune import PruneReport, channel_graph, layer_names, prune
+from passes.prune import channel_graph, prune
 from passes.utils import new_weight, weight_array
 from tests.test_random_cnns import NetBuilder
 
@@ -194,6 +195,10 @@ def test_compensation_recovers_accuracy(digits: tuple[Program, tuple[np.ndarray,
     half, report = prune(program, x_train[:samples], y_train[:samples], target="flops", goal=0.5, compensate=True)
     assert report.macs_after <= 0.5 * report.macs_before
     assert accuracy(half, x_test, y_test) >= accuracy(program, x_test, y_test) - 0.01
+    # docs/pruning.md shows this report.
+    docs = (Path(__file__).parent.parent / "docs" / "pruning.md").read_text()
+    example = docs.split("## Example: the digits CNN")[1].split("```text\n")[1].split("```")[0]
+    assert samples == 1200 and example == report.table()
 
 
 def test_compensation_is_exact_for_constant_channels() -> None:
