@@ -72,7 +72,7 @@ class Exporter:
         op = self.op
         return (op.layer_name if isinstance(op, nn.NNOp) else "") or (op.name.partition(".")[2] if op else "")
 
-    def const(self, array: np.ndarray | float | int, hint: str, dtype: np.dtype | type | None = None) -> str:
+    def const(self, array: np.ndarray | np.generic | float | int, hint: str, dtype: np.dtype | type | None = None) -> str:
         a = np.asarray(array, dtype=dtype) if dtype is not None else np.asarray(array)
         name = self.fresh(f"{self.layer()}.{hint}")
         self.initializers.append(numpy_helper.from_array(np.array(a, order="C"), name))  # 0-d stays 0-d
@@ -342,7 +342,7 @@ def pool_attrs(op: Operation) -> dict[str, Any]:
 def window_count_map(op: qnn.QuantizedPoolOp) -> np.ndarray:
     """The number n of elements each output position averages, as (OH, OW)."""
     if isinstance(op, qnn.GlobalPoolOp):
-        return np.array([[math.prod(nn.shape_of(op.input)[2:])]])
+        return np.array([[math.prod(nn.shape_of(op.operands[0])[2:])]])
     from backends.reference.kernels import window_counts
 
     assert isinstance(op, qnn.PoolOp)
@@ -392,10 +392,11 @@ def _qpool(ex: Exporter, op: Operation) -> list[str]:
     glob = isinstance(op, qnn.GlobalPoolOp)
     onnx_op = ("Global" if glob else "") + ("MaxPool" if kind == "max" else "AveragePool")
     attrs = {} if glob else pool_attrs(op)
+    x = op.operands[0]
     if kind == "max" and not glob:  # on the integers, exactly
-        return [ex.node1("MaxPool", [ex.name(op.input)], **attrs)]
+        return [ex.node1("MaxPool", [ex.name(x)], **attrs)]
     scale, zero_point = op.input_quantization()
-    y = ex.node1(onnx_op, [ex.dequantize_value(op.input, scale, zero_point)], **attrs)
+    y = ex.node1(onnx_op, [ex.dequantize_value(x, scale, zero_point)], **attrs)
     if kind == "avg" and op.scheme_name == "pow2":
         y = pow2_average_nudge(ex, y, op)
     return quantized_result(ex, op, y, nudge=False)

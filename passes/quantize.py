@@ -42,16 +42,13 @@ from compiler.program import Program, WeightStore, weights_of
 from compiler.quant import calibrate
 from compiler.quant import intmath as im
 from compiler.quant.lowering import (
+    TABLE_OPS,
     Activation,
+    Lowerer,
     QParams,
-    activation_props,
-    add_props,
-    average_props,
     choose_params,
-    concat_props,
-    contraction_props,
+    gemm_bias,
     pow2_limited_scales,
-    quantize_bias,
     quantize_weights,
     weight_scales,
 )
@@ -65,11 +62,6 @@ from passes.utils import new_weight, sole_user, weight_array
 LAYOUT_OPS: tuple[type[Operation], ...] = (
     nn.ReshapeOp, nn.TransposeOp, nn.SliceOp, nn.SplitOp, nn.IdentityOp, nn.PadOp, nn.ResizeOp,
 )
-# Activations computed by lookup table, with the parameters of their float function.
-TABLE_OPS: dict[type[Operation], str] = {
-    nn.SigmoidOp: "sigmoid", nn.TanhOp: "tanh", nn.HardSigmoidOp: "hard_sigmoid", nn.HardSwishOp: "hardswish",
-    nn.ReluOp: "relu", nn.ClipOp: "clip", nn.LeakyReluOp: "leaky_relu",
-}
 INT, LAYOUT, FLOAT, ABSORBED = "int", "layout", "float", "absorbed"
 
 
@@ -165,19 +157,12 @@ def layer_name(op: Operation) -> str:
     return op.layer_name if isinstance(op, nn.NNOp) else ""
 
 
-def broadcast_bias(c: np.ndarray, n: int) -> np.ndarray | None:
-    """A gemm's C as one value per output column, if it is one (shapes (), (1,), (N,), (1, N))."""
-    if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or c.shape[-1:] not in ((), (1,), (n,)):
-        return None
-    return np.broadcast_to(c.reshape(-1), (n,)) if c.size > 1 else np.full(n, float(c.reshape(-1)[0]) if c.size else 0.0)
-
-
-class Quantizer:
+class Quantizer(Lowerer):
     """Plans and rewrites the ops of one function body."""
 
     def __init__(self, block: Block, store: WeightStore, options: Options) -> None:
         self.block, self.store, self.options = block, store, options
-        self.scheme = options.scheme
+        self.scheme = options.scheme  # type: ignore[misc]
         self.kind: dict[Operation, str] = {}
         self.fused: dict[Operation, Operation] = {}  # add -> the relu / clip folded into it
         self.int_values: set[SSAValue] = set()  # values that are int8 after the rewrite
@@ -257,7 +242,10 @@ class Quantizer:
             if op.c is None:
                 return True
             c = self.weight(op.c)
-            return c is not None and broadcast_bias(c, n) is not None
+            try:
+                return c is not None and gemm_bias(c, n) is not None
+            except ValueError:
+                return False
         if isinstance(op, nn.MatMulOp):
             return nn.shape_of(op.a)[-1] <= im.MAX_REDUCTION and self.is_float_tensor(op.a)
         if isinstance(op, nn.AddOp | nn.ConcatOp):
@@ -320,7 +308,7 @@ class Quantizer:
                 continue
             old_ops.append(op)
             if kind == INT:
-                self.lower(op)
+                self.lower_op(op)
             elif kind == LAYOUT:
                 self.relayout(op)
         for op in reversed(old_ops):
@@ -347,9 +335,11 @@ class Quantizer:
         array = self.weight(value)
         if array is not None:
             q = choose_params(float(array.min(initial=0.0)), float(array.max(initial=0.0)), self.scheme)
-            w = new_weight(self.store, q.quantize(array), "quantized", value.owner.properties.get("name"))  # type: ignore[union-attr]
+            owner = value.owner
+            name = owner.properties.get("name") if isinstance(owner, Operation) else None
+            w = new_weight(self.store, q.quantize(array), "quantized", name if isinstance(name, StringAttr) else None)
             self.insert(w, before)
-            result = w.result
+            result: SSAValue = w.result
         else:
             q = self.value_params(value)
             props = q.result_props() | {"name": StringAttr(f"{self.value_name(value)}.quantize")}
@@ -400,108 +390,38 @@ class Quantizer:
         self.int_of[old] = new
         self.params[new] = q
 
-    def lower(self, op: Operation) -> None:
+    def lower_op(self, op: Operation) -> None:
         name = op.properties.get("name")
         assert name is None or isinstance(name, StringAttr)
+        out = self.value_params(self.output_op(op).results[0])
         try:
-            new, q = self.lowered(op, name)
+            new = self.lower(op, out, self.fused_activation(op))
         except LayerloomError as e:
             raise LayerloomError(f"{op.name} '{layer_name(op)}': {e}", "quantize") from None
         self.insert(new, op, name)
-        self.define(self.output_op(op).results[0], new.results[0], q)
+        self.define(self.output_op(op).results[0], new.results[0], out)
 
-    def lowered(self, op: Operation, name: StringAttr | None) -> tuple[Operation, QParams]:
-        out = self.value_params(self.output_op(op).results[0])
-        shape = nn.shape_of(op.results[0])
-        result_type = tensor_type(shape, out.element_type)
+    # -- the Lowerer's questions ---------------------------------------------------------
 
-        def weight_op(array: np.ndarray) -> SSAValue:
-            return self.insert(new_weight(self.store, array, f"{name.data if name else 'w'}.q", name), op).results[0]
+    def int_operand(self, value: SSAValue, before: Operation) -> tuple[SSAValue, QParams]:
+        x = self.as_int(value, before)
+        return x, self.params[x]
 
-        if isinstance(op, nn.Conv2dOp):
-            x = self.as_int(op.input, op)
-            xq = self.params[x]
-            w = self.weight(op.weight)
-            assert w is not None
-            scales = self.weight_scales(w, 0, xq, out)
-            bias = self.weight(op.bias) if op.bias is not None else None
-            operands: list = [x, weight_op(quantize_weights(w, scales, 0))]
-            operands.append(weight_op(quantize_bias(bias, xq.scale, scales, w.shape[0])) if bias is not None else [])
-            props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
-            props |= contraction_props(xq, scales, 0, out, self.scheme, Activation.of_properties(op.properties))
-            return qnn.Conv2dOp.build(operands=operands, result_types=[result_type], properties=props), out
-        if isinstance(op, nn.GemmOp):
-            return self.lowered_gemm(op, out, result_type, weight_op), out
-        if isinstance(op, nn.MatMulOp):
-            a = self.as_int(op.a, op)
-            aq = self.params[a]
-            w = self.weight(op.b)
-            if w is None:
-                b = self.as_int(op.b, op)
-                bq = self.params[b]
-                props = contraction_props(aq, np.array([bq.scale]), bq.zero_point, out, self.scheme)
-            else:
-                axis = w.ndim - 1
-                scales = self.weight_scales(w, axis, aq, out)
-                b = weight_op(quantize_weights(w, scales, axis))
-                props = contraction_props(aq, scales, 0, out, self.scheme)
-            return qnn.MatMulOp.build(operands=[a, b], result_types=[result_type], properties=props), out
-        if isinstance(op, nn.AddOp):
-            a, b = self.as_int(op.lhs, op), self.as_int(op.rhs, op)
-            act = self.fused_activation(op)
-            props = add_props(self.params[a], self.params[b], out, self.scheme, act)
-            return qnn.AddOp.build(operands=[a, b], result_types=[result_type], properties=props), out
-        if isinstance(op, nn.ConcatOp):
-            parts = [self.as_int(v, op) for v in op.inputs]
-            props = concat_props([self.params[p] for p in parts], out, self.scheme) | {"axis": op.axis}
-            return qnn.ConcatOp.build(operands=[parts], result_types=[result_type], properties=props), out
-        if isinstance(op, nn.PoolOp):
-            x = self.as_int(op.input, op)
-            kh, kw = nn.int_list(op.kernel)
-            props = {k: op.properties[k] for k in ("kind", "kernel", "strides", "pads", "dilations", "ceil_mode",
-                                                   "count_include_pad")}
-            props |= average_props(self.params[x], out, range(1, kh * kw + 1), self.scheme)
-            return qnn.PoolOp.build(operands=[x], result_types=[result_type], properties=props), out
-        if isinstance(op, nn.GlobalPoolOp):
-            x = self.as_int(op.input, op)
-            n = int(np.prod(nn.shape_of(op.input)[2:]))
-            props = {"kind": op.kind} | average_props(self.params[x], out, [n], self.scheme)
-            return qnn.GlobalPoolOp.build(operands=[x], result_types=[result_type], properties=props), out
-        # A lookup table.
-        x = self.as_int(op.operands[0], op)
-        xq = self.params[x]
-        table = im.build_table(table_function(op), xq.scale, xq.zero_point, xq.qrange, out.scale, out.zero_point,
-                               out.qrange).astype(out.dtype)
-        props = xq.input_props() | out.result_props() | {"activation": StringAttr(TABLE_OPS[type(op)])}
-        return qnn.LutOp.build(operands=[x, weight_op(table)], result_types=[result_type], properties=props), out
+    def quantized_weight(self, value: SSAValue, axis: int, x: QParams, out: QParams,
+                         factor: float = 1.0) -> tuple[np.ndarray, np.ndarray, int]:
+        w = self.weight(value)
+        assert w is not None
+        w = w * np.float32(factor) if factor != 1.0 else w
+        scales = self.weight_scales(w, axis, x, out)
+        return quantize_weights(w, scales, axis), scales, 0
 
-    def lowered_gemm(self, op: nn.GemmOp, out: QParams, result_type: TensorType, weight_op: object) -> Operation:
-        assert callable(weight_op)
-        a = self.as_int(op.a, op)
-        aq = self.params[a]
-        trans_b = int(op.trans_b.value.data)
-        n = nn.shape_of(op.result)[1]
-        w = self.weight(op.b)
-        if w is None:
-            b = self.as_int(op.b, op)
-            bq = self.params[b]
-            scales, zero_point = np.array([bq.scale]), bq.zero_point
-        else:
-            axis = 0 if trans_b else 1
-            w = w * np.float32(op.alpha.value.data)
-            scales, zero_point = self.weight_scales(w, axis, aq, out), 0
-            b = weight_op(quantize_weights(w, scales, axis))
-        operands: list = [a, b]
-        c = self.weight(op.c) if op.c is not None else None
-        if c is not None:
-            bias = broadcast_bias(c, n)
-            assert bias is not None
-            operands.append(weight_op(quantize_bias(bias * float(op.beta.value.data), aq.scale, scales, n)))
-        else:
-            operands.append([])
-        props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zero_point, out, self.scheme,
-                                                            Activation.of_properties(op.properties))
-        return qnn.GemmOp.build(operands=operands, result_types=[result_type], properties=props)
+    def constant(self, value: SSAValue | None) -> np.ndarray | None:
+        return self.weight(value)
+
+    def add_weight(self, array: np.ndarray, before: Operation) -> SSAValue:
+        name = before.properties.get("name")
+        assert name is None or isinstance(name, StringAttr)
+        return self.insert(new_weight(self.store, array, f"{name.data if name else 'w'}.q", name), before).results[0]
 
     def weight_scales(self, w: np.ndarray, axis: int, x: QParams, out: QParams) -> np.ndarray:
         scales = weight_scales(w, axis, self.options.per_channel, self.scheme)
@@ -530,6 +450,7 @@ class Quantizer:
         else:
             if isinstance(op, nn.PadOp):  # the padding value, quantized (0.0 becomes the zero point)
                 props["value"] = f64attr(float(q.quantize(np.array([op.value.value.data], np.float32))[0]))
+            assert isinstance(op, nn.NNOp)
             new = type(op).build(operands=[x], result_types=[types] if isinstance(op, nn.SplitOp) else types,
                                  properties=props)
         self.insert(new, op)
@@ -537,20 +458,4 @@ class Quantizer:
             self.define(old, result, q)
 
 
-def table_function(op: Operation) -> object:
-    """The float function a lookup-table op computes, with its parameters bound."""
-    kind = TABLE_OPS[type(op)]
-    fn = im.TABLE_FUNCTIONS[kind]
-    if isinstance(op, nn.HardSigmoidOp):
-        alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
-        return lambda x: fn(x, alpha, beta)
-    if isinstance(op, nn.ClipOp):
-        lo, hi = qnn.fval(op.min), qnn.fval(op.max)
-        return lambda x: fn(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
-    if isinstance(op, nn.LeakyReluOp):
-        alpha = float(op.alpha.value.data)
-        return lambda x: fn(x, alpha)
-    return fn
-
-
-__all__ = ["Options", "QuantizePass", "activation_props", "quantize", "quantize_module", "with_calibration"]
+__all__ = ["Options", "QuantizePass", "quantize", "quantize_module", "with_calibration"]

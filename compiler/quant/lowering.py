@@ -8,15 +8,19 @@ qnn ops with these, so an op means the same whichever way it was made.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import StringAttr
-from xdsl.ir import Attribute
+from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.irdl import IRDLOperation
 
 from compiler.errors import LayerloomError
 from compiler.quant import intmath as im
+from compiler.tensors import tensor_type
+from dialects import nn, qnn
 from dialects.nn import f64attr, floats, i64attr, ints
 from dialects.qnn import I8, UI8
 
@@ -106,7 +110,7 @@ def requant_props(scheme: str, reals: np.ndarray | Sequence[float], prefix: str 
             raise LayerloomError(f"pow2 shift {bad[0]} is outside {list(im.POW2_SHIFT_RANGE)}: the scales are too far apart")
         return {f"{prefix}shifts": ints(shifts)}
     m, s = im.quantize_multipliers(r)
-    return {f"{prefix}multipliers": ints(m), f"{prefix}shifts": ints(s)}
+    return {f"{prefix}multipliers": ints(m.tolist()), f"{prefix}shifts": ints(s.tolist())}
 
 
 def pow2_log(value: float) -> int:
@@ -185,7 +189,7 @@ def contraction_props(x: QParams, scales: np.ndarray, weight_zero_point: int, ou
                       act: Activation | None = None) -> Props:
     """conv2d / gemm / matmul: input and weight quantization, and (for an 8-bit result)
     the per-channel output stage with its fused activation."""
-    props: Props = x.input_props() | {"weight_scales": floats(scales)}
+    props: Props = x.input_props() | {"weight_scales": floats(np.asarray(scales, np.float64).tolist())}
     if weight_zero_point:
         props["weight_zero_point"] = i64attr(weight_zero_point)
     if out is None:
@@ -243,3 +247,129 @@ def pow2_limited_scales(scales: np.ndarray, x: QParams, out: QParams) -> np.ndar
     fw = np.array([-pow2_log(float(s)) for s in scales])
     fw = np.clip(fw, im.POW2_SHIFT_RANGE[0] - fx + fy, im.POW2_SHIFT_RANGE[1] - fx + fy)
     return 2.0 ** -fw
+
+
+# ---------------------------------------------------------------------------------------
+# nn op -> qnn op
+# ---------------------------------------------------------------------------------------
+
+TABLE_OPS: dict[type[Operation], str] = {
+    nn.SigmoidOp: "sigmoid", nn.TanhOp: "tanh", nn.HardSigmoidOp: "hard_sigmoid", nn.HardSwishOp: "hardswish",
+    nn.ReluOp: "relu", nn.ClipOp: "clip", nn.LeakyReluOp: "leaky_relu",
+}
+POOL_GEOMETRY = ("kind", "kernel", "strides", "pads", "dilations", "ceil_mode", "count_include_pad")
+
+
+def table_function(op: Operation) -> Callable[[np.ndarray], np.ndarray]:
+    """The float function a lookup-table op computes, with its parameters bound."""
+    fn = im.TABLE_FUNCTIONS[TABLE_OPS[type(op)]]
+    if isinstance(op, nn.HardSigmoidOp):
+        alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
+        return lambda x: fn(x, alpha, beta)
+    if isinstance(op, nn.ClipOp):
+        lo, hi = qnn.fval(op.min), qnn.fval(op.max)
+        return lambda x: fn(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    if isinstance(op, nn.LeakyReluOp):
+        alpha = float(op.alpha.value.data)
+        return lambda x: fn(x, alpha)
+    return fn
+
+
+class Lowerer(ABC):
+    """Builds the qnn form of an nn op. Subclasses say where the integers come from: how an
+    operand becomes int8 (`int_operand`), how a constant weight is quantized
+    (`quantized_weight`), which values are constants (`constant`) and how new weights are
+    made (`add_weight`). The quantize pass answers from calibration, the QDQ importer from
+    the model's QuantizeLinear / DequantizeLinear nodes."""
+
+    scheme = "fixed"
+
+    @abstractmethod
+    def int_operand(self, value: SSAValue, before: Operation) -> tuple[SSAValue, QParams]:
+        """The int8 form of `value` (available before `before`) and its quantization."""
+
+    @abstractmethod
+    def quantized_weight(self, value: SSAValue, axis: int, x: QParams, out: QParams,
+                         factor: float = 1.0) -> tuple[np.ndarray, np.ndarray, int]:
+        """(integers, scales along `axis` or one, zero point) of the constant `value` * factor."""
+
+    @abstractmethod
+    def constant(self, value: SSAValue | None) -> np.ndarray | None:
+        """The array of a constant value (an nn.weight in the store), else None."""
+
+    @abstractmethod
+    def add_weight(self, array: np.ndarray, before: Operation) -> SSAValue:
+        """A new weight holding `array`, placed before `before`."""
+
+    def lower(self, op: Operation, out: QParams, act: Activation | None = None) -> Operation:
+        """The qnn op computing `op` with result quantization `out` (not yet inserted; the
+        weights it needs are, before `op`). `act`: an activation fused into an add."""
+        result_type = tensor_type(nn.shape_of(op.results[0]), out.element_type)
+
+        def build(cls: type[IRDLOperation], operands: list, props: Props) -> Operation:
+            return cls.build(operands=operands, result_types=[result_type], properties=props)
+
+        if isinstance(op, nn.Conv2dOp):
+            x, xq = self.int_operand(op.input, op)
+            w, scales, zw = self.quantized_weight(op.weight, 0, xq, out)
+            b_float = self.constant(op.bias)
+            operands: list = [x, self.add_weight(w, op)]
+            operands.append([] if b_float is None else self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0]), op))
+            props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
+            props |= contraction_props(xq, scales, zw, out, self.scheme, Activation.of_properties(op.properties))
+            return build(qnn.Conv2dOp, operands, props)
+        if isinstance(op, nn.GemmOp):
+            a, aq = self.int_operand(op.a, op)
+            trans_b, n = int(op.trans_b.value.data), nn.shape_of(op.result)[1]
+            if self.constant(op.b) is None:
+                b, bq = self.int_operand(op.b, op)
+                scales, zw = np.array([bq.scale]), bq.zero_point
+            else:
+                w, scales, zw = self.quantized_weight(op.b, 0 if trans_b else 1, aq, out, float(op.alpha.value.data))
+                b = self.add_weight(w, op)
+            c = self.constant(op.c)
+            bias = [] if c is None else [self.add_weight(
+                quantize_bias(gemm_bias(c, n) * float(op.beta.value.data), aq.scale, scales, n), op)]
+            props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zw, out, self.scheme,
+                                                                Activation.of_properties(op.properties))
+            return build(qnn.GemmOp, [a, b, bias], props)
+        if isinstance(op, nn.MatMulOp):
+            a, aq = self.int_operand(op.a, op)
+            if self.constant(op.b) is None:
+                b, bq = self.int_operand(op.b, op)
+                scales, zw = np.array([bq.scale]), bq.zero_point
+            else:
+                w, scales, zw = self.quantized_weight(op.b, len(nn.shape_of(op.b)) - 1, aq, out)
+                b = self.add_weight(w, op)
+            return build(qnn.MatMulOp, [a, b], contraction_props(aq, scales, zw, out, self.scheme))
+        if isinstance(op, nn.AddOp):
+            (a, aq), (b, bq) = self.int_operand(op.lhs, op), self.int_operand(op.rhs, op)
+            return build(qnn.AddOp, [a, b], add_props(aq, bq, out, self.scheme, act))
+        if isinstance(op, nn.ConcatOp):
+            parts = [self.int_operand(v, op) for v in op.inputs]
+            props = concat_props([q for _, q in parts], out, self.scheme) | {"axis": op.axis}
+            return build(qnn.ConcatOp, [[v for v, _ in parts]], props)
+        if isinstance(op, nn.PoolOp | nn.GlobalPoolOp):
+            x, xq = self.int_operand(op.operands[0], op)
+            if isinstance(op, nn.PoolOp):
+                kh, kw = nn.int_list(op.kernel)
+                counts: Sequence[int] = range(1, kh * kw + 1)
+                geometry = {k: op.properties[k] for k in POOL_GEOMETRY}
+            else:
+                counts, geometry = [math.prod(nn.shape_of(op.input)[2:])], {"kind": op.kind}
+            cls = qnn.PoolOp if isinstance(op, nn.PoolOp) else qnn.GlobalPoolOp
+            return build(cls, [x], geometry | average_props(xq, out, counts, self.scheme))
+        if type(op) in TABLE_OPS:
+            x, xq = self.int_operand(op.operands[0], op)
+            table = im.build_table(table_function(op), xq.scale, xq.zero_point, xq.qrange, out.scale, out.zero_point,
+                                   out.qrange).astype(out.dtype)
+            props = xq.input_props() | out.result_props() | {"activation": StringAttr(TABLE_OPS[type(op)])}
+            return build(qnn.LutOp, [x, self.add_weight(table, op)], props)
+        raise LayerloomError(f"no qnn form for '{op.name}'")
+
+
+def gemm_bias(c: np.ndarray, n: int) -> np.ndarray:
+    """A gemm's C as one value per output column (shapes (), (1,), (N,), (1, N)); ValueError otherwise."""
+    if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1) or c.shape[-1:] not in ((), (1,), (n,)):
+        raise ValueError(f"gemm C of shape {c.shape} is not one value per output column")
+    return np.broadcast_to(c.reshape(-1) if c.size else np.zeros(1), (n,)).astype(np.float64)
