@@ -80,9 +80,11 @@ def test_layers_without_an_engine_are_reported_on_the_host(capsys: pytest.Captur
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w])  # fmt: skip
     path = tmp_path / "sm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    assert main(["estimate", str(path), "--hw", "dpu-b512", "--arch", "seml", "--json"]) == 0
+    assert main(["estimate", str(path), "--hw", "dpu-b512", "--json"]) == 0  # a DPU target: seml by default
     captured = capsys.readouterr()
-    sm = json.loads(captured.out)["layers"][1]
+    report = json.loads(captured.out)
+    assert report["arch"] == "seml"
+    sm = report["layers"][1]
     assert (sm["name"], sm["engine"], sm["cycles"], sm["bound"]) == ("sm", "host", 0, "host")
     assert "1 layers run on the host" in captured.err and "sm" in captured.err
 

@@ -27,6 +27,16 @@ def parse_archs(text: str) -> list[str]:
     return list(dict.fromkeys(archs))
 
 
+def default_archs(target: object) -> list[str]:
+    """The architectures a target has engines for: seml, sesl, hybrid (or only seml)."""
+    from compiler.mapping import pipeline_engine, reused_engine
+
+    archs = (["seml"] if reused_engine(target) else []) + (["sesl"] if pipeline_engine(target) else [])  # type: ignore[arg-type]
+    if not archs:
+        raise LayerloomError(f"target '{target.name}' has no engines to map onto", target.source)  # type: ignore[attr-defined]
+    return archs + ["hybrid"] if len(archs) == 2 else archs
+
+
 def parse_budgets(text: str) -> list[int]:
     budgets = []
     for item in text.split(","):

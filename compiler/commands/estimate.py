@@ -13,13 +13,13 @@ import sys
 import time
 
 from compiler.cli import Command, register_command
-from compiler.commands.common import ARCH_HELP, add_model_flags, load_program, parse_archs, parse_budgets
+from compiler.commands.common import ARCH_HELP, add_model_flags, default_archs, load_program, parse_archs, parse_budgets
 from compiler.errors import LayerloomError
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
-    p.add_argument("--arch", default="hybrid", help=f"{ARCH_HELP} (default hybrid)")
+    p.add_argument("--arch", help=f"{ARCH_HELP} (default: hybrid, or seml on a target without sesl engines)")
     p.add_argument("--budget", metavar="N", help="PE budget (default: the target's pe_budget)")
     p.add_argument("--plan", default="auto", help="memory plan (default: the cheapest by the cost model)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything cheap is checked before the model is read.
     target = load_target(args.hw)
-    archs = parse_archs(args.arch)
+    archs = parse_archs(args.arch) if args.arch is not None else default_archs(target)[-1:]
     if len(archs) != 1:
         raise LayerloomError("give one architecture (explore sweeps several)", "--arch")
     budgets = parse_budgets(args.budget) if args.budget is not None else [0]

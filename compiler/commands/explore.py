@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.cli import Command, build_folder, register_command
-from compiler.commands.common import ARCH_HELP, add_model_flags, load_program, parse_archs, parse_budgets
+from compiler.commands.common import ARCH_HELP, add_model_flags, default_archs, load_program, parse_archs, parse_budgets
 from compiler.errors import LayerloomError
 
 POINTS_CSV, PARETO_CSV, PARETO_JSON = "points.csv", "pareto.csv", "pareto.json"
@@ -29,8 +29,8 @@ COLUMNS = ("arch", "budget", "feasible", "throughput_fps", "latency_s", "energy_
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_flags(p)
-    p.add_argument("--arch", default="seml,sesl,hybrid", help=f"comma-separated: {ARCH_HELP}")
-    p.add_argument("--budget", default="256,512,1024,2048", help="comma-separated PE budgets")
+    p.add_argument("--arch", help=f"comma-separated: {ARCH_HELP} (default: those the target has engines for)")
+    p.add_argument("--budget", default="256,512,1024,2048", help="comma-separated PE budgets (default 256,512,1024,2048)")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="worker processes (default: up to 4 local cores; 1 runs in this process)")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder to write (replaced on success)")
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from compiler.mapping import LayerGraph, check_request
 
     target = load_target(args.hw)
-    archs, budgets = parse_archs(args.arch), parse_budgets(args.budget)
+    archs = parse_archs(args.arch) if args.arch is not None else default_archs(target)
+    budgets = parse_budgets(args.budget)
     for arch in archs:
         for budget in budgets:
             check_request(target, arch, budget, "--budget")
