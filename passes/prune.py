@@ -374,8 +374,8 @@ def prune(program: Program, data: object = None, labels: object = None, **option
     pass's, with `ratios` also a {layer name: ratio} dict."""
     try:
         opts = options_of(**options)  # type: ignore[arg-type]
-    except TypeError as e:
-        raise LayerloomError(str(e).replace("options_of()", "prune()"), WHERE) from None
+    except (TypeError, ValueError) as e:
+        raise LayerloomError(f"bad option: {str(e).replace('options_of()', 'prune()')}", WHERE) from None
     result = program.clone()
     report = prune_program(result, opts, data, labels)
     return result, report

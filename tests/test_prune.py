@@ -452,6 +452,34 @@ def test_pipeline_errors_name_the_pass(tmp_path: Path) -> None:
     assert {x.name: x.weight_shape for x in analyze(pruned)}["dw"] == (2, 1, 3, 3)
 
 
+def test_reshapes_keep_or_merge_the_channels() -> None:
+    """(1, 4, 2, 3) -> (1, 4, 6) -> (1, 4, 2, 3) keeps the channels; (1, 4, 2, 3) -> (1, 8, 3)
+    -> (1, 24) merges them with H, then with W: channel c becomes rows 6c .. 6c + 5 of the FC."""
+    b = NetBuilder(np.random.default_rng(2))
+    b.shapes["input"] = (1, 2, 2, 3)
+
+    def reshape(x: str, shape: tuple[int, ...]) -> str:
+        b.initializers.append(onnx.numpy_helper.from_array(np.array(shape, np.int64), name := b.name("shape")))
+        return b.node("Reshape", [x, name], shape)
+
+    def softmax(x: str) -> str:
+        return b.node("Softmax", [x], b.shapes[x], axis=len(b.shapes[x]) - 1)
+
+    x = b.node("Relu", [conv(b, "input", 4)], (1, 4, 2, 3))
+    kept = conv(b, reshape(softmax(reshape(x, (1, 4, 6))), (1, 4, 2, 3)), 2)
+    merged = reshape(softmax(reshape(x, (1, 8, 3))), (1, 24))
+    fc = b.node("Gemm", [merged, b.he((24, 2), 24)], (1, 2))
+    y = b.node("Add", [b.node("Flatten", [b.node("GlobalAveragePool", [kept], (1, 2, 1, 1))], (1, 2), axis=1), fc],
+               (1, 2))  # fmt: skip
+    model = b.model("input", y, opset=17)
+    program = import_onnx(model)
+    pruned, report = prune(program, ratio=0.5)
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 2, 2, 3)).astype(np.float32)}
+    check_pruned(program, pruned, report, feeds)
+    assert [(g.channels_before, g.channels_after) for g in report.groups] == [(4, 2)]
+    assert {x.name: x.weight_shape for x in analyze(pruned)}[fc] == (12, 2)
+
+
 def test_unfollowable_graphs_are_reported_not_pruned() -> None:
     """A transpose between a conv and its consumer, a grouped conv: skipped, with why."""
     nodes = [

@@ -176,7 +176,8 @@ class ChannelGraph:
                 return self.opaque(op, "it pads the channel axis")
             self.union(op.input, op.result)
         elif isinstance(op, nn.ResizeOp):
-            if op.coordinate_mode.data == "tf_crop_and_resize" or nn.float_list(op.scales)[1:2] != (1.0,):
+            same = nn.shape_of(op.input)[1:2] == nn.shape_of(op.result)[1:2]
+            if op.coordinate_mode.data == "tf_crop_and_resize" or nn.float_list(op.scales)[1:2] != (1.0,) or not same:
                 return self.opaque(op, "it resizes the channel axis")
             self.union(op.input, op.result)
         elif isinstance(op, ELEMENTWISE):
@@ -259,15 +260,16 @@ class ChannelGraph:
     def reshape(self, op: nn.ReshapeOp) -> None:
         x, y = nn.shape_of(op.input), nn.shape_of(op.result)
         if len(x) >= 2 and len(y) >= 2 and x[0] == y[0]:
-            for j in range(2, len(x) + 1):  # y's axis 1 merges x's axes 1 .. j-1
-                if math.prod(x[1:j]) == y[1] and tuple(x[j:]) == tuple(y[2:]):
-                    if j == 2:
-                        self.union(op.input, op.result)
-                    else:
-                        self.flatten_factor[op] = math.prod(x[2:j])
-                        self.add_role(op.result, "builders", op)
-                        self.node(op.input)
-                    return
+            # Row-major: if y's axis 1 is x's axes 1 .. j-1 merged, each y[n, k] is one
+            # contiguous block of x, whatever happens to the axes after them.
+            j = next((j for j in range(2, len(x) + 1) if math.prod(x[1:j]) == y[1]), None)
+            if j == 2:
+                return self.union(op.input, op.result)
+            if j is not None:
+                self.flatten_factor[op] = math.prod(x[2:j])
+                self.add_role(op.result, "builders", op)
+                self.node(op.input)
+                return
         self.opaque(op, "a reshape that moves the channel axis")
 
     # -- groups ------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ def as_batches(program: Program, data: object, where: str) -> list[calibrate.Bat
             raise LayerloomError(f"the program has {len(specs)} inputs: give the data as {{name: array}}", where)
         data = {specs[0].name: data}
     items = [data] if isinstance(data, Mapping) else list(data)  # type: ignore[call-overload]
+    if not all(isinstance(item, Mapping) for item in items):
+        raise LayerloomError("data must be an array, {input name: array}, or a list of such dicts", where)
     return calibrate.batches(specs, items, where)
 
 
