@@ -1,6 +1,6 @@
 """`lower-to-hls`: a quantized (`qnn`) program to a dataflow accelerator (`dataflow` dialect).
 
-    lower-to-hls{arch=sesl|seml|hybrid pes=4 layer-pes=conv1:8,fc:2 split=2 conv=direct|im2row}
+    lower-to-hls{arch=sesl|seml|hybrid pes=4 layer-pes="conv1:8","fc:2" split=2 conv=direct|im2row}
 
 The engine assignment decides where each layer runs:
 - `sesl`: one `dataflow.kernel` per layer (an instance of the layer's template with its
@@ -15,7 +15,7 @@ The graph's first `qnn.quantize` and last `qnn.dequantize` are always streaming 
 
 Where the assignment comes from: an `accel`-mapped module (`assign-engines`: each
 `accel.layer`'s engine role and PEs) when the module has one, else the options: `pes` for
-every engine, `layer-pes` per pipeline layer (`name:pes`), `split` for hybrid (default:
+every engine, `layer-pes` per layer (quoted `"name:pes"` entries), `split` for hybrid (default:
 half of the layers). A kernel's PEs must divide its parallel dimension: the largest divisor
 not above the assigned count is taken.
 

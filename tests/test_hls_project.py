@@ -1,0 +1,154 @@
+"""Generated HLS projects in C simulation: small quantized models (conv, depthwise, grouped,
+pointwise, pooling, residual add, dense) lowered in every architecture, emitted, compiled
+warning-free (g++ -std=c++17 -Wall -Wextra -Werror) and run; their outputs must equal the
+reference executor's on the qnn program bit for bit. Also: the generated testbench, the
+DDR image, deterministic output and the report's estimates.
+
+Projects are emitted into build/csim-tests/hls/ (the same folder every run, so that the
+content-addressed g++ builds of backends/hls/csim.py are reused when nothing changed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.hls.emit import STEP_FIELDS, emit_project, find_top
+from backends.hls.project import HlsProject
+from backends.hls.report import estimate
+from backends.reference import execute
+from compiler.errors import LayerloomError
+from compiler.hw import load_target
+from compiler.pipeline import run_pipeline
+from compiler.program import Program
+from tests.hls_models import MODELS, quantized, sample_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECTS = ROOT / "build" / "csim-tests" / "hls"
+ARCHS = ("sesl", "seml", "hybrid")
+ZCU102 = load_target("zcu102")
+
+
+@cache
+def reference(model: str, scheme: str) -> tuple[Program, np.ndarray, np.ndarray]:
+    program = quantized(model, scheme)
+    x = sample_inputs(model)
+    y = np.concatenate([execute(program, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    return program, x, y
+
+
+def lowered(model: str, arch: str, scheme: str = "fixed", options: str = "") -> Program:
+    program = reference(model, scheme)[0].clone()
+    run_pipeline(program, f"lower-to-hls{{arch={arch} pes=4 {options}}}")
+    return program
+
+
+def emitted(model: str, arch: str, scheme: str = "fixed", options: str = "", folder: Path | None = None) -> HlsProject:
+    _, x, y = reference(model, scheme)
+    program = lowered(model, arch, scheme, options)
+    folder = folder or PROJECTS / "_".join(filter(None, (model, arch, scheme, re.sub(r"\W", "", options))))
+    emit_project(program.module, program.weights, folder, test_inputs=x, test_outputs=y, target=ZCU102,
+                 source=model)
+    return HlsProject(folder)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_c_simulation_equals_the_reference_bit_for_bit(model: str, arch: str) -> None:
+    _, x, y = reference(model, "fixed")
+    assert np.array_equal(emitted(model, arch).predict(x), y)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pow2_scheme_bit_exact(arch: str) -> None:
+    _, x, y = reference("residual", "pow2")
+    assert np.array_equal(emitted("residual", arch, "pow2").predict(x), y)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", ["arch=hybrid split=1", "arch=hybrid split=4", "arch=sesl conv=im2row",
+                                     "arch=sesl pes=3", "arch=seml pes=3"])
+@pytest.mark.parametrize("model", ["mobile", "residual"])
+def test_other_splits_templates_and_pes_bit_exact(model: str, options: str) -> None:
+    _, x, y = reference(model, "fixed")
+    arch, _, rest = options.partition(" ")
+    assert np.array_equal(emitted(model, arch.split("=")[1], options=rest).predict(x), y)
+
+
+def test_testbench_passes_and_fails_on_a_wrong_expected_value(tmp_path: Path) -> None:
+    project = emitted("cnn", "sesl")
+    assert "2 image(s), 20 values, all equal to the reference" in project.testbench()
+    broken = tmp_path / "broken"
+    shutil.copytree(project.folder, broken, ignore=shutil.ignore_patterns("csim"))
+    data = broken / "tb_data.h"
+    text = data.read_text()
+    last = text.rindex("0x")  # the last expected value: flip a digit of its mantissa
+    data.write_text(text[:last + 3] + ("1" if text[last + 3] != "1" else "2") + text[last + 4:])
+    with pytest.raises(LayerloomError, match="exited with status 1: testbench: 1 of 20 values differ"):
+        HlsProject(broken).testbench()
+
+
+def test_seml_testbench_reads_the_ddr_image(tmp_path: Path) -> None:
+    project = emitted("cnn", "seml")
+    layout = json.loads((project.folder / "project.json").read_text())["ddr"]
+    assert (project.folder / "weights.bin").stat().st_size == layout["params_offset"] + 4 * layout["params_words"]
+    assert layout["weights_bytes"] == 8 * 9 + 10 * 128
+    assert "all equal to the reference" in project.testbench()
+    missing = tmp_path / "missing"
+    shutil.copytree(project.folder, missing, ignore=shutil.ignore_patterns("csim", "weights.bin"))
+    with pytest.raises(LayerloomError, match="exited with status 2"):
+        HlsProject(missing).testbench()
+
+
+def test_predict_refuses_a_wrong_input_shape() -> None:
+    with pytest.raises(LayerloomError, match="the accelerator takes N x 1 x 8 x 8"):
+        emitted("cnn", "sesl").predict(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_emission_is_deterministic(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        emitted("residual", "hybrid", options="split=2", folder=tmp_path / name)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert Path("weights.bin") in files and Path("run_hls.tcl") in files and Path("report.json") in files
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_step_fields_are_those_of_the_header() -> None:
+    header = (ROOT / "backends/hls/include/layerloom/engine_seml.h").read_text()
+    macro = header[header.index("#define LAYERLOOM_SEML_STEP_FIELDS"):header.index("struct Step")]
+    assert tuple(re.findall(r"X\((\w+)\)", macro)) == STEP_FIELDS
+
+
+def test_report_has_every_engine_and_the_target_resources() -> None:
+    project = emitted("residual", "hybrid", options="split=2")
+    report = json.loads((project.folder / "report.json").read_text())
+    assert report["available"] == {"dsp": 2520, "bram": 912, "lut": 274080}
+    names = [e["name"] for e in report["engines"]]
+    assert {"conv", "add", "pool"} <= set(names)  # the reused engines
+    assert report["period_cycles"] == max(
+        max(e["latency_cycles"] for e in report["engines"] if "reused" not in e["kind"]),
+        report["period_cycles"])
+    assert report["throughput_fps"] == pytest.approx(300e6 / report["period_cycles"], rel=1e-6)
+    assert report["total"]["dsp"] == sum(e["dsp"] for e in report["engines"]) + report["memories"]["dsp"]
+    assert report["fits"] is True
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_more_pes_are_not_slower_and_cost_more(arch: str) -> None:
+    reports = []
+    for pes in (1, 2, 4, 8):
+        program = reference("mobile", "fixed")[0].clone()
+        run_pipeline(program, f"lower-to-hls{{arch={arch} pes={pes} split=3}}")
+        reports.append(estimate(find_top(program.module), ZCU102))
+    for fewer, more in zip(reports, reports[1:], strict=False):
+        assert more["period_cycles"] <= fewer["period_cycles"]
+        assert more["total"]["dsp"] >= fewer["total"]["dsp"]
+        assert more["total"]["lut"] >= fewer["total"]["lut"]
+    assert reports[-1]["period_cycles"] < reports[0]["period_cycles"]
+    assert reports[-1]["total"]["dsp"] > reports[0]["total"]["dsp"]
