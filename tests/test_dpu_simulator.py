@@ -237,7 +237,7 @@ def test_hazard_message_says_which_token(rng: np.random.Generator) -> None:
     ddr = DdrImage.allocate(bytes(0x240) + bias_records(np.zeros(8), 1, 0).tobytes(), input=128)
     with pytest.raises(LayerloomError, match=r"instruction 4 \(CONV\): RAW hazard: instruction 4 \(CONV\) reads what "
                                              r"instruction 2 \(LOAD\) wrote \(fmap bank 0 words 0x0..0xf\).*"
-                                             r"give LOAD signal=compute and a later CONV wait=load"):
+                                             r"e.g. LOAD signal=compute and CONV wait=load"):
         simulate(program, ddr, B512)
     unread = assemble("CONVINIT kernel_h=1 kernel_w=1\n"
                       "CONV bank_in=0 addr_in=0 bank_out=1 addr_out=0 addr_w=0 addr_bias=0 out_rows=1 out_cols=1 ic=8 oc=8\n"
@@ -432,18 +432,20 @@ def test_trace(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_speed_of_a_resnet50_conv_layer(rng: np.random.Generator) -> None:
-    """res2's 3x3 convolution (56x56x64 -> 64) on B4096 in row tiles: time per
+    """res2's 3x3 convolution (56x56x64 -> 64) on B4096 in row tiles: host time per
     instruction, against the reference executor on the same qnn op."""
-    case = dp.conv_case(rng, B4096, 64, 56, 56, 64, (3, 3), pads=(1, 1, 1, 1), act="relu", tile=bld.Tile(8))
+    case = dp.conv_case(rng, B4096, 64, 56, 56, 64, (3, 3), pads=(1, 1, 1, 1), act="relu", tile=bld.Tile(6))
     op, weights, bias = dp.pow2_conv(rng, 64, 56, 56, 64, (3, 3), pads=(1, 1, 1, 1), act="relu")
     x = dp.random_input(rng, 64, 56, 56)
-    started = time.perf_counter()
-    dp.reference(op, x, weights, bias)
-    reference_s = time.perf_counter() - started
-    started = time.perf_counter()
-    result = case.run(B4096)
-    simulator_s = time.perf_counter() - started
-    n = len(case.program)
-    print(f"\nres2 conv: {n} instructions in {simulator_s * 1e3:.1f} ms ({simulator_s / n * 1e6:.0f} us per instruction), "
-          f"reference executor {reference_s * 1e3:.1f} ms; {result.latency_cycles} cycles")
-    assert simulator_s < 0.5  # seconds; a few ms on the development machine
+    reference_s = simulator_s = math.inf
+    for _ in range(3):  # best of three: the machine is shared
+        started = time.perf_counter()
+        dp.reference(op, x, weights, bias)
+        reference_s = min(reference_s, time.perf_counter() - started)
+        started = time.perf_counter()
+        result = case.run(B4096)
+        simulator_s = min(simulator_s, time.perf_counter() - started)
+    per = ", ".join(f"{m} {t / n * 1e6:.0f} us" for m, (n, t) in result.host_time().items())
+    print(f"\nres2 conv: {len(case.program)} instructions in {simulator_s * 1e3:.1f} ms ({per}); "
+          f"reference executor {reference_s * 1e3:.1f} ms")
+    assert simulator_s < 1.0  # seconds; tens of ms on the development machine

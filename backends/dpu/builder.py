@@ -403,22 +403,26 @@ def window_extent(out: int, kernel: int, stride: int, dilation: int = 1) -> int:
     return (out - 1) * stride + (kernel - 1) * dilation + 1
 
 
-def fit(tile: Tile, out_hw: tuple[int, int], chans: int, words: Any, depth: int, where: str) -> tuple[int, int, int]:
+def fit(tile: Tile, out_hw: tuple[int, int], chans: int, words: Any, depth: int, where: str,
+        quantum: int = 1) -> tuple[int, int, int]:
     """Resolve a Tile: the given extents, the free ones as large as `words(rows, cols,
-    chans)` (the largest tile of the step, in words) allows within a bank."""
-    c = tile.chans or chans
-    cols = tile.cols or out_hw[1]
-    rows = tile.rows or out_hw[0]
+    chans)` (the largest tile of the step, in words) allows within a bank: rows first,
+    then columns (whole multiples of `quantum`, the pixel parallelism, when it can)."""
+    c = min(tile.chans or chans, chans)
+    rows, cols = min(tile.rows or out_hw[0], out_hw[0]), min(tile.cols or out_hw[1], out_hw[1])
     if tile.rows is None:
         while rows > 1 and words(rows, cols, c) > depth:
-            rows = max(1, rows // 2) if words(rows // 2 or 1, cols, c) > depth else rows - 1
-    if tile.cols is None:
-        while cols > 1 and words(rows, cols, c) > depth:
-            cols = max(1, cols // 2)
+            rows -= 1
+        rows = -(-out_hw[0] // -(-out_hw[0] // rows))  # as many tiles, of even heights
+    if tile.cols is None and words(rows, cols, c) > depth:
+        candidates = [*range(cols // quantum * quantum, 0, -quantum), *range(min(quantum, cols) - 1, 0, -1)]
+        cols = next((n for n in candidates if words(rows, n, c) <= depth), 1)
+        if cols >= quantum:  # as many tiles, of even widths
+            cols = -(-out_hw[1] // -(-out_hw[1] // cols) // quantum) * quantum
     if words(rows, cols, c) > depth:
         raise UnsupportedError(f"a {rows}x{cols}x{c} tile needs {words(rows, cols, c)} words, "
                                f"a bank has {depth}", where)
-    return min(rows, out_hw[0]), min(cols, out_hw[1]), min(c, chans)
+    return rows, cols, c
 
 
 def _check_output(y: FeatureMap, out_hw: tuple[int, int], chans: int, where: str) -> None:
@@ -468,7 +472,7 @@ def conv(b: ProgramBuilder, layer: ConvLayer, x: FeatureMap, y: FeatureMap, tile
     groups = max(1, (c.bank_depth // 2) // group_words)
     width = c.icp if layer.depthwise else c.ocp
     rows, cols, chans = fit(Tile(tile.rows, tile.cols, tile.chans or min(oc, groups * width)), out_hw, oc, words,
-                            c.bank_depth, where)
+                            c.bank_depth, where, c.pp)
     init = "DWINIT" if layer.depthwise else "CONVINIT"
     b.emit(init, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, **layer.activation)
     w_slots = _slots(c.bank_depth, group_words * math.ceil(chans / width))
@@ -516,7 +520,7 @@ def pool(b: ProgramBuilder, layer: PoolLayer, x: FeatureMap, y: FeatureMap, tile
     def words(rows: int, cols: int, ch: int) -> int:
         return window_extent(rows, kh, sh) * window_extent(cols, kw, sw) * pitch(ch, c.icp)
 
-    rows, cols, chans = fit(tile, out_hw, x.c, words, c.bank_depth, where)
+    rows, cols, chans = fit(tile, out_hw, x.c, words, c.bank_depth, where, max(1, c.pp // 2))
     average = layer.kind == "avg"
     b.emit("POOLINIT", kernel_h=kh, kernel_w=kw, kind=layer.kind, count_pad=int(layer.global_), stride_h=sh,
            stride_w=sw)
@@ -551,7 +555,7 @@ def _pointwise(b: ProgramBuilder, operands: Sequence[FeatureMap], y: FeatureMap,
     def words(rows: int, cols: int, ch: int) -> int:
         return rows * cols * pitch(ch, c.icp)
 
-    rows, cols, chans = fit(tile, (y.h, y.w), y.c, words, c.bank_depth, b.current_layer)
+    rows, cols, chans = fit(tile, (y.h, y.w), y.c, words, c.bank_depth, b.current_layer, c.pp)
     rows, cols = max(fh, rows // fh * fh), max(fw, cols // fw * fw)
     k = 0
     for o0, n_o in spans(y.c, chans):

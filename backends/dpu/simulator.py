@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -580,7 +581,7 @@ def hazard_error(c: Conflict, steps: Sequence[Step]) -> LayerloomError:
     qa, qb = QUEUES[earlier.queue], QUEUES[later.queue]
     return LayerloomError(
         f"{c.kind} hazard: {later.name} {verb} {earlier.name} {done} ({c.region.describe()}) with no token chain "
-        f"ordering them (give {earlier.ins.mnemonic} signal={qb} and a later {later.ins.mnemonic} wait={qa}, "
+        f"ordering them (e.g. {earlier.ins.mnemonic} signal={qb} and {later.ins.mnemonic} wait={qa}, "
         f"docs/isa.md section 6)",
         later.name,
     )
@@ -720,6 +721,7 @@ class SimResult:
     start: np.ndarray  # (cores, instructions)
     end: np.ndarray
     layers: list[LayerStats]
+    seconds: np.ndarray  # host time of each instruction's functional run
 
     @property
     def cores(self) -> int:
@@ -755,6 +757,15 @@ class SimResult:
     @property
     def utilisation(self) -> float:
         return self.macs / (self.config.macs * self.latency_cycles) if self.latency_cycles else 0.0
+
+    def host_time(self) -> dict[str, tuple[int, float]]:
+        """Per mnemonic: (instructions, host seconds of their functional runs)."""
+        out: dict[str, tuple[int, float]] = {}
+        for s in self.steps:
+            if s.run is not None:
+                count, total = out.get(s.ins.mnemonic, (0, 0.0))
+                out[s.ins.mnemonic] = (count + 1, total + float(self.seconds[s.index]))
+        return out
 
     def read(self, fmap: Any) -> np.ndarray:
         return self.ddr.read(fmap)
@@ -865,11 +876,14 @@ def simulate(
         check_hazards(steps, clocks([s.queue for s in steps], pairs))
     sequence = check_order(order, steps, pairs) if order is not None else [s.index for s in steps if s.queue is not None]
     machine = Machine(config, ddr.copy())
+    seconds = np.zeros(len(steps))
     for i in sequence:
         run = steps[i].run
         if run is not None:
+            started = time.perf_counter()
             run(machine)
+            seconds[i] = time.perf_counter() - started
     cores = timing.cores or config.cores
     start, end = schedule(steps, pairs, timing, cores, config.bank_num)
     return SimResult(machine.ddr, config, timing, list(steps), names, start, end,
-                     layer_stats(steps, names, start, end, config))
+                     layer_stats(steps, names, start, end, config), seconds)
