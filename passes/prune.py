@@ -93,7 +93,7 @@ class Options:
             return
         if self.target not in search.TARGETS:
             raise LayerloomError(f"unknown target '{self.target}' (one of {', '.join(search.TARGETS)})", WHERE)
-        if self.goal is None or self.goal <= 0:
+        if self.goal is None or not 0 < self.goal <= 1:
             raise LayerloomError(f"target={self.target} needs goal in (0, 1]: the fraction of the original "
                                  f"{self.target} to keep", WHERE)  # fmt: skip
         if self.ratio:
@@ -170,7 +170,8 @@ def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarra
         operands = list(op.operands)
         for index, array in sorted(arrays.items()):
             old = weight_op_of(operands[index]) if index < len(operands) else None
-            hint = f"{old.handle.data}.pruned" if old is not None else f"{getattr(op, 'layer_name', '') or 'layer'}.bias"
+            name = getattr(op, "layer_name", "") or "layer"
+            hint = f"{old.handle.data}.pruned" if old is not None else f"{name}.bias"
             new = new_weight(program.weights, array, hint, old.node_name if old is not None else None)
             block.insert_op_before(new, old if old is not None else op)
             if old is not None:
@@ -235,7 +236,9 @@ class Planner:
     def __init__(self, program: Program, options: Options, evaluator: Evaluator | None) -> None:
         self.program, self.options, self.evaluator = program, options, evaluator
         self.graph = channel_graph(program)
-        self.means = consumer_means(program, self.graph, evaluator.batches) if evaluator and options.compensate else None
+        self.means = None
+        if evaluator is not None and options.compensate:
+            self.means = consumer_means(program, self.graph, evaluator.batches)
         self.names = layer_names(program.module)
         self.sensitivity: dict[int, dict[int, Score]] = {}
         self.cost_before: float | None = None
@@ -310,15 +313,19 @@ class Planner:
         self.cost_after = cost(configs[found])
         return configs[found]
 
-    def report_groups(self, keeps: Mapping[int, tuple[np.ndarray, str]], counts: Counts) -> tuple[tuple[GroupReport, ...], tuple[SkippedGroup, ...]]:
+    def report_groups(
+        self, keeps: Mapping[int, tuple[np.ndarray, str]], counts: Counts
+    ) -> tuple[tuple[GroupReport, ...], tuple[SkippedGroup, ...]]:
         groups, skipped = [], []
         for g in self.graph.groups:
             sources = tuple(self.names[op] for op in g.sources)
             if g.prunable:
                 kept, used = keeps.get(g.index, (np.arange(g.channels), self.options.criterion))
-                points = tuple(SensitivityPoint(k, s.accuracy, s.error) for k, s in self.sensitivity.get(g.index, {}).items())
-                groups.append(GroupReport(sources, tuple(self.names[op] for op in g.followers), g.channels,
-                                          counts.get(g.index, g.channels), used, tuple(int(i) for i in kept), points))  # fmt: skip
+                measured = self.sensitivity.get(g.index, {})
+                points = tuple(SensitivityPoint(k, s.accuracy, s.error) for k, s in measured.items())
+                followers = tuple(self.names[op] for op in g.followers)
+                after = counts.get(g.index, g.channels)
+                groups.append(GroupReport(sources, followers, g.channels, after, used, tuple(map(int, kept)), points))
             elif sources:
                 skipped.append(SkippedGroup(sources, g.channels, g.reason or "its channels are built from other groups"))
         return tuple(groups), tuple(skipped)
@@ -331,7 +338,7 @@ def prune_program(program: Program, options: Options, data: object = None, label
     if labels is not None and data is None:
         raise LayerloomError("labels need data (the inputs they label)", WHERE)
     if options.compensate and data is None:
-        raise LayerloomError("compensate needs data (calib=FILE.npz, or data= in Python) to measure channel means", WHERE)
+        raise LayerloomError("compensate needs data to measure channel means (calib=FILE.npz; data= in Python)", WHERE)
     evaluator = None
     if data is not None:
         evaluator = Evaluator(program, search.as_batches(program, data, WHERE), labels, WHERE)
@@ -345,8 +352,9 @@ def prune_program(program: Program, options: Options, data: object = None, label
     score = evaluator.score(program) if evaluator is not None else None
     t0, t1 = totals(before), totals(after)
     return PruneReport(
-        options.criterion, options.multiple, options.compensate, groups, skipped, layer_changes(before, after), t0.macs, t1.macs,
-        t0.params, t1.params,
+        criterion=options.criterion, multiple=options.multiple, compensate=options.compensate,
+        groups=groups, skipped=skipped, layers=layer_changes(before, after),
+        macs_before=t0.macs, macs_after=t1.macs, params_before=t0.params, params_after=t1.params,
         samples=0 if evaluator is None else sum(len(out[0]) for out in evaluator.reference),
         accuracy_before=None if evaluator is None else evaluator.baseline.accuracy,
         accuracy_after=None if score is None else score.accuracy,
@@ -367,7 +375,9 @@ def options_of(
                    frozenset(n for n in names if n), hw, arch, budget, bool(compensate))  # fmt: skip
 
 
-def prune(program: Program, data: object = None, labels: object = None, **options: object) -> tuple[Program, PruneReport]:
+def prune(
+    program: Program, data: object = None, labels: object = None, **options: object
+) -> tuple[Program, PruneReport]:
     """The pruned version of `program` (a new Program; `program` is not changed) and the
     report. `data`: an array (one-input programs), {input name: array} or an iterable of
     such batches, samples along axis 0; `labels`: one class per sample. Options as the

@@ -309,7 +309,8 @@ class ChannelGraph:
                 if g.reason is None and len(g.builders) > 1:
                     g.reason = f"is built by both {describe(g.builders[0])} and {describe(g.builders[1])}"
                 if g.reason is None and g.sources:
-                    g.reason = f"joins channels of {describe(g.sources[0])} with those built by {describe(g.builders[0])}"
+                    source, builder = describe(g.sources[0]), describe(g.builders[0])
+                    g.reason = f"joins channels of {source} with those built by {builder}"
                 if g.reason is None:
                     continue
                 for op in g.builders:

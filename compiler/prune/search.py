@@ -130,7 +130,8 @@ class Evaluator:
         return Score(accuracy, float(np.sqrt(diff / norm)) if norm > 0 else float(np.sqrt(diff)))
 
     def loss(self, score: Score) -> Loss:
-        drop = 0.0 if score.accuracy is None or self.baseline.accuracy is None else self.baseline.accuracy - score.accuracy
+        base = self.baseline.accuracy
+        drop = 0.0 if score.accuracy is None or base is None else base - score.accuracy
         return (round(drop, 12), score.error)
 
 
@@ -188,7 +189,9 @@ def threshold_configs(start: Counts, candidates: Mapping[int, Sequence[int]],
     return configs or [dict(start)]
 
 
-def uniform_configs(start: Counts, channels: Mapping[int, int], multiple: int, max_ratio: float) -> list[tuple[float, Counts]]:
+def uniform_configs(
+    start: Counts, channels: Mapping[int, int], multiple: int, max_ratio: float
+) -> list[tuple[float, Counts]]:
     """(ratio, config) for uniform ratios 0, 0.01, ... max_ratio over the groups in
     `channels` (the others keep their `start` count), distinct configs only."""
     out: list[tuple[float, Counts]] = []
