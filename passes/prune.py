@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import FloatAttr, ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import Rewriter
 
@@ -149,7 +149,7 @@ def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarra
         g = graph.group_of(value)
         return None if g is None else maps[g.index]
 
-    replaced: list[Operation] = []
+    replaced: list[nn.WeightOp] = []
     for op, slices in graph.slices.items():
         arrays: dict[int, np.ndarray] = {}
         reads = next((s.by for s in slices if s.by is not op.results[0]), None)  # a consumer's input
@@ -185,14 +185,16 @@ def rewrite(program: Program, graph: ChannelGraph, keeps: Mapping[int, np.ndarra
         if isinstance(op, nn.Conv2dOp) and op.group.value.data > 1 and (m := map_of(op.result)) is not None:
             op.properties["group"] = i64attr(len(m))
     for g in graph.groups:
-        m = maps[g.index]
-        for value in g.values if m is not None else ():
+        channels = maps[g.index]
+        if channels is None:
+            continue
+        for value in g.values:
             shape = list(nn.shape_of(value))
-            shape[1] = len(m)
+            shape[1] = len(channels)
             Rewriter.replace_value_with_new_type(value, tensor_type(shape, nn.element_type_of(value)))
-    for old in replaced:
-        if old.parent is not None and not old.result.uses:
-            block.erase_op(old)
+    for stale in replaced:
+        if stale.parent is not None and not stale.result.uses:
+            block.erase_op(stale)
 
 
 def consumer_means(program: Program, graph: ChannelGraph, batches: list[calibrate.Batch]) -> dict[int, np.ndarray]:
