@@ -8,10 +8,12 @@ DEMO_OUT ?= build/demo
 
 .PHONY: demo test test-slow lint install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/winograd_engine/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The example engine plugin, installed from its own folder as a user's package would be.
+	$(BIN)/python -m pip install -q --no-deps -e examples/winograd_engine
 	touch $(STAMP)
 
 install: $(STAMP)
