@@ -138,6 +138,22 @@ def test_pool_bit_exact(name: str, rng: np.random.Generator) -> None:
     dp.pool_case(rng, B512, 19, 11, 9, **POOL_CASES[name]).run(B512)
 
 
+@settings(max_examples=25, deadline=None)
+@given(kind=st.sampled_from(["max", "avg"]), kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), data=st.data(), ceil_mode=st.booleans(),
+       count_include_pad=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_pools_bit_exact(kind: str, kernel: tuple[int, int], stride: tuple[int, int], data: st.DataObject,
+                                ceil_mode: bool, count_include_pad: bool, seed: int) -> None:
+    pads = tuple(data.draw(st.integers(0, kernel[i % 2] - 1)) for i in range(4))
+    h = data.draw(st.integers(max(1, kernel[0] - pads[0] - pads[2]), 11))
+    w = data.draw(st.integers(max(1, kernel[1] - pads[1] - pads[3]), 11))
+    tile = bld.Tile(data.draw(st.none() | st.integers(1, 4)), data.draw(st.none() | st.integers(1, 4)),
+                    data.draw(st.none() | st.integers(1, 20)))
+    case = dp.pool_case(np.random.default_rng(seed), B512, data.draw(st.integers(1, 20)), h, w, tile, kind=kind,
+                        kernel=kernel, stride=stride, pads=pads, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    case.run(B512)
+
+
 @pytest.mark.parametrize("config", [B512, B4096], ids=lambda c: c.name)
 def test_eltwise_concat_residual_lut_upsample_bit_exact(config: DpuConfig, rng: np.random.Generator) -> None:
     dp.add_case(rng, config, 20, 6, 7, 2, 3, 2, "relu", tile=bld.Tile(2, 3, 8)).run(config)
