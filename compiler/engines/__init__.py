@@ -11,7 +11,7 @@ The entry point names the kind used in target files (`kind winograd;`) and point
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from compiler.engines.base import SUPPORTED, WHOLE, EngineKind, Support, Tile, unsupported
 from compiler.engines.workload import Workload, workload_of, workloads
@@ -25,6 +25,7 @@ __all__ = [
     "Tile",
     "Workload",
     "engine_kind",
+    "engine_kind_names",
     "engine_kinds",
     "unsupported",
     "workload_of",
@@ -34,29 +35,41 @@ __all__ = [
 GROUP = "layerloom.engines"
 
 
+def engine_kind_names() -> list[str]:
+    """The names of the registered kinds, without importing any plugin."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
 @cache
 def engine_kinds() -> dict[str, EngineKind]:
     """Every registered engine kind by name (loaded once per process; tests that add a
     plugin call `engine_kinds.cache_clear()`)."""
-    kinds: dict[str, EngineKind] = {}
-    for ep in entry_points(group=GROUP):
-        try:
-            obj = ep.load()
-        except Exception as e:  # a broken plugin is the user's problem: name it, do not crash
-            raise LayerloomError(f"cannot load engine kind '{ep.name}' from '{ep.value}': {e}") from None
-        plugin = obj() if isinstance(obj, type) else obj
-        if not isinstance(plugin, EngineKind):
-            raise LayerloomError(f"engine kind '{ep.name}' ({ep.value}) is not an EngineKind")
-        if getattr(plugin, "name", ep.name) != ep.name:
-            raise LayerloomError(f"engine kind registered as '{ep.name}' calls itself '{plugin.name}' ({ep.value})")
-        kinds[ep.name] = plugin
+    kinds = {ep.name: _load(ep) for ep in entry_points(group=GROUP)}
     if not kinds:
         raise LayerloomError(f"no engine kinds registered in '{GROUP}'; is layerloom installed (pip install -e .)?")
     return kinds
 
 
 def engine_kind(name: str, where: str = "") -> EngineKind:
-    kinds = engine_kinds()
-    if name not in kinds:
-        raise LayerloomError(f"unknown engine kind '{name}' (known: {', '.join(sorted(kinds))})", where)
-    return kinds[name]
+    """One kind, loading only its own plugin: a broken plugin spoils only targets using it."""
+    if engine_kinds.cache_info().currsize:
+        kinds = engine_kinds()
+        if name in kinds:
+            return kinds[name]
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not found:
+        raise LayerloomError(f"unknown engine kind '{name}' (known: {', '.join(engine_kind_names())})", where)
+    return _load(found[-1])  # the last one wins, as in engine_kinds()
+
+
+def _load(ep: EntryPoint) -> EngineKind:
+    try:
+        obj = ep.load()
+    except Exception as e:  # a broken plugin is the user's problem: name it, do not crash
+        raise LayerloomError(f"cannot load engine kind '{ep.name}' from '{ep.value}': {e}") from None
+    plugin = obj() if isinstance(obj, type) else obj
+    if not isinstance(plugin, EngineKind):
+        raise LayerloomError(f"engine kind '{ep.name}' ({ep.value}) is not an EngineKind")
+    if getattr(plugin, "name", ep.name) != ep.name:
+        raise LayerloomError(f"engine kind registered as '{ep.name}' calls itself '{plugin.name}' ({ep.value})")
+    return plugin

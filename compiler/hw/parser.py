@@ -303,7 +303,7 @@ class _Reader:
         return Memory(block.label, v["size"], banks, v["ports"], v["energy"], self.at(block.pos))
 
     def engine(self, block: Block, memory_names: set[str]) -> Engine:
-        from compiler.engines import engine_kinds
+        from compiler.engines import engine_kind, engine_kind_names
 
         assert block.label is not None
         settings, _ = self.split(block)
@@ -314,13 +314,13 @@ class _Reader:
         kind_name = self.one_value(kind_setting, "kind")
         if not isinstance(kind_name, Word):
             raise self.error("'kind' takes a name", kind_name.pos)
-        kinds = engine_kinds()
+        kinds = engine_kind_names()
         if kind_name.text not in kinds:
             raise self.error(
-                f"unknown engine kind '{kind_name.text}'{_suggest(kind_name.text, kinds)}; known kinds: {', '.join(sorted(kinds))}",
+                f"unknown engine kind '{kind_name.text}'{_suggest(kind_name.text, kinds)}; known kinds: {', '.join(kinds)}",
                 kind_name.pos,
             )
-        plugin = kinds[kind_name.text]
+        plugin = engine_kind(kind_name.text, self.at(kind_name.pos))
         schema = dict(ENGINE_COMMON_SCHEMA) | dict(plugin.parameters)
         v = self.settings(settings, schema, what, block.pos)
         if v["buffer"] is not None and v["buffer"] not in memory_names:
