@@ -380,6 +380,7 @@ register_runner("reference", run_reference)
 register_command(Command("compile", "import an ONNX model, run the pass pipeline, write a build folder",
                          configure_compile, run_compile))
 register_command(Command("run", "run a build folder on inputs from an .npz / .npy file", configure_run, run_run))
+import backends.hls.target  # noqa: E402, F401 -- registers the hls target and runner
 
 # Subcommands defined in other modules register themselves when imported.
 import compiler.commands  # noqa: E402, F401

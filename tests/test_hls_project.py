@@ -152,3 +152,42 @@ def test_more_pes_are_not_slower_and_cost_more(arch: str) -> None:
         assert more["total"]["lut"] >= fewer["total"]["lut"]
     assert reports[-1]["period_cycles"] < reports[0]["period_cycles"]
     assert reports[-1]["total"]["dsp"] > reports[0]["total"]["dsp"]
+
+
+def digits_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Calibration images and one test image of the digits CNN (scikit-learn's digits)."""
+    from sklearn.datasets import load_digits
+
+    images = (load_digits().images[:32] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    calib, x = tmp_path / "calib.npz", tmp_path / "x.npz"
+    np.savez(calib, input=images)
+    np.savez(x, input=images[20:21])
+    return calib, x
+
+
+def test_driver_compiles_the_digits_cnn_and_runs_its_c_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compiler import cli
+
+    calib, x = digits_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "--hw", "zcu102",
+                     "--arch", "hybrid", "--calib", str(calib), "-o", str(out)]) == 0
+    assert "hls: hybrid accelerator for zcu102" in capsys.readouterr().out
+    for name in ("top.cpp", "top.h", "weights.h", "tb.cpp", "run_hls.tcl", "report.json", "dataflow.mlir", "model.mlir"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hls"]["throughput_fps"] == json.loads((out / "report.json").read_text())["throughput_fps"] > 0
+    assert cli.main(["run", str(out), "--input", str(x), "--output", str(tmp_path / "csim.npz")]) == 0
+    assert (out / "csim").is_dir()  # the C simulation is cached in the build folder
+    assert cli.main(["run", str(out), "--input", str(x), "--output", str(tmp_path / "ref.npz"), "--with", "reference"]) == 0
+    csim, ref = np.load(tmp_path / "csim.npz"), np.load(tmp_path / "ref.npz")
+    assert list(csim.keys()) == list(ref.keys()) and all(np.array_equal(csim[k], ref[k]) for k in csim)
+    assert "all equal to the reference" in HlsProject(out).testbench()
+
+
+def test_driver_needs_calibration_for_the_hls_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compiler import cli
+
+    code = cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "-o", str(tmp_path / "o")])
+    assert code == 2
+    assert "quantize needs calibration data" in capsys.readouterr().err
