@@ -547,6 +547,10 @@ class Lowering:
         reused = [layer for layer in self.layers if layer.place == REUSED]
         if not reused:
             return
+        for layer in reused:
+            if type(layer.op) not in ENGINE_OF:
+                raise UnsupportedError(f"{layer.op.name} has no reused engine (put it on the pipeline)",
+                                       f"{layer.op.name} '{layer.name}'")
         produced = {layer.op.results[0] for layer in reused}
         crossing = {key[1]: v for v, rs in readers.items() for key in rs if key[0] == "cross"}
         assert self.output is not None
@@ -589,10 +593,8 @@ class Lowering:
                                      f"{self.producer_name(value)}_load"))
         weights_offset = params_offset = 0
         for layer in reused:
-            kind = ENGINE_OF.get(type(layer.op))
+            kind = ENGINE_OF[type(layer.op)]
             where = f"{layer.op.name} '{layer.name}'"
-            if kind is None:
-                raise UnsupportedError(f"{layer.op.name} has no reused engine (put it on the pipeline)", where)
             step = step_of(kind, layer.op, where)
             ins = [slots[steps.slot[v]] for v in self.activations(layer.op)]
             out = slots[steps.slot[layer.op.results[0]]]

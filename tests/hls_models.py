@@ -142,20 +142,34 @@ def residual(net: Net) -> str:
     return net.dense(net.flatten(x), 5)
 
 
+def tables(net: Net) -> str:
+    """Lookup-table activations (sigmoid, hard-swish), a channel concat of two branches at
+    different scales, average pooling, dense."""
+    a = net.conv("%x", 4, 3, pads=1)
+    s = net.op("s", f'nn.sigmoid {a} {{name = "sigmoid"}}', [a], net.shapes[a])
+    b = net.conv("%x", 3, 1, act=None)
+    n, _, h, w = net.shapes[s]
+    c = net.op("k", f'nn.concat {s}, {b} {{name = "concat", axis = 1 : i64}}', [s, b], (n, 7, h, w))
+    x = net.op("h", f'nn.hardswish {c} {{name = "hardswish"}}', [c], net.shapes[c])
+    x = net.pool(x, "avg", 2, 2)
+    return net.dense(net.flatten(x), 4)
+
+
 MODELS: dict[str, tuple[Callable[[Net], str], tuple[int, ...]]] = {
     "cnn": (cnn, (1, 1, 8, 8)),
     "mobile": (mobile, (1, 3, 12, 12)),
     "residual": (residual, (1, 3, 8, 8)),
+    "tables": (tables, (1, 2, 6, 6)),
 }
 
 
-def quantized(model: str, scheme: str = "fixed", seed: int = 0) -> Program:
+def quantized(model: str, scheme: str = "fixed", seed: int = 0, per_channel: bool = True) -> Program:
     """The model, int8-quantized on a seeded calibration batch."""
     build, shape = MODELS[model]
     net = Net(shape, seed)
     program = net.program(build(net))
     calibration = np.random.default_rng(seed + 1).normal(size=(8, *shape[1:])).astype(np.float32)
-    return quantize(program, [{"x": calibration}], scheme=scheme)
+    return quantize(program, [{"x": calibration}], scheme=scheme, per_channel=per_channel)
 
 
 def sample_inputs(model: str, batch: int = 2, seed: int = 7) -> np.ndarray:
