@@ -10,6 +10,7 @@ The entry point names the kind used in target files (`kind winograd;`) and point
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -51,15 +52,32 @@ def engine_kinds() -> dict[str, EngineKind]:
 
 
 def engine_kind(name: str, where: str = "") -> EngineKind:
-    """One kind, loading only its own plugin: a broken plugin spoils only targets using it."""
+    """One kind, loading only its own plugin: a broken plugin spoils only targets using it.
+    Entry points are scanned once and each plugin loaded once (the cost model asks for
+    kinds thousands of times per mapping); a name not seen before is looked up afresh."""
     if engine_kinds.cache_info().currsize:
         kinds = engine_kinds()
         if name in kinds:
             return kinds[name]
-    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
-    if not found:
+    ep = _registered(entry_points).get(name)
+    if ep is None:
+        _registered.cache_clear()
+        ep = _registered(entry_points).get(name)
+    if ep is None:
         raise LayerloomError(f"unknown engine kind '{name}' (known: {', '.join(engine_kind_names())})", where)
-    return _load(found[-1])  # the last one wins, as in engine_kinds()
+    return _load_once(ep)
+
+
+@cache
+def _registered(scan: Callable[..., Iterable[EntryPoint]]) -> dict[str, EntryPoint]:
+    """Entry points by name, the last one winning as in engine_kinds(). Keyed by the
+    scanning function so that tests which patch `entry_points` see their own."""
+    return {ep.name: ep for ep in scan(group=GROUP)}
+
+
+@cache
+def _load_once(ep: EntryPoint) -> EngineKind:
+    return _load(ep)
 
 
 def _load(ep: EntryPoint) -> EngineKind:
