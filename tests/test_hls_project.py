@@ -202,3 +202,34 @@ def test_driver_needs_calibration_for_the_hls_target(tmp_path: Path, capsys: pyt
     code = cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "-o", str(tmp_path / "o")])
     assert code == 2
     assert "quantize needs calibration data" in capsys.readouterr().err
+
+
+def test_generated_pragmas_reach_vitis_only(tmp_path: Path) -> None:
+    """Preprocessed as Vitis synthesis sees it (stub vendor headers, __SYNTHESIS__), the top
+    has its interfaces, DATAFLOW region and FIFO depths; plain g++ sees no pragma."""
+    import subprocess
+
+    from backends.hls import csim
+
+    project = emitted("residual", "hybrid", options="split=2")
+    vitis = tmp_path / "vitis"
+    vitis.mkdir()
+    (vitis / "ap_int.h").write_text("#pragma once\n")
+    (vitis / "hls_half.h").write_text("#pragma once\nstruct half { unsigned short bits; };\n")
+    (vitis / "hls_stream.h").write_text(
+        "#pragma once\nnamespace hls { template <class T> struct stream { explicit stream(const char* = 0) {}"
+        " T read() { return T(); } void write(const T&) {} bool empty() const { return false; } }; }\n")
+
+    def preprocess(*flags: str) -> str:
+        command = [csim.compiler(), "-std=c++17", "-E", f"-I{project.folder / 'include'}", *flags,
+                   str(project.folder / "top.cpp")]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    synthesis = preprocess(f"-I{vitis}", "-D__SYNTHESIS__")
+    for pragma in ["DATAFLOW", "INTERFACE axis port=x", "INTERFACE axis port=y",
+                   "INTERFACE m_axi port=ddr_weights offset=slave bundle=gmem0",
+                   "INTERFACE m_axi port=ddr_params offset=slave bundle=gmem1",
+                   "INTERFACE s_axilite port=batch bundle=control", "INTERFACE s_axilite port=return bundle=control",
+                   "STREAM variable=conv2_out depth=8", "STREAM variable=conv2_out_to_conv6 depth=512", "PIPELINE II=1"]:
+        assert f"#pragma HLS {pragma}" in synthesis, pragma
+    assert "#pragma HLS" not in preprocess()
