@@ -147,6 +147,13 @@ class EngineKind(ABC):
         cycles = [self.compute_cycles(layer, engine, p, tile) for p in range(1, max_pes + 1)]
         return np.minimum.accumulate(np.asarray(cycles, dtype=np.int64))
 
+    def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
+        """The output channels one instance with `pes` PEs computes side by side on
+        `layer` (a PE array's output-channel unroll, a DPU's OCP, a systolic array's
+        columns): with a multiple of it, no lane idles on the last channel fold. The
+        co-design loop of `prune` rounds kept channels to it. Default 1: no such width."""
+        return 1
+
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         """Bytes the PE array reads from on-chip buffers per compute cycle. Default: an
         edge-fed square array (rows + columns operands per cycle)."""

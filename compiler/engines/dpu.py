@@ -137,6 +137,12 @@ class DpuEngine(EngineKind):
             return int(rows * ceil_div(layer.out_w, pp) * ceil_div(layer.out_channels, icp))
         return 0  # fused activations, concat, views
 
+    def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
+        """OCP for convolutions and fully connected layers; the other units run channels
+        ICP at a time (the compute_cycles formulas above)."""
+        dense = layer.op in MAC_KINDS and layer.op != "depthwise"
+        return int(engine.params["ocp"] if dense else engine.params["icp"])
+
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         p = engine.params
         return p["pp"] * p["icp"] * layer.elem_bytes + p["icp"] * p["ocp"] * layer.weight_elem_bytes

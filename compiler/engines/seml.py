@@ -61,6 +61,20 @@ class ChannelArrayEngine(EngineKind):
     def cycles_curve(self, layer: Workload, engine: Engine, max_pes: int, tile: Tile) -> np.ndarray:
         return self.cycles_for(layer, engine, np.arange(1, max_pes + 1, dtype=np.int64), tile)
 
+    def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
+        """The fixed unrolling's output channels, else those of the best split of `pes`
+        for this layer (what the cost model assumes)."""
+        unroll = engine.params.get("unroll")
+        if unroll is not None:
+            return int(unroll[0])
+        loops = self.channel_loops(layer)
+        return best_unroll(*loops, max(1, pes))[1] if loops is not None else 1
+
+    @abstractmethod
+    def channel_loops(self, layer: Workload) -> tuple[int, int] | None:
+        """Trip counts of the two loops the array unrolls for a layer with arithmetic
+        (output channels first, as `unroll` is given); None for data movement and views."""
+
     @abstractmethod
     def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
         """Compute cycles for each PE count in `pes` (one formula for a single count and for
@@ -84,20 +98,29 @@ class SemlEngine(ChannelArrayEngine):
     name = "seml"
     summary = "one Tm x Tn PE array (output x input channels) reused by every layer in turn"
 
-    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+    def channel_loops(self, layer: Workload) -> tuple[int, int] | None:
         op = layer.op
         if op in DATA_KINDS or op in VIEW_KINDS:
-            return np.zeros(pes.shape, dtype=np.int64)
+            return None
         if op in MAC_KINDS and op != "depthwise":
-            mg, cg = layer.out_channels_per_group, layer.in_channels_per_group
-            tile_m = min(tile.m or mg, mg)
-            steps = self.unrolled(mg, cg, pes, engine, tile_m, tile.n)
+            return layer.out_channels_per_group, layer.in_channels_per_group
+        if op == "depthwise" or op in POOL_KINDS:
+            return layer.out_channels, layer.window
+        # Elementwise ops and activations: channels x pixels, one operation each.
+        return layer.out_channels, layer.out_h * layer.out_w
+
+    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+        loops = self.channel_loops(layer)
+        if loops is None:
+            return np.zeros(pes.shape, dtype=np.int64)
+        a, b = loops
+        op = layer.op
+        if op in MAC_KINDS and op != "depthwise":
+            steps = self.unrolled(a, b, pes, engine, min(tile.m or a, a), tile.n)
             return layer.groups * steps * layer.pixels * layer.window
         if op == "depthwise" or op in POOL_KINDS:
-            return self.unrolled(layer.out_channels, layer.window, pes, engine, tile.m) * layer.pixels
-        # Elementwise ops and activations: channels x pixels, one operation each.
-        per_image = layer.out_h * layer.out_w
-        return layer.batch * self.unrolled(layer.out_channels, per_image, pes, engine, tile.m)
+            return self.unrolled(a, b, pes, engine, tile.m) * layer.pixels
+        return layer.batch * self.unrolled(a, b, pes, engine, tile.m)
 
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         # Tn inputs broadcast to Tm rows, Tm·Tn weights: about sqrt(pes) + pes operands.

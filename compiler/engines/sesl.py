@@ -30,15 +30,25 @@ class SeslEngine(ChannelArrayEngine):
     name = "sesl"
     summary = "one engine per layer (PE x SIMD folding, as FINN's MVAU), layers streaming in a pipeline"
 
-    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+    def channel_loops(self, layer: Workload) -> tuple[int, int] | None:
         op = layer.op
         if op in DATA_KINDS or op in VIEW_KINDS:
-            return np.zeros(pes.shape, dtype=np.int64)
+            return None
         if op in MAC_KINDS and op != "depthwise":
-            fold = self.unrolled(layer.out_channels_per_group, layer.in_channels_per_group * layer.window, pes, engine)
-            return layer.groups * layer.pixels * fold
+            return layer.out_channels_per_group, layer.in_channels_per_group * layer.window
         if op == "depthwise" or op in POOL_KINDS:
-            return layer.pixels * self.unrolled(layer.out_channels, layer.window, pes, engine)
+            return layer.out_channels, layer.window
+        return layer.out_channels, 1
+
+    def cycles_for(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+        loops = self.channel_loops(layer)
+        if loops is None:
+            return np.zeros(pes.shape, dtype=np.int64)
+        op = layer.op
+        if op in MAC_KINDS and op != "depthwise":
+            return layer.groups * layer.pixels * self.unrolled(*loops, pes, engine)
+        if op == "depthwise" or op in POOL_KINDS:
+            return layer.pixels * self.unrolled(*loops, pes, engine)
         return layer.pixels * ceil_div(layer.out_channels, np.minimum(pes, layer.out_channels))
 
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:

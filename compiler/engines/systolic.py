@@ -79,6 +79,10 @@ class SystolicEngine(EngineKind):
             total += reps * os_cycles(sr, m, n * layer.window, rows, cols)
         return layer.groups * total
 
+    def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
+        """The columns: the filters (Sc = M) an output-stationary fold computes at once."""
+        return int(engine.params["array"][1])
+
     def operand_bytes_per_cycle(self, layer: Workload, engine: Engine, pes: int) -> float:
         rows, cols = engine.params["array"]
         return rows * layer.elem_bytes + cols * layer.weight_elem_bytes
