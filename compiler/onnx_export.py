@@ -310,17 +310,35 @@ def _qconcat(ex: Exporter, op: Operation) -> list[str]:
     return quantized_result(ex, op, y, nudge=False)
 
 
+# Activations a table may hold that have an ONNX op of their own (default parameters).
+TABLE_OPS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "hardswish": "HardSwish", "hard_sigmoid": "HardSigmoid", "relu": "Relu"}
+
+
 @exporter(qnn.LutOp)
 def _qlut(ex: Exporter, op: Operation) -> list[str]:
-    """Exactly the kernel: Gather on the table, rolled so that an int8 value indexes it
-    directly (Gather counts negative indices from the end)."""
+    """DequantizeLinear, the activation, QuantizeLinear when the table is exactly that
+    activation's (its ONNX form, which the frontend reads back); else exactly the kernel:
+    Gather on the table, rolled so that an int8 value indexes it directly (Gather counts
+    negative indices from the end)."""
     assert isinstance(op, qnn.LutOp)
-    lo, _ = qnn.type_range(nn.element_type_of(op.input)) or (0, 0)
-    table = ex.name(op.table)
+    from compiler.quant import intmath as im
+
+    kind = op.activation.data if op.activation is not None else ""
+    x_range, y_range = qnn.type_range(nn.element_type_of(op.input)), qnn.type_range(nn.element_type_of(op.result))
+    assert x_range is not None and y_range is not None
+    (sx, zx), (sy, zy) = op.input_quantization(), op.result_quantization() or (1.0, 0)
+    table = ex.program.weights[op.table.owner.handle.data] if isinstance(op.table.owner, nn.WeightOp) else None
+    if kind in TABLE_OPS and table is not None:
+        want = im.build_table(im.TABLE_FUNCTIONS[kind], sx, zx, x_range, sy, zy, y_range)
+        if np.array_equal(want, table):
+            y = ex.node1(TABLE_OPS[kind], [ex.dequantize_value(op.input, sx, zx)])
+            return [ex.quantize(y, sy, zy, dtype_of(op.result.type))]
+    lo = x_range[0]
+    rolled = ex.name(op.table)
     if lo:
-        table = ex.node1("Gather", [table, ex.const(np.roll(np.arange(256), lo), "roll")], axis=0)
+        rolled = ex.node1("Gather", [rolled, ex.const(np.roll(np.arange(256), lo), "roll")], axis=0)
     index = ex.node1("Cast", [ex.name(op.input)], to=TensorProto.INT32)
-    return [ex.node1("Gather", [table, index], axis=0)]
+    return [ex.node1("Gather", [rolled, index], axis=0)]
 
 
 @exporter(qnn.RequantizeOp)
@@ -354,12 +372,13 @@ def window_count_map(op: qnn.QuantizedPoolOp) -> np.ndarray:
     return rows[:, None] * cols[None, :]
 
 
-def pow2_average_nudge(ex: Exporter, y: str, op: qnn.QuantizedPoolOp) -> str:
+def average_nudges(op: qnn.QuantizedPoolOp) -> tuple[np.ndarray, np.ndarray, float]:
     """pow2 average pooling: window sum * m / 2^s rounds half up, and m / 2^s is 1/n only
     for powers of two; otherwise m is 1/n rounded, so a tie (sum / n = k + 1/2) lands just
-    above or below it: away from zero when m / 2^s > 1/n, toward zero when below. Add, per
-    output position, a quarter of the finest step between the values' fractional parts
-    (min(s_x, s_y) / 4n) in that direction: y + up + away * sign(y)."""
+    above or below it: away from zero when m / 2^s > 1/n, toward zero when below. Per output
+    position (1, 1, OH, OW): the nudge that always applies (`up`), the one times sign(y)
+    (`away`), and their size, a quarter of the finest step between the values'
+    fractional parts, min(s_x, s_y) / 4n."""
     from fractions import Fraction
 
     input_scale, _ = op.input_quantization()
@@ -379,10 +398,19 @@ def pow2_average_nudge(ex: Exporter, y: str, op: qnn.QuantizedPoolOp) -> str:
         else:
             away[where] = step if taken > exact else -step
     shape = (1, 1, *counts.shape)
-    y = ex.node1("Add", [y, ex.const(up.astype(np.float32).reshape(shape), "tie_up")])
-    if np.any(away):
-        y = ex.node1("Add", [y, ex.node1("Mul", [ex.node1("Sign", [y]), ex.const(away.astype(np.float32).reshape(shape), "tie_away")])])
-    return y
+    return up.astype(np.float32).reshape(shape), away.astype(np.float32).reshape(shape), step
+
+
+def pow2_average_nudge(ex: Exporter, y: str, op: qnn.QuantizedPoolOp) -> str:
+    """y + up + away * sign(y) (see `average_nudges`), sign written as clip(y / 4 step,
+    -1, 1) with ops the frontend reads back: a nonzero average is at least 4 steps from 0."""
+    up, away, step = average_nudges(op)
+    nudged = ex.node1("Add", [y, ex.const(up, "tie_up")])
+    if not np.any(away):
+        return nudged
+    sign = ex.node1("Clip", [ex.node1("Mul", [y, ex.const(np.float32(1 / (4 * step)), "inverse_step")]),
+                             ex.const(np.float32(-1), "minus_one"), ex.const(np.float32(1), "one")])
+    return ex.node1("Add", [nudged, ex.node1("Mul", [sign, ex.const(away, "tie_away")])])
 
 
 @exporter(qnn.PoolOp, qnn.GlobalPoolOp)
@@ -571,6 +599,14 @@ def _resize(ex: Exporter, op: Operation) -> list[str]:
 # ---------------------------------------------------------------------------------------
 
 
+def rename(nodes: list[onnx.NodeProto], old: str, new: str) -> None:
+    for node in nodes:
+        for names in (node.input, node.output):
+            for i, n in enumerate(names):
+                if n == old:
+                    names[i] = new
+
+
 def value_info(name: str, t: object) -> onnx.ValueInfoProto:
     assert isinstance(t, TensorType)
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype_of(t)), list(t.get_shape()))
@@ -604,8 +640,15 @@ def to_onnx(program: Program, graph_name: str = "layerloom") -> onnx.ModelProto:
     returned = block.last_op
     assert isinstance(returned, ReturnOp)
     outputs = []
+    produced = {o: node for node in ex.nodes for o in node.output}
+    renamed: set[str] = set()
     for value, name in zip(returned.operands, output_names, strict=True):
-        ex.node("Identity", [ex.name(value)], [name])
+        tensor = ex.name(value)
+        if tensor in produced and tensor not in renamed:  # the producing node writes the output itself
+            rename(ex.nodes, tensor, name)
+            renamed.add(tensor)
+        else:  # a graph input, a weight, or a value returned twice
+            ex.node("Identity", [tensor], [name])
         outputs.append(value_info(name, value.type))
     graph = helper.make_graph(ex.nodes, graph_name, inputs, outputs, ex.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="layerloom")

@@ -611,6 +611,7 @@ def import_onnx(
     Raises LayerloomError (UnsupportedError, ModelError) for anything wrong with the model.
     """
     from compiler.onnx_ops import CONVERTERS
+    from compiler.onnx_qdq import fuse_qdq  # also registers the QuantizeLinear & co converters
 
     proto, where, base_dir = load_model(model)
     opset = model_opset(proto, where)
@@ -666,7 +667,7 @@ def import_onnx(
     )
     module = ModuleOp([func])
     verify_module(module, where)
-    return Program(module, store, where)
+    return fuse_qdq(Program(module, store, where))
 
 
 def _read_or_fail(reader: TensorReader, t: TensorProto, what: str, where: str) -> np.ndarray:

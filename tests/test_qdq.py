@@ -7,6 +7,8 @@ and are refused with a clear error otherwise."""
 from __future__ import annotations
 
 import sys
+import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,186 @@ def test_export_refuses_ops_without_an_onnx_form(tmp_path: Path) -> None:
     block.insert_op_before(ConstantOp(IntegerAttr(1, i32)), block.first_op)  # type: ignore[arg-type]
     with pytest.raises(LayerloomError, match="export_onnx: no ONNX form for 'arith.constant'"):
         export_onnx(program, tmp_path / "bad.onnx")
+
+
+# ---------------------------------------------------------------------------------------
+# Import of pre-quantized models
+# ---------------------------------------------------------------------------------------
+
+QDQ_OPS = {"QuantizeLinear": (0,), "DequantizeLinear": (0,), "QLinearConv": (0,), "ConvInteger": (0,),
+           "QLinearMatMul": (0, 3), "MatMulInteger": (0, 1)}  # the inputs that stay runtime inputs
+PASSING = """test_quantizelinear test_quantizelinear_axis test_dequantizelinear test_dequantizelinear_axis
+    test_qlinearconv test_convinteger_without_padding test_convinteger_with_padding test_matmulinteger
+    test_qlinearmatmul_2D_uint8_float32 test_qlinearmatmul_3D_uint8_float32 test_qlinearmatmul_2D_uint8_float16
+    test_qlinearmatmul_3D_uint8_float16 test_qlinearmatmul_2D_int8_float32 test_qlinearmatmul_3D_int8_float32
+    test_qlinearmatmul_2D_int8_float16 test_qlinearmatmul_3D_int8_float16""".split()
+
+
+@lru_cache(maxsize=1)
+def qdq_cases() -> tuple:
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases(None)
+    return tuple(c for c in cases if c.kind == "node" and any(n.op_type in QDQ_OPS for n in c.model.graph.node))
+
+
+def run_case(case: object) -> None:
+    """Import (parameters given as constants) and run each data set; outputs must equal the
+    case's exactly for integers, within its tolerances for floats."""
+    model: onnx.ModelProto = case.model  # type: ignore[attr-defined]
+    node = model.graph.node[-1]
+    runtime = {node.input[i] for i in QDQ_OPS.get(node.op_type, (0,)) if i < len(node.input)}
+    for inputs_list, outputs_list in case.data_sets:  # type: ignore[attr-defined]
+        inputs = {i.name: np.asarray(a) for i, a in zip(model.graph.input, inputs_list, strict=False)}
+        feeds = {k: v for k, v in inputs.items() if k in runtime}
+        constants = {k: v for k, v in inputs.items() if k not in runtime}
+        got = execute(import_onnx(model, {k: v.shape for k, v in feeds.items()}, constants=constants), feeds)
+        for out, want in zip(model.graph.output, outputs_list, strict=True):
+            want = np.asarray(want)
+            assert got[out.name].dtype == want.dtype and got[out.name].shape == want.shape, out.name
+            if want.dtype.kind == "f":
+                np.testing.assert_allclose(got[out.name], want, rtol=case.rtol, atol=case.atol)  # type: ignore[attr-defined]
+            else:
+                assert np.array_equal(got[out.name], want), (got[out.name], want)
+
+
+def test_conformance_cases_pass_for_8_bit_types_and_are_refused_otherwise() -> None:
+    cases = qdq_cases()
+    names = {c.name for c in cases}
+    assert set(PASSING) <= names
+    for case in cases:
+        if case.name in PASSING:
+            run_case(case)
+        else:  # int16, int4, int2, float8, float4, blocked quantization, dynamic quantization's ops
+            with pytest.raises(LayerloomError, match="not supported"):
+                run_case(case)
+
+
+def ort_quantized(kind: str, folder: Path, x_train: np.ndarray) -> Path:
+    """The digits model through onnxruntime's pre-processing and quantize_static (QDQ,
+    per-channel int8 weights, int8 activations)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": x_train[i : i + 1]} for i in range(100)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    pre, out = folder / f"{kind}_pre.onnx", folder / f"{kind}_qdq.onnx"
+    quant_pre_process(str(EXAMPLES / train_digits.MODELS[kind]), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def test_onnxruntime_qdq_models_import_as_integer_ops(tmp_path: Path) -> None:
+    for kind in ("cnn", "mlp"):
+        x_train, _, x_test, _ = train_digits.digits_split(flat=kind == "mlp")
+        path = ort_quantized(kind, tmp_path, x_train)
+        program = import_onnx(path, input_shapes={"input": x_test.shape})
+        ops = [op.name for op in program.module.walk() if op.name not in ("builtin.module", "func.func", "func.return",
+                                                                           "nn.weight")]
+        assert ops[0] == "qnn.quantize" and ops[-1] == "qnn.dequantize"
+        assert all(name.startswith("qnn.") or name == "nn.reshape" for name in ops), ops
+        ours, theirs = execute(program, {"input": x_test})["logits"], session(path).run(None, {"input": x_test})[0]
+        step = output_step(program)
+        assert np.mean(np.abs(ours - theirs) <= step * 1.001) >= 0.99
+        assert np.mean(ours.argmax(1) == theirs.argmax(1)) >= 0.99
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=3),
+       head=st.sampled_from(["gemm", "gap", "matmul"]), scheme=st.sampled_from(["fixed", "pow2"]))
+def test_export_then_import_gives_the_same_program(tmp_path_factory: pytest.TempPathFactory, seed: int,
+                                                   blocks: list[str], head: str, scheme: str) -> None:
+    """Round trip: the exported QDQ groups (pow2 tie nudges included) fuse back into the
+    same qnn ops, which compute the same integers."""
+    rng = np.random.default_rng(seed)
+    program = import_onnx(random_model(rng, blocks, head))
+    data = [{"x": rng.standard_normal((2, 4, 6, 6)).astype(np.float32)} for _ in range(2)]
+    q = quantize(program, data, scheme=scheme)
+    path = tmp_path_factory.mktemp("round") / "q.onnx"
+    export_onnx(q, path)
+    back = import_onnx(path)
+
+    def ops(p: Program) -> list[str]:
+        return [op.name for op in p.module.walk() if op.name.startswith(("nn.", "qnn.")) and op.name != "nn.weight"]
+
+    assert ops(back) == ops(q)
+    for batch in data:
+        assert np.array_equal(execute(back, batch)["y"], execute(q, batch)["y"])
+
+
+def qlinear_model(rng: np.random.Generator) -> onnx.ModelProto:
+    """QLinearConv (uint8 input, uint8 weights with zero point 128 and per-channel scales,
+    int32 bias) then QLinearMatMul (int8 weights), between QuantizeLinear and DequantizeLinear."""
+    w = rng.integers(100, 156, (3, 2, 3, 3)).astype(np.uint8)
+    inits = {
+        "xs": np.float32(0.02), "xz": np.uint8(120), "w": w, "ws": np.array([0.01, 0.02, 0.015], np.float32),
+        "wz": np.full(3, 128, np.uint8), "cs": np.float32(0.05), "cz": np.uint8(10),
+        "bias": rng.integers(-500, 500, 3).astype(np.int32),
+        "m": rng.integers(-100, 100, (5, 4)).astype(np.int8), "ms": np.float32(0.01), "mz": np.int8(0),
+        "ys": np.float32(0.1), "yz": np.uint8(125),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q"),
+        helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "cs", "cz", "bias"], ["c"], pads=[1, 1, 1, 1],
+                         name="conv"),
+        helper.make_node("QLinearMatMul", ["c", "cs", "cz", "m_u8", "ms", "mz", "ys", "yz"], ["mm"], name="matmul"),
+        helper.make_node("DequantizeLinear", ["mm", "ys", "yz"], ["y"], name="dq"),
+    ]
+    inits["m_u8"] = inits.pop("m")
+    graph = helper.make_graph(nodes, "qlinear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 5, 5))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 3, 5, 4))],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def test_qlinear_ops_agree_with_onnxruntime() -> None:
+    rng = np.random.default_rng(3)
+    model = qlinear_model(rng)
+    program = import_onnx(model)
+    conv = next(op for op in program.module.walk() if isinstance(op, qnn.Conv2dOp))
+    assert qnn.ival(conv.weight_zero_point) == 128 and conv.scheme_name == "fixed"
+    for _ in range(3):
+        x = rng.uniform(-2, 2, (1, 2, 5, 5)).astype(np.float32)
+        ours, theirs = execute(program, {"x": x})["y"], session(model).run(None, {"x": x})[0]
+        assert np.abs(ours - theirs).max() <= 0.1 * 1.001  # one output step at most
+        assert np.mean(ours == theirs) >= 0.9
+
+
+def test_unmatched_qdq_groups_stay_float() -> None:
+    """DequantizeLinear -> Softmax -> QuantizeLinear has no integer form: it stays what it
+    means (float between a dequantize and a quantize) and agrees with onnxruntime."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Softmax", ["d"], ["p"], axis=1),
+             helper.make_node("QuantizeLinear", ["p", "s2", "z2"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "s2", "z2"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(0), "z"),
+             numpy_helper.from_array(np.float32(1 / 255), "s2"), numpy_helper.from_array(np.uint8(0), "z2")]
+    graph = helper.make_graph(nodes, "softmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (2, 6))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, (2, 6))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    program = import_onnx(model)
+    assert [op.name for op in program.module.walk() if op.name.startswith(("nn.", "qnn.")) and op.name != "nn.weight"] \
+        == ["qnn.quantize", "qnn.dequantize", "nn.softmax", "qnn.quantize", "qnn.dequantize"]
+    x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32) * 3
+    np.testing.assert_allclose(execute(program, {"x": x})["y"], session(model).run(None, {"x": x})[0], atol=1 / 255 + 1e-6)
+
+
+def test_unsupported_quantization_is_refused_with_the_node_name() -> None:
+    model = qlinear_model(np.random.default_rng(0))
+    conv = model.graph.node[1]
+    zeros = next(t for t in model.graph.initializer if t.name == "wz")
+    zeros.CopyFrom(numpy_helper.from_array(np.array([128, 127, 128], np.uint8), "wz"))
+    with pytest.raises(LayerloomError, match=f"{conv.name} \\(QLinearConv\\): w zero point differs per channel"):
+        import_onnx(model)

@@ -303,7 +303,8 @@ class Lowerer(ABC):
 
     def lower(self, op: Operation, out: QParams, act: Activation | None = None) -> Operation:
         """The qnn op computing `op` with result quantization `out` (not yet inserted; the
-        weights it needs are, before `op`). `act`: an activation fused into an add."""
+        weights it needs are, before `op`). `act`: an activation that follows `op` (for a
+        conv or gemm, instead of its own fused one)."""
         result_type = tensor_type(nn.shape_of(op.results[0]), out.element_type)
 
         def build(cls: type[IRDLOperation], operands: list, props: Props) -> Operation:
@@ -316,7 +317,7 @@ class Lowerer(ABC):
             operands: list = [x, self.add_weight(w, op)]
             operands.append([] if b_float is None else self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0]), op))
             props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
-            props |= contraction_props(xq, scales, zw, out, self.scheme, Activation.of_properties(op.properties))
+            props |= contraction_props(xq, scales, zw, out, self.scheme, act or Activation.of_properties(op.properties))
             return build(qnn.Conv2dOp, operands, props)
         if isinstance(op, nn.GemmOp):
             a, aq = self.int_operand(op.a, op)
@@ -331,7 +332,7 @@ class Lowerer(ABC):
             bias = [] if c is None else [self.add_weight(
                 quantize_bias(gemm_bias(c, n) * float(op.beta.value.data), aq.scale, scales, n), op)]
             props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zw, out, self.scheme,
-                                                                Activation.of_properties(op.properties))
+                                                                act or Activation.of_properties(op.properties))
             return build(qnn.GemmOp, [a, b, bias], props)
         if isinstance(op, nn.MatMulOp):
             a, aq = self.int_operand(op.a, op)
