@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
-from backends.reference.qnn_kernels import chunk_count, exact_matmul, output_stage
+from backends.reference.qnn_kernels import chunk_count, exact_matmul, float_stage, output_stage
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
 from dialects import nn, qnn
@@ -204,6 +204,36 @@ def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: 
     zero_point = int(rng.integers(-128, 128))
     stage = im.OutputStage(params(), zero_point, -128, 127, params() if leaky else None).along(2, 1)
     assert np.array_equal(output_stage(acc.copy(), stage), stage(acc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), scheme=SCHEMES, channels=st.sampled_from([1, 3]), leaky=st.booleans(),
+       relu=st.booleans(), magnitude=st.sampled_from([2**6, 2**12, 2**20, 2**30]), offsets=st.booleans())
+def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: bool, relu: bool, magnitude: int,
+                                 offsets: bool) -> None:
+    """The one-floor float64 output stage equals intmath's wherever it claims to be exact;
+    multipliers of exactly 2^30 (halves) make ties common."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-magnitude, magnitude + 1, (256, channels)).astype(np.float64)
+    offset = rng.integers(-magnitude // 4 - 1, magnitude // 4 + 1, channels) if offsets else None
+
+    def params() -> im.Requant:
+        if scheme == "pow2":
+            shifts = rng.integers(-3, 45, channels)
+            mults = np.where(shifts < 0, 1, rng.choice([1, 3, 2**15 + 1, 2**16 - 1], channels))
+            return im.Requant.of("pow2", shifts, mults)
+        shifts = rng.integers(-4, 16, channels)
+        mults = rng.choice([2**30, 2**30 + 1, 1908874354, 2**31 - 1, 0], channels)
+        return im.Requant.of("fixed", np.where(mults == 0, 0, shifts), mults)
+
+    zero_point = int(rng.integers(-128, 128))
+    lo = zero_point if relu else -128
+    stage = im.OutputStage(params(), zero_point, lo, 127, params() if leaky else None).along(2, 1)
+    fast = float_stage(stage, channels, offset, magnitude)
+    if fast is None:
+        return
+    want = stage(acc.astype(np.int64) + (0 if offset is None else offset))
+    assert np.array_equal(fast.evaluate(acc, np.empty_like(acc)).astype(np.int64), want)
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,10 @@ integers, fast:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 from xdsl.ir import Operation
@@ -44,6 +47,8 @@ from dialects import nn, qnn
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums below it
 FLOAT64_EXACT = 2**53
 SLAB_ELEMENTS = 1 << 15  # int64 temporaries of 256 KiB: they stay in L2 cache
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="qnn") if THREADS > 1 else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -78,6 +83,97 @@ def output_stage(acc: np.ndarray, stage: im.OutputStage) -> np.ndarray:
         v = np.where(acc < 0, requantize(acc, stage.negative), v)
     v += stage.zero_point
     return np.clip(v, stage.lo, stage.hi, out=v)
+
+
+# ---------------------------------------------------------------------------------------
+# The output stage as one floor in float64 (where that is exact)
+# ---------------------------------------------------------------------------------------
+#
+# pow2: (a m + 2^(s-1)) >> s is floor(a m 2^-s + 1/2).
+# fixed: with P = a' M0 (a' = a << left), SaturatingRoundingDoublingHighMul is
+# h = floor((P + 2^30) / 2^31) and RoundingDivideByPOT(h, e) is
+# floor((h + 2^(e-1) - [h < 0]) / 2^e). Since floor((floor(x) + k) / n) = floor((x + k) / n)
+# for integers k and n > 0, the two roundings are one floor:
+#     r = floor(P / 2^(31+e) + 2^-(e+1) + 1/2 - [P < -2^30] 2^-e)        (e > 0)
+#     r = floor(P / 2^31 + 1/2)                                          (e = 0)
+# (h < 0 exactly when P < -2^30). In float64, a K + C (K = M0 2^left / 2^(31+e)) is exact
+# when |a' M0| < 2^53; the floor then only goes wrong if the sum rounds across an integer,
+# which cannot happen while its value (|r| below 2^9, anything larger saturates) keeps
+# 31 + e fractional bits within float64's 53: e <= 12 (pow2: s <= 40). The zero point and
+# the per-channel offset (bias) join C. tests/test_qnn_kernels.py checks it against intmath.
+
+MAX_FIXED_SHIFT = 12
+MAX_POW2_SHIFT = 40
+
+
+@dataclass(frozen=True)
+class FloatStage:
+    """y = clip(floor(a K + C - [a < T] D), lo, hi) per channel (last axis); for a leaky
+    slope, `negative` applies where a < `split` (a + offset < 0)."""
+
+    k: np.ndarray
+    c: np.ndarray
+    t: np.ndarray | None
+    d: np.ndarray | None
+    lo: int
+    hi: int
+    negative: FloatStage | None = None
+    split: np.ndarray | None = None
+
+    def evaluate(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Into the float64 buffer `out` (a's shape)."""
+        np.multiply(a, self.k, out=out)
+        out += self.c
+        if self.t is not None and self.d is not None:
+            np.subtract(out, self.d, out=out, where=a < self.t)
+        np.floor(out, out=out)
+        if self.negative is not None and self.split is not None:
+            below = a < self.split
+            out[...] = np.where(below, self.negative.evaluate(a, np.empty_like(out)), out)
+        return np.clip(out, self.lo, self.hi, out=out)
+
+
+def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None, bound: int) -> FloatStage | None:
+    """`stage` (parameters along the last axis) applied to a + offset, |a| <= bound, as a
+    FloatStage; None when float64 would not be exact."""
+    off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
+    reach = bound + float(np.abs(off).max(initial=0))
+    main = requant_terms(stage.requant, channels, reach, stage.lo >= stage.zero_point)
+    if main is None:
+        return None
+    k, half, t, d = main
+    negative = None
+    if stage.negative is not None:
+        neg = requant_terms(stage.negative, channels, reach, False)
+        if neg is None:
+            return None
+        nk, nhalf, nt, nd = neg
+        negative = FloatStage(nk, nhalf + stage.zero_point + off * nk, None if nt is None else nt - off, nd,
+                              stage.lo, stage.hi)
+    return FloatStage(k, half + stage.zero_point + off * k, None if t is None else t - off, d, stage.lo, stage.hi,
+                      negative, -off if negative is not None else None)
+
+
+def requant_terms(r: im.Requant, channels: int, reach: float,
+                  clamped_below: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """(K, the constant, T, D) of one requantization (see above), or None if not exact."""
+    m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
+    s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.int64)
+    if r.scheme == "pow2":
+        if s.max(initial=0) > MAX_POW2_SHIFT:
+            return None
+        return m * np.exp2(-s.astype(np.float64)), np.where(s > 0, 0.5, 0.0), None, None
+    left, e = np.maximum(-s, 0), np.maximum(s, 0)
+    scaled = m * np.exp2(left.astype(np.float64))
+    if e.max(initial=0) > MAX_FIXED_SHIFT or reach * float(np.exp2(left.max(initial=0))) > im.INT32_MAX \
+            or reach * float(scaled.max(initial=0)) >= FLOAT64_EXACT:
+        return None
+    k = scaled * np.exp2(-31.0 - e)
+    half = np.exp2(-1.0 - e) + np.where(e > 0, 0.5, 0.0)
+    if clamped_below or not np.any(e > 0):  # the tie correction only moves negative results
+        return k, half, None, None
+    threshold = np.where(scaled > 0, -(2.0**30) / np.where(scaled > 0, scaled, 1.0), -np.inf)
+    return k, half, threshold, np.where(e > 0, np.exp2(-e.astype(np.float64)), 0.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,34 +270,75 @@ def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.nda
 # ---------------------------------------------------------------------------------------
 
 
-def staged_rows(acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset: np.ndarray | None) -> np.ndarray:
-    """The output stage (per-channel parameters along axis 1) of int64(acc) + offset over
-    the rows of a 2-d accumulator, a slab of rows at a time, into a fresh `dtype` array."""
+def slabs(rows: int, cols: int) -> list[slice]:
+    step = max(1, SLAB_ELEMENTS // max(cols, 1))
+    return [slice(r0, r0 + step) for r0 in range(0, rows, step)]
+
+
+def in_parallel(parts: list[slice], work: Callable[[slice], None]) -> None:
+    """`work(part)` for every part, on the pool's threads when there are several parts
+    (NumPy releases the GIL; BLAS is idle while the output stages run)."""
+    if len(parts) < 2 or POOL is None:
+        for part in parts:
+            work(part)
+        return
+    list(POOL.map(work, parts))
+
+
+def staged_rows(acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset: np.ndarray | None,
+                bound: int) -> np.ndarray:
+    """The output stage (per-channel parameters along axis 1) of acc + offset over the rows
+    of a 2-d accumulator (|acc| <= bound), slab by slab, into a fresh `dtype` array."""
     rows, cols = acc.shape
     out = np.empty((rows, cols), dtype=dtype)
-    step = max(1, SLAB_ELEMENTS // max(cols, 1))
-    for r0 in range(0, rows, step):
-        part = acc[r0 : r0 + step].astype(np.int64)
+    fast = float_stage(stage, cols, offset, bound)
+
+    def work(part: slice) -> None:
+        if fast is not None:
+            block = acc[part]
+            out[part] = fast.evaluate(block, np.empty(block.shape))
+            return
+        a = acc[part].astype(np.int64)
         if offset is not None:
-            part += offset
-        out[r0 : r0 + step] = output_stage(part, stage)
+            a += offset
+        out[part] = output_stage(a, stage)
+
+    in_parallel(slabs(rows, cols), work)
     return out
 
 
+def flat(a: np.ndarray) -> np.ndarray | None:
+    """`a`'s elements in memory order as a 1-d view, or None if `a` is not contiguous."""
+    f = np.ravel(a, order="K")
+    return f if a.size <= 1 or np.shares_memory(f, a) else None
+
+
 def staged_flat(arrays: list[np.ndarray], fn: Callable[..., np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """`fn(*int64 arrays)` over same-shaped arrays, slab by slab in memory order when they
-    share a layout (into an array of that layout), else in one piece."""
+    """`fn(*slabs)` over same-shaped arrays, slab by slab in memory order (on the pool's
+    threads) when they share a layout, into an array of that layout; else in one piece."""
     first = arrays[0]
-    flats = [np.ravel(a, order="K") for a in arrays]
-    same_layout = all(a.shape == first.shape and a.strides == first.strides for a in arrays)
-    if same_layout and all(f.base is not None or f is a for f, a in zip(flats, arrays, strict=True)):
-        out = np.empty_like(first, dtype=dtype)
-        flat_out = np.ravel(out, order="K")
-        if np.shares_memory(flat_out, out):
-            for i0 in range(0, flat_out.size, SLAB_ELEMENTS):
-                flat_out[i0 : i0 + SLAB_ELEMENTS] = fn(*(f[i0 : i0 + SLAB_ELEMENTS].astype(np.int64) for f in flats))
-            return out
-    return fn(*(a.astype(np.int64) for a in arrays)).astype(dtype)
+    out = np.empty_like(first, dtype=dtype)
+    flats = [flat(a) for a in arrays]
+    flat_out = flat(out)
+    if flat_out is None or any(f is None or a.strides != first.strides for f, a in zip(flats, arrays, strict=True)):
+        return fn(*arrays).astype(dtype)
+
+    def work(part: slice) -> None:
+        flat_out[part] = fn(*(f[part] for f in flats))  # type: ignore[index]
+
+    in_parallel([slice(i, i + SLAB_ELEMENTS) for i in range(0, first.size, SLAB_ELEMENTS)], work)
+    return out
+
+
+def byte_values(dtype: np.dtype) -> np.ndarray:
+    """The 8-bit values in the order of their bytes (0..255): a table indexed by a tensor's
+    bytes (`x.view(np.uint8)`) maps each value without any arithmetic."""
+    return np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
+
+
+def lookup(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """table[byte of x] for each element of the 8-bit `x`, in x's memory layout."""
+    return staged_flat([x.view(np.uint8)], lambda b: np.take(table, b), table.dtype)
 
 
 def result_dtype(op: Operation) -> np.dtype:
@@ -225,7 +362,7 @@ def finish_contraction(op: qnn.ContractionOp, acc: np.ndarray, offset: np.ndarra
     if bound + (max_abs(offset) if offset is not None else 0) > im.INT32_MAX:
         # The accumulator might leave int32: the spec's own implementation checks it.
         return stage(rows.astype(np.int64) + (0 if offset is None else offset)).astype(dtype).reshape(acc.shape)
-    return staged_rows(rows, stage, dtype, offset).reshape(acc.shape)
+    return staged_rows(rows, stage, dtype, offset, bound).reshape(acc.shape)
 
 
 def bias_of(args: list[np.ndarray], index: int) -> np.ndarray | None:
@@ -305,16 +442,25 @@ def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 
 @kernel(qnn.AddOp)
 def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Each operand's step to the common scale depends on its byte alone: two 256-entry
+    tables, then the output stage on their sum."""
     assert isinstance(op, qnn.AddOp)
+    a, b = args
     (_, za), (_, zb) = op.input_quantizations()
     (ra, rb), stage = op.operand_requants(), op.output_stage()
+    ta, tb = requantize(byte_values(a.dtype) - za, ra), requantize(byte_values(b.dtype) - zb, rb)
+    fast = float_stage(stage, 1, None, max_abs(ta) + max_abs(tb))
+    if fast is not None:
+        ta, tb = ta.astype(np.float64), tb.astype(np.float64)
 
-    def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return output_stage(requantize(a - za, ra) + requantize(b - zb, rb), stage)
+    def add(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+        t = np.take(ta, qa) + np.take(tb, qb)
+        return fast.evaluate(t, np.empty_like(t)) if fast is not None else output_stage(t, stage)
 
-    if args[0].shape != args[1].shape:  # broadcasting: in one piece
-        return [add(args[0].astype(np.int64), args[1].astype(np.int64))]
-    return [staged_flat([args[0], args[1]], add, result_dtype(op))]
+    a_bytes, b_bytes = a.view(np.uint8), b.view(np.uint8)
+    if a.shape != b.shape:  # broadcasting: in one piece
+        return [add(a_bytes, b_bytes)]
+    return [staged_flat([a_bytes, b_bytes], add, result_dtype(op))]
 
 
 def copies(stage: im.OutputStage, zero_point: int) -> bool:
@@ -335,8 +481,8 @@ def _concat(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     for x, (_, z), stage in zip(args, op.input_quantizations(), op.operand_stages(), strict=True):
         if copies(stage, z) and x.dtype == dtype:
             parts.append(x)
-        else:
-            parts.append(staged_flat([x], lambda q, z=z, stage=stage: output_stage(q - z, stage), dtype))
+        else:  # a function of each byte: a table
+            parts.append(lookup(x, output_stage(byte_values(x.dtype) - z, stage).astype(dtype)))
     return [np.concatenate(parts, axis=int(op.axis.value.data))]
 
 
@@ -345,19 +491,16 @@ def _lut(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.LutOp)
     x, table = args
     lo, _ = qnn.type_range(nn.element_type_of(op.input)) or (0, 0)
-    if lo == -128:  # int8: q - (-128) is the byte with its top bit flipped
-        index = x.view(np.uint8) ^ np.uint8(0x80)
-    else:
-        index = x
-    return [np.take(table, index)]
+    return [lookup(x, table[byte_values(x.dtype) - lo])]  # table[q - qmin], reordered by byte
 
 
 @kernel(qnn.RequantizeOp)
 def _requantize(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.RequantizeOp)
-    _, zx = op.input_quantization()
-    stage = op.output_stage()
-    return [staged_flat([args[0]], lambda q: output_stage(q - zx, stage), result_dtype(op))]
+    x, (_, zx), stage, dtype = args[0], op.input_quantization(), op.output_stage(), result_dtype(op)
+    if x.dtype.itemsize == 1:  # 8-bit input: a table
+        return [lookup(x, output_stage(byte_values(x.dtype) - zx, stage).astype(dtype))]
+    return [staged_flat([x], lambda q: output_stage(q.astype(np.int64) - zx, stage), dtype)]
 
 
 # ---------------------------------------------------------------------------------------
