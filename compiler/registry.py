@@ -25,6 +25,7 @@ BUILTIN_DIALECTS: dict[str, str] = {
     "qnn": "dialects.qnn:QNN",
     "accel": "dialects.accel:ACCEL",
     "dataflow": "dialects.dataflow:DATAFLOW",
+    "dpu": "dialects.dpu:DPU",
 }
 
 BUILTIN_PASSES: dict[str, str] = {
@@ -37,6 +38,7 @@ BUILTIN_PASSES: dict[str, str] = {
     "plan-memory": "passes.plan_memory:PlanMemoryPass",
     "quantize": "passes.quantize:QuantizePass",
     "lower-to-hls": "passes.lower_to_hls:LowerToHlsPass",
+    "lower-to-dpu": "passes.lower_to_dpu:LowerToDpuPass",
 }
 
 
