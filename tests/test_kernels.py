@@ -259,12 +259,15 @@ def test_conv2d_random(case: tuple) -> None:
     check_conv(x, weight, random(m, seed=6) if bias else None, strides, pads, dil, group)
 
 
-def memory_layouts(x: np.ndarray) -> list[np.ndarray]:
-    """`x` with the same values in other memory layouts: channels-last (as conv and pool
-    results are), and reversed strides on every axis."""
-    last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    reversed_axes = np.ascontiguousarray(x[::-1, ::-1, ::-1, ::-1])[::-1, ::-1, ::-1, ::-1]
-    return [last, reversed_axes]
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """`x`'s values in channels-last memory, as conv and pool results are."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def reversed_strides(x: np.ndarray) -> np.ndarray:
+    """`x`'s values with negative strides on every axis."""
+    flip = (slice(None, None, -1),) * x.ndim
+    return np.ascontiguousarray(x[flip])[flip]
 
 
 @pytest.mark.parametrize(
@@ -277,6 +280,7 @@ def memory_layouts(x: np.ndarray) -> list[np.ndarray]:
         ("nn.pool", attr_text(kind="avg", kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), dilations=(1, 1), ceil_mode=1, count_include_pad=0), [], (1, 4, 4, 4)),
         ("nn.relu", "", [], (1, 4, 7, 6)),
         ("nn.add", "", [(1, 4, 1, 1)], (1, 4, 7, 6)),
+        ("nn.concat", attr_text(axis=1), [(1, 2, 7, 6)], (1, 6, 7, 6)),
     ],
 )
 def test_results_do_not_depend_on_memory_layout(op: str, attrs: str, operand_shapes: list, result_shape: tuple) -> None:
@@ -285,8 +289,9 @@ def test_results_do_not_depend_on_memory_layout(op: str, attrs: str, operand_sha
     x = random(1, 4, 7, 6, seed=1)
     rest = [random(*shape, seed=i + 2) for i, shape in enumerate(operand_shapes)]
     expected = nn_run(op, attrs, [x, *rest], [np.zeros(result_shape, np.float32)])
-    for layout in memory_layouts(x):
-        assert_same(nn_run(op, attrs, [layout, *rest], expected), expected)
+    for layout in (channels_last, reversed_strides):
+        operands = [layout(a) if a.ndim == 4 else a for a in [x, *rest]]
+        assert_same(nn_run(op, attrs, operands, expected), expected)
 
 
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (1, 0), (0, 1), (1, 1)])

@@ -577,7 +577,11 @@ def _global_pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 @kernel(nn.ConcatOp)
 def _concat(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.ConcatOp)
-    return [np.concatenate(args, axis=_int(op.axis))]
+    axis = _int(op.axis)
+    if axis == 1 and all(a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous for a in args):
+        # Channels-last in, channels-last out: the next conv reads the result without a copy.
+        return [as_nchw(np.concatenate([a.transpose(0, 2, 3, 1) for a in args], axis=3))]
+    return [np.concatenate(args, axis=axis)]
 
 
 @kernel(nn.SplitOp)
