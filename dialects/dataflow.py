@@ -320,7 +320,7 @@ class EngineOp(DataflowOp):
 # The layer ops each reused engine kind runs.
 ENGINE_OPS: dict[str, tuple[str, ...]] = {
     "conv": ("qnn.conv2d", "qnn.gemm", "qnn.matmul"),
-    "pool": ("qnn.pool", "qnn.global_pool"),
+    "pool": ("qnn.pool", "qnn.global_pool", "nn.pool", "nn.global_pool"),
     "add": ("qnn.add",),
 }
 

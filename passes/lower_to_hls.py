@@ -63,7 +63,7 @@ CONV_TEMPLATES = ("direct", "im2row")
 PIPE, REUSED = "pipe", "reused"
 ENGINE_OF: dict[type[Operation], str] = {
     qnn.Conv2dOp: "conv", qnn.GemmOp: "conv", qnn.MatMulOp: "conv",
-    qnn.PoolOp: "pool", qnn.GlobalPoolOp: "pool", qnn.AddOp: "add",
+    qnn.PoolOp: "pool", qnn.GlobalPoolOp: "pool", nn.PoolOp: "pool", nn.GlobalPoolOp: "pool", qnn.AddOp: "add",
 }
 STEP_KINDS = {"conv": 0, "pool": 1, "add": 2}  # engine_seml.h's step kinds
 VIEW_OPS = (nn.ReshapeOp, nn.IdentityOp)
@@ -181,12 +181,12 @@ def kernel_template(op: Operation, conv: str, where: str) -> tuple[str, dict[str
     if isinstance(op, qnn.GemmOp | qnn.MatMulOp):
         k, n = dense_shape(op, where)
         return "dense", {"K": k, "N": n}, n
-    if isinstance(op, qnn.PoolOp):
+    if isinstance(op, qnn.PoolOp | nn.PoolOp):
         p = window_params(op, int_list(op.kernel)) | {"CEIL": int(op.ceil_mode.value.data)}
         if op.kind.data == "max":
             return "max_pool2d", p, p["C"]
         return "avg_pool2d", p | {"COUNT_INCLUDE_PAD": int(op.count_include_pad.value.data)}, p["C"]
-    if isinstance(op, qnn.GlobalPoolOp):
+    if isinstance(op, qnn.GlobalPoolOp | nn.GlobalPoolOp):
         _, c, h, w = shape_of(op.input)
         return f"global_{op.kind.data}_pool", {"C": c, "H": h, "W": w}, 1
     if isinstance(op, qnn.AddOp):
@@ -200,6 +200,21 @@ def kernel_template(op: Operation, conv: str, where: str) -> tuple[str, dict[str
             raise UnsupportedError("the HLS concat joins two 1 x C x H x W maps along the channels", where)
         return "concat_channels", {"PIXELS": shapes[0][2] * shapes[0][3], "CA": shapes[0][1], "CB": shapes[1][1]}, 1
     raise UnsupportedError(f"{op.name} has no HLS template", where)
+
+
+def is_max_pool(op: Operation) -> bool:
+    """Max pooling that quantize left as an nn op: on int8 (a layout op: it keeps the scale),
+    or on the float input before the first quantize."""
+    return isinstance(op, nn.PoolOp | nn.GlobalPoolOp) and op.kind.data == "max"
+
+
+def streams_floats(op: Operation) -> bool:
+    """A boundary layer: the graph's quantize / dequantize, or a float op before the first
+    quantize. These always stream (the reused engines work on int8)."""
+    return isinstance(op, qnn.QuantizeOp | qnn.DequantizeOp) or nn.is_float(element(op.operands[0]))
+
+
+ELEMENTWISE = (qnn.QuantizeOp, qnn.DequantizeOp, qnn.RequantizeOp, qnn.LutOp)
 
 
 def dense_shape(op: qnn.GemmOp | qnn.MatMulOp, where: str) -> tuple[int, int]:
@@ -237,16 +252,20 @@ def conv_step(op: Operation, where: str) -> dict[str, int]:
 
 
 def pool_step(op: Operation) -> dict[str, int]:
-    assert isinstance(op, qnn.PoolOp | qnn.GlobalPoolOp)
+    assert isinstance(op, qnn.PoolOp | qnn.GlobalPoolOp | nn.PoolOp | nn.GlobalPoolOp)
     _, c, h, w = shape_of(op.input)
     _, _, oh, ow = shape_of(op.result)
-    if isinstance(op, qnn.PoolOp):
+    if isinstance(op, qnn.PoolOp | nn.PoolOp):
         p = window_params(op, int_list(op.kernel))
         include_pad, first = int(op.count_include_pad.value.data), 1
     else:
         p = {"C": c, "H": h, "W": w, "KH": h, "KW": w, "SH": 1, "SW": 1, "PT": 0, "PL": 0, "PB": 0, "PR": 0,
              "DH": 1, "DW": 1}
         include_pad, first = 0, h * w
+    if isinstance(op, nn.NNOp) and not isinstance(op, qnn.QNNOp):  # int8 max pooling: no quantization
+        lo, hi = qnn.type_range(element(op.input)) or (0, 0)
+        return p | {"OH": oh, "OW": ow, "avg": 0, "count_include_pad": 0, "first_count": first, "zx": 0, "zy": 0,
+                    "lo": lo, "hi": hi}
     zy = op.result_quantization()[1]
     lo, hi = op.clamp_range() if op.kind.data == "avg" else op.result_range()
     return p | {"OH": oh, "OW": ow, "avg": int(op.kind.data == "avg"), "count_include_pad": include_pad,
@@ -324,6 +343,15 @@ class Lowering:
             value = self.views[value]
         return value
 
+    def flattening(self, value: SSAValue) -> tuple[int, int, int] | None:
+        """The C, H, W that `value` flattens (through views and element-wise layers), if any."""
+        while True:
+            if value in self.flattened:
+                return self.flattened[value]
+            if value not in self.views:
+                return None
+            value = self.views[value]
+
     def unique(self, text: str) -> str:
         base = identifier(text)
         name, n = base, 1
@@ -344,9 +372,12 @@ class Lowering:
                 self.output = self.source(op.operands[0])
             elif isinstance(op, VIEW_OPS):
                 self.read_view(op, where)
-            elif isinstance(op, qnn.QNNOp):
+            elif isinstance(op, qnn.QNNOp) or is_max_pool(op):
                 name = self.unique(layer_name(op, index))
                 self.layers.append(Layer(op, name, PIPE))
+                chw = self.flattening(op.operands[0])
+                if isinstance(op, ELEMENTWISE) and chw is not None:
+                    self.flattened[op.results[0]] = chw
             else:
                 raise UnsupportedError(f"{op.name} has no HLS kernel (quantize the program first)", where)
 
@@ -369,11 +400,11 @@ class Lowering:
         if self.assigned is not None:
             for layer in self.layers:
                 layer.place, layer.pes = self.assigned.get(layer.op, (PIPE, 1))
-                if isinstance(layer.op, qnn.QuantizeOp | qnn.DequantizeOp):
-                    layer.place = PIPE  # the float ports stream, whatever engine the mapping chose
+                if streams_floats(layer.op):
+                    layer.place = PIPE  # the float side streams, whatever engine the mapping chose
             self.check_order()
             return
-        compute = [layer for layer in self.layers if not isinstance(layer.op, qnn.QuantizeOp | qnn.DequantizeOp)]
+        compute = [layer for layer in self.layers if not streams_floats(layer.op)]
         arch = self.options.arch
         if arch == "sesl":
             pipeline = len(compute)
@@ -512,7 +543,7 @@ class Lowering:
         """The op's payload; a dense layer behind a flatten gets its columns in HWC order."""
         replace = {}
         if isinstance(op, qnn.GemmOp | qnn.MatMulOp):
-            chw = self.flattened.get(op.operands[0])
+            chw = self.flattening(op.operands[0])
             if chw is not None:
                 replace[op.operands[1]] = self.hwc_weight(op, chw)
         return payload(op, replace)

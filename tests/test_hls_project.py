@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backends.hls.emit import STEP_FIELDS, emit_project, find_top
 from backends.hls.project import HlsProject
@@ -26,7 +28,7 @@ from compiler.errors import LayerloomError
 from compiler.hw import load_target
 from compiler.pipeline import run_pipeline
 from compiler.program import Program
-from tests.hls_models import quantized, sample_inputs
+from tests.hls_models import Net, quantized, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = ROOT / "build" / "csim-tests" / "hls"
@@ -233,3 +235,56 @@ def test_generated_pragmas_reach_vitis_only(tmp_path: Path) -> None:
                    "STREAM variable=conv2_out depth=8", "STREAM variable=conv2_out_to_conv6 depth=512", "PIPELINE II=1"]:
         assert f"#pragma HLS {pragma}" in synthesis, pragma
     assert "#pragma HLS" not in preprocess()
+
+
+@st.composite
+def random_models(draw: st.DrawFn) -> tuple[Net, str]:
+    """A small random CNN: convolutions (kernel, stride, pads, dilation, groups incl.
+    depthwise, relu / leaky relu / none), pooling (max / avg, ceil mode, count_include_pad),
+    residual blocks, then global pooling or flatten, and a dense layer."""
+    c, h = draw(st.integers(1, 3)), draw(st.integers(5, 9))
+    net = Net((1, c, h, h), seed=draw(st.integers(0, 1000)))
+    x = "%x"
+    for _ in range(draw(st.integers(1, 3))):
+        channels, size = net.shapes[x][1], net.shapes[x][2]
+        block = draw(st.sampled_from(["conv", "depthwise", "pool", "residual"]))
+        if block == "conv" or (block == "depthwise" and channels == 1):
+            k = draw(st.sampled_from([1, 3] if size >= 3 else [1]))
+            pads = tuple(draw(st.integers(0, k // 2)) for _ in range(4))
+            group = draw(st.sampled_from([g for g in (1, 2) if channels % g == 0]))
+            x = net.conv(x, group * draw(st.integers(1, 3)), k, stride=draw(st.integers(1, 2)), pads=pads, group=group,
+                         act=draw(st.sampled_from(["relu", "leaky_relu", None])))
+        elif block == "depthwise":
+            x = net.conv(x, channels, 3, pads=1, group=channels, act=draw(st.sampled_from(["relu", None])))
+        elif block == "pool" and size >= 2:
+            kind = draw(st.sampled_from(["max", "avg"]))
+            x = net.pool(x, kind, 2, draw(st.integers(1, 2)), ceil=draw(st.integers(0, 1)),
+                         pads=draw(st.integers(0, 1)), include_pad=draw(st.integers(0, 1)) if kind == "avg" else 0)
+        else:
+            y = net.conv(x, channels, 3 if size >= 3 else 1, pads=1 if size >= 3 else 0, act=None)
+            x = net.add(x, y, act=draw(st.sampled_from(["relu", None])))
+    x = net.global_pool(x, draw(st.sampled_from(["avg", "max"]))) if draw(st.booleans()) else x
+    return net, net.dense(net.flatten(x), draw(st.integers(1, 4)))
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=random_models(), arch=st.sampled_from(ARCHS), scheme=st.sampled_from(["fixed", "pow2"]),
+       pes=st.integers(1, 4), split=st.integers(0, 4))
+def test_random_models_bit_exact_in_every_mapping(model: tuple[Net, str], arch: str, scheme: str, pes: int,
+                                                  split: int) -> None:
+    import tempfile
+
+    from compiler import quantize
+
+    net, out = model
+    rng = np.random.default_rng(0)
+    shape = net.input_shape
+    program = quantize(net.program(out), [{"x": rng.normal(size=(8, *shape[1:])).astype(np.float32)}], scheme=scheme)
+    x = rng.normal(size=(2, *shape[1:])).astype(np.float32)
+    y = np.concatenate([execute(program, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    layers = sum(1 for op in program.module.walk() if op.name.startswith("qnn.")) - 2
+    run_pipeline(program, f"lower-to-hls{{arch={arch} pes={pes} split={min(split, layers)}}}")
+    with tempfile.TemporaryDirectory() as folder:
+        emit_project(program.module, program.weights, folder, test_inputs=x, test_outputs=y)
+        assert np.array_equal(HlsProject(folder).predict(x), y)

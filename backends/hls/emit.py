@@ -227,6 +227,8 @@ class Emitter:
             k.stage = stage_data(layer.output_stage())
             self.arrays.append(CArray("int8_t", f"{k.name}_w", w))
             self.arrays.append(CArray("int32_t", f"{k.name}_b", bias_of(layer, w.shape[0], self.store)))
+        elif isinstance(layer, nn.PoolOp | nn.GlobalPoolOp):
+            pass  # max pooling left as an nn op (int8, or the float input): nothing to requantize
         elif isinstance(layer, qnn.PoolOp | qnn.GlobalPoolOp):
             k.zx = layer.input_quantization()[1]
             if layer.kind.data == "avg":

@@ -70,10 +70,12 @@ inline int taps_inside(int o, int stride, int pad_begin, int kernel, int dilatio
 template <Scheme S, int PE, int SLOT, int MAX_M, int MAX_K, class T>
 void conv_engine(const Step& d, T fmaps[][SLOT], const int8_t* ddr_weights, const int32_t* ddr_params) {
     static_assert(PE > 0 && MAX_M > 0 && MAX_K > 0, "engine sizes must be positive");
-    int8_t weights[MAX_M][MAX_K];
-    int32_t bias[MAX_M];
-    Requant requant[MAX_M];
-    Requant negative[MAX_M];
+    // The engine's own memories: static, so they are zero at reset and never initialized
+    // at run time; each layer fills what it uses.
+    static int8_t weights[MAX_M][MAX_K];
+    static int32_t bias[MAX_M];
+    static Requant requant[MAX_M];
+    static Requant negative[MAX_M];
     LL_PARTITION_CYCLIC(weights, PE, 1);
     LL_PARTITION_CYCLIC(bias, PE, 1);
     LL_PARTITION_CYCLIC(requant, PE, 1);
@@ -138,7 +140,7 @@ void conv_engine(const Step& d, T fmaps[][SLOT], const int8_t* ddr_weights, cons
 template <Scheme S, int PE, int SLOT, int MAX_SETS, class T>
 void pool_engine(const Step& d, T fmaps[][SLOT], const int32_t* ddr_params) {
     static_assert(PE > 0 && MAX_SETS > 0, "engine sizes must be positive");
-    Requant sets[MAX_SETS] = {};  // max pooling reads none
+    static Requant sets[MAX_SETS];  // the engine's memory (max pooling reads none)
     const int count_sets = d.avg ? d.KH * d.KW - d.first_count + 1 : 0;
     for (int i = 0; i < count_sets; ++i) {
         LL_PIPELINE();
