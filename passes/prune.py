@@ -47,9 +47,10 @@ from compiler.analysis import analyze, totals
 from compiler.errors import LayerloomError
 from compiler.program import Program, weights_of
 from compiler.prune import search
+from compiler.prune.codesign import Codesign, Multiple, Step, greedy, mass_loss
 from compiler.prune.groups import CRITERIA, ChannelGraph, Group, WeightSlice
 from compiler.prune.report import GroupReport, PruneReport, SensitivityPoint, SkippedGroup, layer_changes, layer_names
-from compiler.prune.search import Counts, Evaluator, Score
+from compiler.prune.search import Counts, Evaluator, Loss, Score
 from compiler.quant import calibrate
 from compiler.tensors import tensor_type
 from dialects import nn
@@ -66,7 +67,7 @@ class Options:
     criterion: str = "l1"
     ratio: float = 0.0
     ratios: Mapping[str, float] = field(default_factory=dict)
-    multiple: int = 1
+    multiple: int | None = None  # None: 1, or the engines' channel parallelism for target=latency
     target: str | None = None
     goal: float | None = None
     max_ratio: float = 0.9
@@ -83,7 +84,7 @@ class Options:
         for name, r in [("ratio", self.ratio), *((f"ratio of '{k}'", v) for k, v in self.ratios.items())]:
             if not 0.0 <= r < 1.0:
                 raise LayerloomError(f"{name} {r} must lie in [0, 1): the fraction of channels to remove", WHERE)
-        if self.multiple < 1:
+        if self.multiple is not None and self.multiple < 1:
             raise LayerloomError(f"multiple {self.multiple} must be a positive integer", WHERE)
         if not 0.0 < self.max_ratio < 1.0 or self.steps < 1:
             raise LayerloomError(f"max-ratio {self.max_ratio} must lie in (0, 1) and steps {self.steps} be >= 1", WHERE)
@@ -245,6 +246,15 @@ class Planner:
         self.sensitivity: dict[int, dict[int, Score]] = {}
         self.cost_before: float | None = None
         self.cost_after: float | None = None
+        self.codesign: Codesign | None = None
+        self.steps: list[Step] = []
+        if options.target == "latency":
+            if not options.hw:
+                raise LayerloomError("target=latency needs the hardware: hw=NAME or a .hw path", WHERE)
+            from compiler.hw import load_target
+
+            self.codesign = Codesign(program, load_target(options.hw), options.hw, options.arch, options.budget, WHERE)
+        self.multiples = {g.index: self.multiple_of(g) for g in self.graph.groups if g.prunable}
         self.owner: dict[str, Group] = {}
         for g in self.graph.groups:
             for op in (*g.sources, *g.followers):
@@ -254,6 +264,13 @@ class Planner:
 
     def pruned(self, counts: Counts) -> Program:
         return pruned_copy(self.program, counts, self.options.criterion, self.means)
+
+    def multiple_of(self, g: Group) -> int:
+        """The multiple a group's kept channels are rounded to: `multiple`, else the
+        channel parallelism of its engines for target=latency, else 1."""
+        if self.options.multiple is not None:
+            return self.options.multiple
+        return self.codesign.multiple(g)[0] if self.codesign is not None else 1
 
     def named(self, name: str, option: str) -> Group:
         """The prunable group whose channels the layer `name` defines."""
@@ -284,29 +301,69 @@ class Planner:
             pinned[g.index] = r
         prunable = [g for g in self.graph.groups if g.prunable]
         uniform = 0.0 if o.target else o.ratio
-        start = {g.index: search.kept_channels(g.channels, pinned.get(g.index, uniform), o.multiple) for g in prunable}
+        start = {g.index: search.kept_channels(g.channels, pinned.get(g.index, uniform), self.multiples[g.index])
+                 for g in prunable}  # fmt: skip
         if o.target is None:
             return start
         free = {g.index: g.channels for g in prunable if g.index not in pinned}
-        return self.search(start, free)
+        return self.codesign_search(start, free) if self.codesign is not None else self.search(start, free)
+
+    def measure_sensitivity(self, start: Counts, candidates: Mapping[int, Sequence[int]]) -> dict[int, dict[int, Loss]]:
+        """Each free group's loss alone at each candidate count (needs data)."""
+        evaluator = self.evaluator
+        assert evaluator is not None
+        self.sensitivity = search.sensitivity(candidates, candidates, start, lambda c: evaluator.score(self.pruned(c)))
+        return {g: {k: evaluator.loss(s) for k, s in per.items()} for g, per in self.sensitivity.items()}
+
+    def codesign_search(self, start: Counts, free: Mapping[int, int]) -> Counts:
+        """target=latency: the greedy search of compiler.prune.codesign, with the mapping
+        of every candidate measured by assign-engines."""
+        o, design = self.options, self.codesign
+        assert design is not None and o.goal is not None
+        candidates = {g: search.candidate_counts(c, self.multiples[g], o.max_ratio, o.steps) for g, c in free.items()}
+        if self.evaluator is not None:
+            losses = self.measure_sensitivity(start, candidates)
+            scalar = {g: {k: drop + error for k, (drop, error) in per.items()} for g, per in losses.items()}
+        else:
+            group = {g.index: g for g in self.graph.groups}
+            scalar = {g: mass_loss(self.graph.scores(group[g], o.criterion)[0]) for g in free}
+
+        def sensitivity(g: int, k: int) -> float:
+            return 0.0 if k == free[g] else scalar[g][k]
+
+        def measure(counts: Counts) -> tuple[float, float]:
+            m = design.map(pruned_copy(self.program, counts, o.criterion, None))
+            return m.period_s, m.latency_s
+
+        cost = search.memoised(measure)
+        self.cost_before = design.before.period_s
+        limit = o.goal * self.cost_before
+        counts, steps = greedy(start, candidates, sensitivity, cost, limit)
+        group_names = {g.index: tuple(self.names[op] for op in g.sources) for g in self.graph.groups}
+        self.steps = [Step(group_names[g], k0, k1, p0, p1, loss) for g, k0, k1, p0, p1, loss in steps]
+        self.cost_after = cost(counts)[0]
+        if self.cost_after > limit:
+            raise LayerloomError(f"goal {o.goal:g} of the latency is out of reach on {o.hw} ({o.arch}): the co-design "
+                                 f"search stops at {self.cost_after / self.cost_before:.3f} of the period, "
+                                 f"{len(steps)} steps, bottleneck {design.map(self.pruned(counts)).bottleneck} "
+                                 f"(max-ratio {o.max_ratio:g} bounds every group)", WHERE)  # fmt: skip
+        return counts
 
     def search(self, start: Counts, free: Mapping[int, int]) -> Counts:
         """The least pruning of the `free` groups that meets the target (module doc of
         compiler.prune.search)."""
         o = self.options
         assert o.target is not None and o.goal is not None
-        measure = search.cost_function(o.target, o.hw, o.arch, o.budget, WHERE)
+        measure = search.cost_function(o.target, WHERE)
         cost = search.memoised(lambda counts: measure(self.pruned(counts)))
         self.cost_before = measure(self.program)
         limit = o.goal * self.cost_before
+        multiple = o.multiple or 1
         if self.evaluator is not None:
-            evaluator = self.evaluator
-            candidates = {g: search.candidate_counts(c, o.multiple, o.max_ratio, o.steps) for g, c in free.items()}
-            self.sensitivity = search.sensitivity(free, candidates, start, lambda c: evaluator.score(self.pruned(c)))
-            losses = {g: {k: evaluator.loss(s) for k, s in per.items()} for g, per in self.sensitivity.items()}
-            configs = search.threshold_configs(start, candidates, losses)
+            candidates = {g: search.candidate_counts(c, multiple, o.max_ratio, o.steps) for g, c in free.items()}
+            configs = search.threshold_configs(start, candidates, self.measure_sensitivity(start, candidates))
         else:
-            configs = [c for _, c in search.uniform_configs(start, free, o.multiple, o.max_ratio)]
+            configs = [c for _, c in search.uniform_configs(start, free, multiple, o.max_ratio)]
         found = search.first_meeting(configs, cost, limit)
         if found is None:
             reached = cost(configs[-1]) / self.cost_before if self.cost_before else 1.0
@@ -329,7 +386,9 @@ class Planner:
                 after = counts.get(g.index, g.channels)
                 groups.append(GroupReport(sources, followers, g.channels, after, used, tuple(map(int, kept)), points))
             elif sources:
-                skipped.append(SkippedGroup(sources, g.channels, g.reason or "its channels are built from other groups"))
+                skipped.append(
+                    SkippedGroup(sources, g.channels, g.reason or "its channels are built from other groups")
+                )
         return tuple(groups), tuple(skipped)
 
 
@@ -351,10 +410,18 @@ def prune_program(program: Program, options: Options, data: object = None, label
     groups, skipped = planner.report_groups(keeps, counts)
     rewrite(program, planner.graph, {g: keep for g, (keep, _) in keeps.items()}, planner.means)
     after = analyze(program)
+    codesign = None
+    if planner.codesign is not None:
+        design = planner.codesign
+        multiples = [Multiple(tuple(planner.names[op] for op in g.sources), planner.multiples[g.index],
+                              design.multiple(g)[1]) for g in planner.graph.groups if g.prunable]  # fmt: skip
+        codesign = design.report(design.map(program), multiples, planner.steps)
     score = evaluator.score(program) if evaluator is not None else None
     t0, t1 = totals(before), totals(after)
     return PruneReport(
-        criterion=options.criterion, multiple=options.multiple, compensate=options.compensate,
+        criterion=options.criterion, compensate=options.compensate,
+        multiple=options.multiple if options.multiple is not None else None if codesign else 1,
+        codesign=codesign,
         groups=groups, skipped=skipped, layers=layer_changes(before, after),
         macs_before=t0.macs, macs_after=t1.macs, params_before=t0.params, params_after=t1.params,
         samples=0 if evaluator is None else sum(len(out[0]) for out in evaluator.reference),
@@ -367,12 +434,12 @@ def prune_program(program: Program, options: Options, data: object = None, label
 
 def options_of(
     criterion: str = "l1", ratio: float = 0.0, ratios: Mapping[str, float] | Sequence[str] | str | None = None,
-    multiple: int = 1, target: str | None = None, goal: float | None = None, max_ratio: float = 0.9,
+    multiple: int | None = None, target: str | None = None, goal: float | None = None, max_ratio: float = 0.9,
     steps: int = 9, exclude: Sequence[str] | str = (), hw: str | None = None, arch: str = "hybrid",
     budget: int | None = None, compensate: bool = False,
 ) -> Options:  # fmt: skip
     names = exclude.split(",") if isinstance(exclude, str) else list(exclude)
-    return Options(criterion, float(ratio), parse_ratios(ratios), int(multiple), target,
+    return Options(criterion, float(ratio), parse_ratios(ratios), None if multiple is None else int(multiple), target,
                    None if goal is None else float(goal), float(max_ratio), int(steps),
                    frozenset(n for n in names if n), hw, arch, budget, bool(compensate))  # fmt: skip
 
@@ -403,7 +470,7 @@ class PrunePass(ModulePass):
     criterion: str = "l1"
     ratio: float | int = 0.0
     ratios: tuple[str, ...] = ()
-    multiple: int = 1
+    multiple: int | None = None
     target: str | None = None
     goal: float | int | None = None
     max_ratio: float | int = 0.9

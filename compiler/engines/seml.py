@@ -14,6 +14,7 @@ layers); without it each layer gets the best shape within its PEs -- a lower bou
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -62,13 +63,13 @@ class ChannelArrayEngine(EngineKind):
         return self.cycles_for(layer, engine, np.arange(1, max_pes + 1, dtype=np.int64), tile)
 
     def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
-        """The fixed unrolling's output channels, else those of the best split of `pes`
-        for this layer (what the cost model assumes)."""
+        """The fixed unrolling's output channels. Without one the array takes the best
+        shape for each layer, so no width is fixed: the side of a square array of `pes`
+        (the largest power of two at most sqrt(pes)) keeps counts that fold evenly."""
         unroll = engine.params.get("unroll")
         if unroll is not None:
             return int(unroll[0])
-        loops = self.channel_loops(layer)
-        return best_unroll(*loops, max(1, pes))[1] if loops is not None else 1
+        return 1 << (math.isqrt(max(1, pes)).bit_length() - 1)
 
     @abstractmethod
     def channel_loops(self, layer: Workload) -> tuple[int, int] | None:

@@ -10,6 +10,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
 from compiler.analysis import LayerInfo, analyze, is_layer
+from compiler.prune.codesign import CodesignReport
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class LayerChange:
 @dataclass(frozen=True)
 class PruneReport:
     criterion: str
-    multiple: int
+    multiple: int | None  # None: per group, the engines' channel parallelism (co-design)
     compensate: bool
     groups: tuple[GroupReport, ...]
     skipped: tuple[SkippedGroup, ...]
@@ -72,17 +73,23 @@ class PruneReport:
     goal: float | None = None
     cost_before: float | None = None
     cost_after: float | None = None
+    codesign: CodesignReport | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def cost_text(self, value: float) -> str:
-        return f"{value * 1e3:.4g} ms" if self.target == "latency" else f"{value:,.0f}"
+        return f"{value * 1e6:.4g} us per frame" if self.target == "latency" else f"{value:,.0f}"
 
     def table(self) -> str:
         """The report as text: the groups (with their sensitivity when measured), a
         per-layer table, the totals and the accuracy."""
-        lines = [f"prune: criterion {self.criterion}, channels in multiples of {self.multiple}"
+        multiples = (
+            f"multiples of {self.multiple}"
+            if self.multiple is not None
+            else "multiples of each group's engine parallelism"
+        )
+        lines = [f"prune: criterion {self.criterion}, channels in {multiples}"
                  + (", biases compensated for the mean of removed channels" if self.compensate else "")]  # fmt: skip
         if self.target is not None and self.cost_before and self.cost_after is not None:
             lines.append(f"target: {self.target} at most {self.goal:g} x {self.cost_text(self.cost_before)}: "
@@ -107,6 +114,8 @@ class PruneReport:
             lines.append(f"accuracy: {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} on {self.samples} samples")
         if self.output_error is not None:
             lines.append(f"relative output error: {self.output_error:.4g}")
+        if self.codesign is not None:
+            lines.extend(self.codesign.lines())
         return "\n".join(lines) + "\n"
 
 

@@ -16,13 +16,15 @@ data, and the searches that meet a cost target (FLOPs, parameters or latency).
 - Without data the ratio is uniform: the smallest uniform ratio (in steps of 0.01) whose
   program meets the goal.
 Costs are measured on the pruned program itself (compiler.analysis, the cost model), not
-estimated, so the goal is met exactly as the reports count it.
+estimated, so the goal is met exactly as the reports count it. `target=latency` searches
+differently, with the mapping in the loop: compiler.prune.codesign.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ TARGETS = ("flops", "params", "latency")
 UNIFORM_STEP = 0.01
 
 Counts = dict[int, int]  # group index -> channels kept
+T = TypeVar("T")
 Loss = tuple[float, float]  # (accuracy drop, relative output error)
 
 
@@ -140,22 +143,14 @@ class Evaluator:
 # ---------------------------------------------------------------------------------------
 
 
-def cost_function(target: str, hw: str | None, arch: str, budget: int | None, where: str) -> Callable[[Program], float]:
-    """The cost a `target` counts: MACs, parameters, or the latency (s) of the program
-    mapped on hardware `hw` with `arch` and a PE `budget` (compiler.mapping)."""
+def cost_function(target: str, where: str) -> Callable[[Program], float]:
+    """The cost a `target` counts: MACs or parameters (target=latency searches with the
+    mapping in the loop instead: compiler.prune.codesign)."""
     if target == "flops":
         return lambda p: float(totals(analyze(p)).macs)
     if target == "params":
         return lambda p: float(totals(analyze(p)).params)
-    if target != "latency":
-        raise LayerloomError(f"unknown target '{target}' (one of {', '.join(TARGETS)})", where)
-    if not hw:
-        raise LayerloomError("target=latency needs the hardware: hw=NAME or a .hw path", where)
-    from compiler.hw import load_target
-    from compiler.mapping import LayerGraph, assign
-
-    hardware = load_target(hw)
-    return lambda p: float(assign(LayerGraph.of_module(p.module)[0], hardware, arch, budget).latency_s)
+    raise LayerloomError(f"target '{target}' has no cost function here (flops or params)", where)
 
 
 def first_meeting(configs: Sequence[Counts], cost_of: Callable[[Counts], float], budget: float) -> int | None:
@@ -202,10 +197,10 @@ def uniform_configs(
     return out
 
 
-def memoised(cost: Callable[[Counts], float]) -> Callable[[Counts], float]:
-    seen: dict[tuple[tuple[int, int], ...], float] = {}
+def memoised(cost: Callable[[Counts], T]) -> Callable[[Counts], T]:
+    seen: dict[tuple[tuple[int, int], ...], T] = {}
 
-    def cached(counts: Counts) -> float:
+    def cached(counts: Counts) -> T:
         key = tuple(sorted(counts.items()))
         if key not in seen:
             seen[key] = cost(counts)
