@@ -181,10 +181,10 @@ def step_cycles(kind: str, s: dict[str, int], pe: int) -> int:
     """Cycles of one layer on a reused engine (engine_seml.h)."""
     if kind == "conv":
         k = s["C"] // s["G"] * s["KH"] * s["KW"]
-        return s["M"] * k + s["M"] + s["OH"] * s["OW"] * math.ceil(s["M"] / pe) * (k + pe)
+        return s["M"] * k + s["M"] + s["OH"] * s["OW"] * (math.ceil(s["M"] / pe) * k + s["M"])
     if kind == "pool":
         sets = s["KH"] * s["KW"] - s["first_count"] + 1 if s["avg"] else 0
-        return sets + s["OH"] * s["OW"] * math.ceil(s["C"] / pe) * (s["KH"] * s["KW"] + pe)
+        return sets + s["OH"] * s["OW"] * (math.ceil(s["C"] / pe) * s["KH"] * s["KW"] + s["C"])
     return math.ceil(s["N"] / pe)
 
 

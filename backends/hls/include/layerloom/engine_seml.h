@@ -65,7 +65,7 @@ inline int taps_inside(int o, int stride, int pad_begin, int kernel, int dilatio
 // Convolution (standard, grouped, depthwise, pointwise; a dense layer is a 1 x 1 map with
 // a 1 x 1 kernel): for every output pixel, the M outputs in blocks of PE (the PE loop
 // unrolled, the weights partitioned by PE along M), the reduction over K = C/G * KH * KW
-// pipelined (II=1). A layer costs about M * K (weights) + OH * OW * ceil(M / PE) * (K + PE)
+// pipelined (II=1). A layer costs about M * K (weights) + OH * OW * (ceil(M / PE) * K + M)
 // cycles. PE need not divide M: the last block masks the missing channels.
 template <Scheme S, int PE, int SLOT, int MAX_M, int MAX_K, class T>
 void conv_engine(const Step& d, T fmaps[][SLOT], const int8_t* ddr_weights, const int32_t* ddr_params) {
@@ -120,10 +120,10 @@ void conv_engine(const Step& d, T fmaps[][SLOT], const int8_t* ddr_weights, cons
                         }
                     }
                 }
-                for (int q = 0; q < PE; ++q) {
+                for (int q = 0; q < PE && block * PE + q < d.M; ++q) {  // the block's channels only
                     LL_PIPELINE();
                     const int m = block * PE + q;
-                    if (m < d.M) {
+                    {
                         const OutputStage<S, T, 1> stage = {{requant[m]}, d.zy, d.lo, d.hi, d.leaky != 0, {negative[m]}};
                         fmaps[d.out][(oy * d.OW + ox) * d.M + m] = stage.apply(acc[q], 0);
                     }
@@ -136,7 +136,7 @@ void conv_engine(const Step& d, T fmaps[][SLOT], const int8_t* ddr_weights, cons
 // Max or average pooling (global pooling: the window is the whole map): PE channels in
 // parallel, the taps pipelined. Padding never wins a max and adds nothing to a sum;
 // average pooling divides with the parameter set of the window's count (spec section 7).
-// A layer costs about OH * OW * ceil(C / PE) * (KH * KW + PE) cycles.
+// A layer costs about OH * OW * (ceil(C / PE) * KH * KW + C) cycles.
 template <Scheme S, int PE, int SLOT, int MAX_SETS, class T>
 void pool_engine(const Step& d, T fmaps[][SLOT], const int32_t* ddr_params) {
     static_assert(PE > 0 && MAX_SETS > 0, "engine sizes must be positive");
@@ -173,10 +173,10 @@ void pool_engine(const Step& d, T fmaps[][SLOT], const int32_t* ddr_params) {
                         }
                     }
                 }
-                for (int q = 0; q < PE; ++q) {
+                for (int q = 0; q < PE && block * PE + q < d.C; ++q) {  // the block's channels only
                     LL_PIPELINE();
                     const int c = block * PE + q;
-                    if (c < d.C) {
+                    {
                         T y = T(value[q]);
                         if (d.avg) {
                             const OutputStage<S, T, 1> stage = {{sets[count - d.first_count]}, d.zy, d.lo, d.hi};
