@@ -117,14 +117,16 @@ def section() -> str:
     ])  # fmt: skip
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, heading: str = SECTION) -> None:
+    """Replace the section under `heading` in docs/performance.md with `text` (append it
+    when there is none)."""
     doc = DOCS.read_text()
-    start = doc.find(SECTION)
+    start = doc.find(heading + "\n")
     if start < 0:
         doc = doc.rstrip("\n") + "\n\n" + text
     else:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + (doc[end + 1 :] if end >= 0 else "")
+        end = doc.find("\n## ", start + len(heading))
+        doc = doc[:start] + text.rstrip("\n") + "\n" + ("\n" + doc[end + 1 :] if end >= 0 else "")
     DOCS.write_text(doc)
 
 
