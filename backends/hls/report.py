@@ -217,6 +217,7 @@ def estimate(top: TopOp, target: Target) -> dict[str, object]:
     engines: list[Estimate] = []
     memories = Estimate("memories", "streams and buffers", 1, 0, lut=0)
     period_parts: list[int] = []
+    schedule_cycles = 0
     latency = 0
     for op in ops:
         if isinstance(op, KernelOp):
@@ -238,6 +239,7 @@ def estimate(top: TopOp, target: Target) -> dict[str, object]:
             slots = [b for b in op.body.block.ops if isinstance(b, BufferOp)]
             memories.add_array(len(slots) * int(op.slot_size.value.data) * bits_of(slots[0].result))
             period_parts.append(cycles)
+            schedule_cycles = cycles
             latency += cycles
     period = max(period_parts, default=1)
     totals = {key: sum(getattr(e, key) for e in [*engines, memories]) for key in ("dsp", "bram", "lut")}
@@ -256,6 +258,7 @@ def estimate(top: TopOp, target: Target) -> dict[str, object]:
         "available": available,
         "utilization": {k: (round(totals[k] / v, 4) if v else None) for k, v in available.items()},
         "fits": all(v is None or totals[k] <= v for k, v in available.items()),
+        "schedule_cycles": schedule_cycles,  # the reused engines' process: its steps and copies
         "period_cycles": period,
         "latency_cycles": latency,
         "throughput_fps": round(target.clock / period, 3),
