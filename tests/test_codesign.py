@@ -224,3 +224,12 @@ def test_mass_loss_without_data() -> None:
     loss = mass_loss(np.array([1.0, 3.0, 4.0, 2.0]))
     assert loss[4] == 0.0 and loss[0] == 1.0
     assert loss[3] == pytest.approx(0.1) and loss[2] == pytest.approx(0.3)  # keeps 4+3, then 4+3+2
+
+
+def test_docs_show_this_report(digits: tuple[Program, tuple[np.ndarray, ...]]) -> None:
+    program, (x_train, y_train, _, _) = digits
+    _, report = prune(program, x_train[:1200], y_train[:1200], target="latency", goal=0.7, hw="zcu102",
+                      arch="hybrid", budget=1024, compensate=True)  # fmt: skip
+    docs = (Path(__file__).parent.parent / "docs" / "pruning.md").read_text()
+    example = docs.split("## Co-design")[1].split("```text\n")[1].split("```")[0]
+    assert example == report.table()
