@@ -182,8 +182,8 @@ def test_uint8_lookup_and_requantize() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), scheme=SCHEMES, channels=st.sampled_from([1, 4]), leaky=st.booleans(),
-       magnitude=st.sampled_from([2**8, 2**20, 2**31]))
-def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: bool, magnitude: int) -> None:
+       relu=st.booleans(), magnitude=st.sampled_from([2**8, 2**20, 2**31]))
+def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: bool, relu: bool, magnitude: int) -> None:
     """Random int32 accumulators and parameters over the whole ranges the verifier allows
     (flushed multipliers, left shifts, pure shifts, per-channel mixes, ties)."""
     rng = np.random.default_rng(seed)
@@ -197,12 +197,12 @@ def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: 
             mults = np.where(shifts < 0, 1, rng.integers(1, 2**16, channels))
             return im.Requant.of("pow2", shifts, mults)
         shifts = rng.integers(-31, 32, channels)
-        mults = rng.integers(2**30, 2**31, channels)
+        mults = np.where(rng.random(channels) < 0.3, 2**30, rng.integers(2**30, 2**31, channels))  # 2^30: ties
         flushed = rng.random(channels) < 0.2
         return im.Requant.of("fixed", np.where(flushed, 0, shifts), np.where(flushed, 0, mults))
 
     zero_point = int(rng.integers(-128, 128))
-    stage = im.OutputStage(params(), zero_point, -128, 127, params() if leaky else None).along(2, 1)
+    stage = im.OutputStage(params(), zero_point, zero_point if relu else -128, 127, params() if leaky else None).along(2, 1)
     assert np.array_equal(output_stage(acc.copy(), stage), stage(acc))
 
 
@@ -226,14 +226,20 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
         mults = rng.choice([2**30, 2**30 + 1, 1908874354, 2**31 - 1, 0], channels)
         return im.Requant.of("fixed", np.where(mults == 0, 0, shifts), mults)
 
-    zero_point = int(rng.integers(-128, 128))
-    lo = zero_point if relu else -128
-    stage = im.OutputStage(params(), zero_point, lo, 127, params() if leaky else None).along(2, 1)
+    dtype = np.dtype(np.uint8) if rng.random() < 0.3 else np.dtype(np.int8)
+    qmin, qmax = im.int_range(dtype)
+    zero_point = int(rng.integers(qmin, qmax + 1))
+    stage = im.OutputStage(params(), zero_point, zero_point if relu else qmin, qmax, params() if leaky else None).along(2, 1)
     fast = float_stage(stage, channels, offset, magnitude)
     if fast is None:
         return
     want = stage(acc.astype(np.int64) + (0 if offset is None else offset))
     assert np.array_equal(fast.evaluate(acc, np.empty_like(acc)).astype(np.int64), want)
+    tiled = fast.tiled(acc.shape[0])
+    if tiled is not None:  # the kernels' fast store: flat slabs, the floor as a truncating cast
+        out = np.empty(acc.size, dtype)
+        tiled.store(acc.reshape(-1), out, np.empty(acc.size))
+        assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want)
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,7 +47,18 @@ from dialects import nn, qnn
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums below it
 FLOAT64_EXACT = 2**53
 SLAB_ELEMENTS = 1 << 15  # int64 temporaries of 256 KiB: they stay in L2 cache
-THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def thread_count() -> int:
+    """LAYERLOOM_THREADS, else the BLAS thread variables, else the CPUs this process may use."""
+    for variable in ("LAYERLOOM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(variable, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+THREADS = thread_count()
 POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="qnn") if THREADS > 1 else None
 
 
@@ -56,8 +67,10 @@ POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="qnn") if THREADS > 1 else
 # ---------------------------------------------------------------------------------------
 
 
-def requantize(x: np.ndarray, r: im.Requant) -> np.ndarray:
-    """`r(x)` for int64 `x` holding int32 values: intmath.requantize_pow2 / _fixed."""
+def requantize(x: np.ndarray, r: im.Requant, clamped_below: bool = False) -> np.ndarray:
+    """`r(x)` for int64 `x` holding int32 values: intmath.requantize_pow2 / _fixed, the fixed
+    scheme's two roundings as one floor (see below). `clamped_below`: negative results
+    are clamped away anyway, so their tie correction may be skipped."""
     m, s = r.multipliers, r.shifts
     if r.scheme == "pow2":
         v = x if np.all(m == 1) else x * m
@@ -66,19 +79,20 @@ def requantize(x: np.ndarray, r: im.Requant) -> np.ndarray:
         if np.all(s > 0):
             return (v + (np.left_shift(1, s) >> 1)) >> s  # round half up
         return im.rounding_shift_right(v, s)
-    left, right = np.maximum(-s, 0), np.maximum(s, 0)
+    left, e = np.maximum(-s, 0), np.maximum(s, 0)
     if np.any(left):
         x = np.clip(np.left_shift(x, left), im.INT32_MIN, im.INT32_MAX)
-    high = (x * m + (1 << 30)) >> 31  # SaturatingRoundingDoublingHighMul, m >= 0: ties toward +inf
-    if not np.any(right):
-        return high
-    negative = high < 0 if np.all(right) else (high < 0) & (right > 0)
-    return (high + (np.left_shift(1, right) >> 1) - negative) >> right  # RoundingDivideByPOT: ties away
+    halves = (1 << 30) + np.where(e > 0, np.left_shift(1, 30 + e), 0)
+    p = x * m
+    p += halves
+    if not clamped_below and np.any(e > 0):  # P < -2^30 (a negative h): its ties go down
+        np.subtract(p, np.where(e > 0, 1 << 31, 0), out=p, where=p < halves - (1 << 30))
+    return p >> (31 + e)
 
 
 def output_stage(acc: np.ndarray, stage: im.OutputStage) -> np.ndarray:
     """`stage(acc)` (intmath.OutputStage) for int64 `acc` holding int32 values."""
-    v = requantize(acc, stage.requant)
+    v = requantize(acc, stage.requant, stage.lo >= stage.zero_point)
     if stage.negative is not None:
         v = np.where(acc < 0, requantize(acc, stage.negative), v)
     v += stage.zero_point
@@ -132,6 +146,32 @@ class FloatStage:
             out[...] = np.where(below, self.negative.evaluate(a, np.empty_like(out)), out)
         return np.clip(out, self.lo, self.hi, out=out)
 
+    def tiled(self, rows: int) -> FloatStage | None:
+        """The stage with its per-channel terms repeated for `rows` rows and flattened, for
+        `store` on flat slabs (long contiguous loops instead of short broadcast ones);
+        None for a leaky slope (it uses `evaluate`)."""
+        if self.negative is not None:
+            return None
+        t = None if self.t is None else np.tile(np.broadcast_to(self.t, self.k.shape), rows)
+        d = None if self.d is None else np.tile(np.broadcast_to(self.d, self.k.shape), rows)
+        return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), t, d, self.lo, self.hi)
+
+    def store(self, a: np.ndarray, out: np.ndarray, buf: np.ndarray) -> None:
+        """A tiled stage on the flat slab `a` into the flat 8-bit `out`: the floor is the
+        truncating cast once the values are shifted to start at 0 (c holds -lo) and
+        clipped to [0, hi - lo]; the byte then gets lo back, modulo 256."""
+        n = a.size
+        v = buf[:n]
+        np.multiply(a, self.k[:n], out=v)
+        v += self.c[:n]
+        if self.t is not None and self.d is not None:
+            np.subtract(v, self.d[:n], out=v, where=a < self.t[:n])
+        np.clip(v, 0, self.hi - self.lo, out=v)
+        bytes_ = out.view(np.uint8)
+        bytes_[...] = v
+        if self.lo % 256:
+            bytes_ += np.uint8(self.lo % 256)
+
 
 def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None, bound: int) -> FloatStage | None:
     """`stage` (parameters along the last axis) applied to a + offset, |a| <= bound, as a
@@ -182,7 +222,7 @@ def requant_terms(r: im.Requant, channels: int, reach: float,
 
 
 def max_abs(a: np.ndarray) -> int:
-    return int(np.abs(a).max(initial=0))
+    return int(max(a.max(initial=0), -a.min(initial=0))) if a.size else 0
 
 
 def centred(a: np.ndarray, zero_point: int) -> np.ndarray:
@@ -291,19 +331,24 @@ def staged_rows(acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset:
     of a 2-d accumulator (|acc| <= bound), slab by slab, into a fresh `dtype` array."""
     rows, cols = acc.shape
     out = np.empty((rows, cols), dtype=dtype)
+    parts = slabs(rows, cols)
     fast = float_stage(stage, cols, offset, bound)
+    tiled = fast.tiled(parts[0].stop - parts[0].start) if fast is not None and dtype.itemsize == 1 else None
+    contiguous = acc.flags.c_contiguous
 
     def work(part: slice) -> None:
-        if fast is not None:
-            block = acc[part]
+        block = acc[part]
+        if tiled is not None and contiguous:
+            tiled.store(block.reshape(-1), out[part].reshape(-1), np.empty(block.size))
+        elif fast is not None:
             out[part] = fast.evaluate(block, np.empty(block.shape))
-            return
-        a = acc[part].astype(np.int64)
-        if offset is not None:
-            a += offset
-        out[part] = output_stage(a, stage)
+        else:
+            a = block.astype(np.int64)
+            if offset is not None:
+                a += offset
+            out[part] = output_stage(a, stage)
 
-    in_parallel(slabs(rows, cols), work)
+    in_parallel(parts, work)
     return out
 
 
@@ -359,6 +404,7 @@ def finish_contraction(op: qnn.ContractionOp, acc: np.ndarray, offset: np.ndarra
         im.check_int32(out, "accumulator")
         return out.astype(dtype).reshape(acc.shape)
     stage = op.output_stage().along(2, 1)
+    bound = min(bound, max_abs(rows))  # the actual magnitude lets more layers take the float path
     if bound + (max_abs(offset) if offset is not None else 0) > im.INT32_MAX:
         # The accumulator might leave int32: the spec's own implementation checks it.
         return stage(rows.astype(np.int64) + (0 if offset is None else offset)).astype(dtype).reshape(acc.shape)

@@ -1,0 +1,121 @@
+"""Int8 speed benchmark (issue 3): ResNet-50 (the onnx wheel's light model with seeded random
+weights, 1x3x224x224) run by the reference executor in float and quantized to int8 (both
+schemes), the ratio int8 / float against the goal of 1.5.
+
+    .venv/bin/python benchmarks/quant_speed.py             # print the table
+    .venv/bin/python benchmarks/quant_speed.py --threads 1,2
+
+Each thread count runs in a child process of its own, the thread variables set before NumPy
+loads (BLAS and the qnn kernels' pool follow them). Within a child the float and the int8
+programs alternate run by run, so that both see the same load on a shared machine.
+`benchmarks/quant_accuracy.py --write-docs` puts these numbers in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
+    sys.path.insert(0, str(ROOT))
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "LAYERLOOM_THREADS")
+MODEL = "resnet50"
+PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
+SCHEMES = ("fixed", "pow2")
+GOAL_RATIO = 1.5
+
+
+def child(repeats: int) -> dict[str, object]:
+    """Median and minimum seconds of the float and the int8 programs, run alternately."""
+    import numpy as np
+
+    from backends.reference import execute
+    from benchmarks.common import graph_inputs, light_model, seeded_inputs, timed
+    from compiler import import_onnx, quantize, run_pipeline
+
+    model = light_model(MODEL, random_weights=True)
+    program = run_pipeline(import_onnx(model), PIPELINE)
+    shapes = graph_inputs(model)
+    calibration = [seeded_inputs(shapes, seed) for seed in (1, 2)]
+    quantized = {s: quantize(program, calibration, scheme=s) for s in SCHEMES}
+    feeds = seeded_inputs(shapes, 0)
+    want = execute(program, feeds)
+    runs: dict[str, list[float]] = {"float": [], **{s: [] for s in SCHEMES}}
+    agree: dict[str, bool] = {}
+    for s, q in quantized.items():  # warm-up, and a check that int8 predicts what float does
+        got = execute(q, feeds)
+        agree[s] = all(int(np.argmax(got[k])) == int(np.argmax(want[k])) for k in want)
+    for _ in range(repeats):
+        runs["float"].append(timed(lambda: execute(program, feeds))[0])
+        for s, q in quantized.items():
+            runs[s].append(timed(lambda q=q: execute(q, feeds))[0])
+    return {"runs": runs, "agree": agree}
+
+
+def run_child(threads: int, repeats: int) -> dict:
+    env = dict(os.environ) | dict.fromkeys(THREAD_VARIABLES, str(threads))
+    done = subprocess.run([sys.executable, __file__, "--child", str(repeats)], env=env, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def median(values: list[float]) -> float:
+    import statistics
+
+    return statistics.median(values)
+
+
+def measure(threads: list[int], repeats: int) -> dict[str, object]:
+    rows = []
+    for n in threads:
+        result = run_child(n, repeats)
+        runs = result["runs"]
+        row = {"threads": n, "float_ms": 1e3 * median(runs["float"]), "float_min_ms": 1e3 * min(runs["float"])}
+        for s in SCHEMES:
+            row[f"{s}_ms"] = 1e3 * median(runs[s])
+            row[f"{s}_ratio"] = median(runs[s]) / median(runs["float"])
+            row[f"{s}_min_ratio"] = min(runs[s]) / min(runs["float"])
+            row[f"{s}_agrees"] = result["agree"][s]
+        rows.append(row)
+    return {"rows": rows, "repeats": repeats, "load": os.getloadavg()[0]}
+
+
+def table(results: dict) -> str:
+    from benchmarks.common import markdown_table
+
+    header = ["threads", "float ms"] + [f"int8 {s} ms" for s in SCHEMES] + [f"ratio {s}" for s in SCHEMES] + \
+        ["same top-1"]
+    body = []
+    for r in results["rows"]:
+        ratios = [f"**{r[f'{s}_ratio']:.2f}** (best runs {r[f'{s}_min_ratio']:.2f})" for s in SCHEMES]
+        body.append([str(r["threads"]), f"{r['float_ms']:.0f}"] + [f"{r[f'{s}_ms']:.0f}" for s in SCHEMES] + ratios +
+                    ["yes" if all(r[f"{s}_agrees"] for s in SCHEMES) else "no"])
+    return markdown_table(header, body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="int8 vs float ResNet-50 through the reference executor")
+    parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of each program (median)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child)))
+        return
+    results = measure(sorted({int(t) for t in args.threads.split(",")}), args.repeats)
+    print(f"ResNet-50, median of {results['repeats']} alternating runs (goal: ratio <= {GOAL_RATIO}); "
+          f"load average {results['load']:.2f}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
