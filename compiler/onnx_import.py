@@ -441,6 +441,11 @@ TYPE_ONLY_VERSIONS: dict[str, tuple[int, ...]] = {
 } | {"Cast": (23,)}  # Cast-24 added round_mode and changed float8 saturation
 
 
+# Versions after MAX_OPSET whose converter reads them in full, new attributes included
+# (the quantization ops of compiler/onnx_qdq.py register theirs).
+CONVERTER_VERSIONS: dict[str, tuple[int, ...]] = {}
+
+
 def version_problem(op_type: str, opset: int) -> str | None:
     """Why the definition of `op_type` in `opset` is not one the importer implements."""
     try:
@@ -450,7 +455,7 @@ def version_problem(op_type: str, opset: int) -> str | None:
     version = schema.since_version
     if schema.deprecated:
         return f"deprecated since version {version} (opset {opset})"
-    if version > MAX_OPSET and version not in TYPE_ONLY_VERSIONS.get(op_type, ()):
+    if version > MAX_OPSET and version not in TYPE_ONLY_VERSIONS.get(op_type, ()) + CONVERTER_VERSIONS.get(op_type, ()):
         return f"{op_type}-{version} (opset {opset}) not supported (layerloom implements versions up to opset {MAX_OPSET})"
     return None
 

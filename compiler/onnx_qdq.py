@@ -35,7 +35,7 @@ from xdsl.pattern_rewriter import PatternRewriteWalker
 
 from compiler.errors import LayerloomError
 from compiler.onnx_import import (
-    TYPE_ONLY_VERSIONS,
+    CONVERTER_VERSIONS,
     Builder,
     Node,
     Refused,
@@ -62,9 +62,9 @@ RECORD = ".qdq."  # weight-store keys of a folded DequantizeLinear: <node>.qdq.v
 
 # Quantize/DequantizeLinear after opset 22 added types (float4, float8e8m0, int2) and one
 # attribute each (precision / output_dtype): the converters read those attributes and
-# refuse what they change, so these versions import as the ones before.
-TYPE_ONLY_VERSIONS.setdefault("QuantizeLinear", (23, 24, 25, 28))
-TYPE_ONLY_VERSIONS.setdefault("DequantizeLinear", (23, 24, 25, 28))
+# refuse the values that change the result.
+CONVERTER_VERSIONS["QuantizeLinear"] = (23, 24, 25, 28)
+CONVERTER_VERSIONS["DequantizeLinear"] = (23, 24, 25, 28)
 
 
 # ---------------------------------------------------------------------------------------
