@@ -62,6 +62,7 @@ from xdsl.ir import Attribute, Block, Dialect, Operation, ParametrizedAttribute,
 from xdsl.irdl import (
     AttrSizedOperandSegments,
     IRDLOperation,
+    IRDLOption,
     ParsePropInAttrDict,
     irdl_attr_definition,
     irdl_op_definition,
@@ -122,7 +123,7 @@ def ints_dict(values: dict[str, int]) -> DictionaryAttr:
 class DataflowOp(IRDLOperation):
     """Common to the ops: properties in the attribute dictionary, and a checker that names the op."""
 
-    irdl_options = (ParsePropInAttrDict(),)
+    irdl_options: tuple[IRDLOption, ...] = (ParsePropInAttrDict(),)
 
     def what(self) -> str:
         return self.name

@@ -144,7 +144,7 @@ def layer_name(op: Operation, index: int) -> str:
     return name or f"{op.name.partition('.')[2]}_{index}"
 
 
-def window_params(op: qnn.Conv2dOp | qnn.PoolOp, kernel: Sequence[int]) -> dict[str, int]:
+def window_params(op: qnn.Conv2dOp | qnn.PoolOp | nn.PoolOp, kernel: Sequence[int]) -> dict[str, int]:
     """The Window<...> geometry of a conv or pool: input C, H, W, kernel, strides, pads
     (top, left, bottom, right), dilations."""
     _, c, h, w = shape_of(op.operands[0])
@@ -247,8 +247,14 @@ def conv_step(op: Operation, where: str) -> dict[str, int]:
                     "M": n, "G": 1, "OH": 1, "OW": 1}
     lo, hi = op.clamp_range()
     return geometry | {"zx": op.input_quantization()[1], "zw": int(op.weight_zero_point.value.data)
-                       if op.weight_zero_point is not None else 0, "zy": op.result_quantization()[1],
+                       if op.weight_zero_point is not None else 0, "zy": output_zero_point(op),
                        "lo": lo, "hi": hi, "leaky": int(op.neg_shifts is not None)}
+
+
+def output_zero_point(op: qnn.QNNOp) -> int:
+    quantization = op.result_quantization()
+    assert quantization is not None, "an int8 result has a zero point"
+    return quantization[1]
 
 
 def pool_step(op: Operation) -> dict[str, int]:
@@ -266,7 +272,7 @@ def pool_step(op: Operation) -> dict[str, int]:
         lo, hi = qnn.type_range(element(op.input)) or (0, 0)
         return p | {"OH": oh, "OW": ow, "avg": 0, "count_include_pad": 0, "first_count": first, "zx": 0, "zy": 0,
                     "lo": lo, "hi": hi}
-    zy = op.result_quantization()[1]
+    zy = output_zero_point(op)
     lo, hi = op.clamp_range() if op.kind.data == "avg" else op.result_range()
     return p | {"OH": oh, "OW": ow, "avg": int(op.kind.data == "avg"), "count_include_pad": include_pad,
                 "first_count": first, "zx": op.input_quantization()[1], "zy": zy, "lo": lo, "hi": hi}
@@ -316,7 +322,7 @@ class Layer:
     pes: int = 1
 
 
-Reader = tuple[object, int]  # (consumer: a layer op, "cross" or "out"; operand index)
+Reader = tuple[Operation | str, int]  # (consumer: a layer op, "cross" or "out"; operand index)
 
 
 class Lowering:
@@ -446,7 +452,7 @@ class Lowering:
 
     def new_stream(self, name: str, value: SSAValue, element_type: Attribute, port: str | None = None,
                    depth: int = 2) -> SSAValue:
-        props: dict[str, Attribute] = {"name": StringAttr(name), "shape": ints(stream_shape(value, self.where)),
+        props: dict[str, Attribute | None] = {"name": StringAttr(name), "shape": ints(stream_shape(value, self.where)),
                                        "depth": i64attr(depth)}
         if port is not None:
             props["port"] = StringAttr(port)
@@ -457,7 +463,7 @@ class Lowering:
         program order: pipeline layers (by operand index), the reused engines (("cross", k):
         the k-th map that crosses into them) and the output port (("out", 0)). The final
         dequantize's read of the reused engines' result is the schedule's business."""
-        place = {r: layer.place for layer in self.layers for r in layer.op.results}
+        place: dict[SSAValue, str] = {r: layer.place for layer in self.layers for r in layer.op.results}
         result: dict[SSAValue, list[Reader]] = {}
         crossing: list[SSAValue] = []
         for layer in self.layers:
@@ -484,7 +490,7 @@ class Lowering:
         arg = self.func.body.block.args[0]
         forks: dict[SSAValue, Operation] = {}
         output_name = self.port_name(self.func, "output")
-        producer_names = {r: layer.name for layer in self.layers for r in layer.op.results}
+        producer_names: dict[SSAValue, str] = {r: layer.name for layer in self.layers for r in layer.op.results}
         for value, value_readers in readers.items():
             base = self.port_name(self.func, "input") if value is arg else f"{producer_names[value]}_out"
             depth = self.depth(value)
@@ -503,7 +509,8 @@ class Lowering:
                 if reader[0] == "out":
                     branch = self.new_stream(output_name, value, element(value), "out", depth)
                 else:
-                    target = "reused" if isinstance(reader[0], str) else producer_names[reader[0].results[0]]
+                    consumer = reader[0]
+                    target = "reused" if isinstance(consumer, str) else producer_names[consumer.results[0]]
                     # A fork's branches run apart (one through a deep path, one skipping it):
                     # each holds a whole feature map so that neither branch stalls the other.
                     branch = self.new_stream(self.unique(f"{base}_to_{target}"), value, element(value),
@@ -568,8 +575,9 @@ class Lowering:
         outputs = [self.writes[result]] if result in self.writes else []
         if not outputs:
             raise UnsupportedError("the layer's result is not used", where)
-        props = {"template": StringAttr(template), "params": ints_dict(params),
-                 "pes": i64attr(largest_divisor(parallel, layer.pes)), "layer": StringAttr(layer.name)}
+        props: dict[str, Attribute | None] = {"template": StringAttr(template), "params": ints_dict(params),
+                                              "pes": i64attr(largest_divisor(parallel, layer.pes)),
+                                              "layer": StringAttr(layer.name)}
         return KernelOp.build(operands=[inputs, outputs], properties=props, regions=[self.layer_payload(layer.op)])
 
     # --- the reused engines ------------------------------------------------------------------
@@ -585,7 +593,7 @@ class Lowering:
         produced = {layer.op.results[0] for layer in reused}
         crossing = {key[1]: v for v, rs in readers.items() for key in rs if key[0] == "cross"}
         assert self.output is not None
-        out_value = self.output
+        out_value: SSAValue = self.output
         dequantize = next((layer for layer in self.layers if isinstance(layer.op, qnn.DequantizeOp)
                            and layer.op.results[0] == self.output and layer.place == PIPE), None)
         if dequantize is not None:
@@ -619,9 +627,9 @@ class Lowering:
             result_types=[BufferType(steps.element)]) for i in range(steps.count)]
         body.add_ops(slot_ops)
         slots = [op.results[0] for op in slot_ops]
-        for value, buffer in doubles.items():
-            body.add_op(self.adapter("buffer_copy", [buffer], [slots[steps.slot[value]]], value,
-                                     f"{self.producer_name(value)}_load"))
+        for crossed, double in doubles.items():
+            body.add_op(self.adapter("buffer_copy", [double], [slots[steps.slot[crossed]]], crossed,
+                                     f"{self.producer_name(crossed)}_load"))
         weights_offset = params_offset = 0
         for layer in reused:
             kind = ENGINE_OF[type(layer.op)]

@@ -41,7 +41,7 @@ from dialects import nn, qnn
 from dialects.dataflow import BufferOp, EngineOp, InvokeOp, KernelOp, ScheduleOp, StreamOp, TopOp, element_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int32): "int32_t",
+C_TYPES: dict[np.dtype, str] = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int32): "int32_t",
            np.dtype(np.float32): "float"}
 # The fields of layerloom::seml::Step in order (engine_seml.h's LAYERLOOM_SEML_STEP_FIELDS).
 STEP_FIELDS = (
@@ -170,6 +170,22 @@ class Kernel:
 
 
 @dataclass
+class Schedule:
+    """The reused engines' process: its double-buffer inputs, output streams, slot arena,
+    the adapters before and after its steps, the steps and the engines."""
+
+    inputs: list[dict[str, object]]
+    outputs: list[dict[str, object]]
+    slots: int
+    slot_size: int
+    ctype: str
+    before: list[Kernel]
+    after: list[Kernel]
+    steps: list[dict[str, object]]
+    engines: list[dict[str, object]]
+
+
+@dataclass
 class Port:
     name: str
     ctype: str
@@ -250,7 +266,7 @@ class Emitter:
 
     # --- the reused engines --------------------------------------------------------------
 
-    def schedule(self, op: ScheduleOp, engines: dict[str, EngineOp]) -> dict[str, object]:
+    def schedule(self, op: ScheduleOp, engines: dict[str, EngineOp]) -> Schedule:
         slots: dict[SSAValue, int] = {}
         before: list[Kernel] = []
         after: list[Kernel] = []
@@ -266,15 +282,15 @@ class Emitter:
                 (after if steps else before).append(k)
             elif isinstance(inner, InvokeOp):
                 steps.append(self.step(inner, slots))
-        slot_type = next(ctype_of(element_of(v)) for v in slots)
-        return {
-            "inputs": [{"name": self.name(v), "ctype": ctype_of(element_of(v)), "size": _size(v)} for v in op.inputs],
-            "outputs": [{"name": self.name(v), "ctype": ctype_of(element_of(v))} for v in op.outputs],
-            "slots": len(slots), "slot_size": int(op.slot_size.value.data), "ctype": slot_type,
-            "before": before, "after": after, "steps": steps,
-            "engines": [{"kind": e.kind.data, "case": STEP_KINDS[e.kind.data], "pes": e.pe_count,
-                         "limits": e.limit_values} for e in engines.values()],
-        }
+        return Schedule(
+            inputs=[{"name": self.name(v), "ctype": ctype_of(element_of(v)), "size": _size(v)} for v in op.inputs],
+            outputs=[{"name": self.name(v), "ctype": ctype_of(element_of(v))} for v in op.outputs],
+            slots=len(slots), slot_size=int(op.slot_size.value.data),
+            ctype=next(ctype_of(element_of(v)) for v in slots),
+            before=before, after=after, steps=steps,
+            engines=[{"kind": e.kind.data, "case": STEP_KINDS[e.kind.data], "pes": e.pe_count,
+                      "limits": e.limit_values} for e in engines.values()],
+        )
 
     def step(self, op: InvokeOp, slots: dict[SSAValue, int]) -> dict[str, object]:
         """A schedule row (in STEP_FIELDS order) and the layer's part of the DDR image."""
@@ -378,7 +394,7 @@ def emit_project(
     ports = {p: next(s for s in streams if s.port is not None and s.port.data == p) for p in ("in", "out")}
     processes: list[dict[str, object]] = []
     kernels: list[Kernel] = []
-    schedule: dict[str, object] | None = None
+    schedule: Schedule | None = None
     for op in ops:
         if isinstance(op, KernelOp):
             k = emitter.kernel(op)
@@ -386,7 +402,7 @@ def emit_project(
             processes.append({"kernel": k})
         elif isinstance(op, ScheduleOp):
             schedule = emitter.schedule(op, engines)
-            kernels.extend([*schedule["before"], *schedule["after"]])  # type: ignore[list-item]
+            kernels.extend([*schedule.before, *schedule.after])
             processes.append({"schedule": schedule})
     input_port, output_port = (port_of(ports[p]) for p in ("in", "out"))
     image, params_offset, params_words = emitter.ddr_image()
@@ -447,4 +463,4 @@ def emit_project(
 
 
 def _np(port: Port) -> np.dtype:
-    return next(d for d, c in C_TYPES.items() if c == port.ctype)
+    return {c: d for d, c in C_TYPES.items()}[port.ctype]
