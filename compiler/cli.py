@@ -53,14 +53,16 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-Runner = Callable[[Path, "Program", "dict[str, np.ndarray]"], "dict[str, np.ndarray]"]
+# (folder, program, inputs) -> outputs; runners registered with `traces=True` also take `trace=PATH`.
+Runner = Callable[..., "dict[str, np.ndarray]"]
 
 
 @dataclass(frozen=True)
 class Target:
     """What `compile --target NAME` produces. `build` writes the target's own artifacts into
     the build folder (beside model.mlir, weights.npz and summary.json, which every target
-    gets) and returns extra entries for summary.json."""
+    gets) and returns extra entries for summary.json. `calibrate_randomly`: without --calib,
+    its quantize pass calibrates on seeded random inputs (with a note) instead of failing."""
 
     name: str
     description: str
@@ -68,11 +70,13 @@ class Target:
     runner: str
     configure: Callable[[argparse._ArgumentGroup], None] | None = None
     build: Callable[[Program, Path, argparse.Namespace], dict[str, object]] | None = None
+    calibrate_randomly: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
 TARGETS: dict[str, Target] = {}
 RUNNERS: dict[str, Runner] = {}
+TRACING_RUNNERS: set[str] = set()
 
 
 def register_command(command: Command) -> None:
@@ -83,8 +87,10 @@ def register_target(target: Target) -> None:
     TARGETS[target.name] = target
 
 
-def register_runner(name: str, runner: Runner) -> None:
+def register_runner(name: str, runner: Runner, traces: bool = False) -> None:
     RUNNERS[name] = runner
+    if traces:
+        TRACING_RUNNERS.add(name)
 
 
 def lookup_target(name: str) -> Target:
@@ -139,7 +145,14 @@ def run_compile(args: argparse.Namespace) -> int:
         raise LayerloomError("file not found" if not model.exists() else "not a file", str(model))
 
     program = import_onnx(str(model), input_shapes or None)
-    run_pipeline(program, passes, verify_each=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        if not args.calib and target.calibrate_randomly and any(p.name == "quantize" for p in passes.passes):
+            from passes.quantize import with_calibration
+
+            passes = with_calibration(passes, random_calibration(program, Path(scratch)))
+            print(f"layerloom: note: no --calib: calibrating on {RANDOM_CALIBRATION_SAMPLES} seeded random inputs "
+                  "(standard normal); give --calib FILE for scales that fit real data", file=sys.stderr)
+        run_pipeline(program, passes, verify_each=True)
     layers = analyze(program)
 
     with build_folder(out) as folder:
@@ -151,6 +164,21 @@ def run_compile(args: argparse.Namespace) -> int:
     sys.stdout.write(layer_table(layers))
     print(f"wrote {out}/ (model.mlir, weights.npz, {SUMMARY_FILE}) for target '{target.name}'")
     return 0
+
+
+RANDOM_CALIBRATION_SAMPLES = 4
+
+
+def random_calibration(program: Program, folder: Path) -> Path:
+    """An .npz of seeded standard-normal samples for every input (a stand-in for --calib)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {n: rng.standard_normal((RANDOM_CALIBRATION_SAMPLES, *t.get_shape()[1:])).astype(np.float32)
+              for n, t in zip(program.input_names, program.input_types, strict=True)}
+    path = folder / "random_calibration.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
 
 
 def parse_input_shapes(specs: list[str]) -> dict[str, Sequence[int]]:
@@ -282,6 +310,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
                    help=".npz to write, keyed by graph output names (or .npy for a single-output model)")
     p.add_argument("--with", dest="runner", metavar="RUNNER",
                    help=f"what executes the build (known: {', '.join(sorted(RUNNERS))}; default: the target's)")
+    p.add_argument("--trace", metavar="FILE", help="also write a Chrome / Perfetto trace of the run "
+                   f"(runners that time hardware: {', '.join(sorted(TRACING_RUNNERS)) or 'none'})")
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -292,14 +322,19 @@ def run_run(args: argparse.Namespace) -> int:
     if not build.exists():
         raise LayerloomError("build folder not found (write one with 'layerloom compile MODEL -o DIR')", str(build))
     folder = build if build.is_dir() else build.parent
-    runner = lookup_runner(args.runner or _target_runner(folder))
+    runner_name = args.runner or _target_runner(folder)
+    runner = lookup_runner(runner_name)
+    options = {"trace": Path(args.trace)} if args.trace else {}
+    if options and runner_name not in TRACING_RUNNERS:
+        raise LayerloomError(f"runner '{runner_name}' writes no trace (runners that do: "
+                             f"{', '.join(sorted(TRACING_RUNNERS)) or 'none'})", "--trace")
     output = Path(args.output)
     program = Program.load(build)
     inputs = read_inputs(Path(args.input), program.input_names)
     # Every build folder keeps the IR's signature, so inputs are checked the same for every runner.
     checked_inputs(program.main, program.input_names, inputs, args.input)
     _check_output_format(output, program.output_names)
-    outputs = runner(folder, program, inputs)
+    outputs = runner(folder, program, inputs, **options)
     write_outputs(output, outputs)
     shapes = ", ".join(f"{k} {'x'.join(map(str, v.shape))} {v.dtype}" for k, v in outputs.items())
     print(f"wrote {output} ({shapes})")
@@ -380,6 +415,7 @@ register_runner("reference", run_reference)
 register_command(Command("compile", "import an ONNX model, run the pass pipeline, write a build folder",
                          configure_compile, run_compile))
 register_command(Command("run", "run a build folder on inputs from an .npz / .npy file", configure_run, run_run))
+import backends.dpu.target  # noqa: E402, F401 -- registers the dpu target and runner
 import backends.hls.target  # noqa: E402, F401 -- registers the hls target and runner
 
 # Subcommands defined in other modules register themselves when imported.

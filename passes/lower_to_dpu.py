@@ -52,6 +52,7 @@ from backends.dpu import builder as bld
 from backends.dpu.isa import DpuConfig
 from backends.dpu.memory import TENSOR_ALIGN, FeatureMap, align
 from compiler.errors import LayerloomError, UnsupportedError
+from compiler.hw.model import Target
 from compiler.program import WeightStore, weights_of
 from compiler.tensors import dtype_of, tensor_type
 from dialects import nn, qnn
@@ -114,7 +115,9 @@ def lower_to_dpu(module: ModuleOp, hw: str = "", host_suffix: bool = False) -> P
     rest = region[len(plans):]
     if refusal is not None and (not plans or not (host_suffix or all(isinstance(o, qnn.DequantizeOp) for o in rest))):
         raise refusal
-    program = lowered.program_op(hw, config)
+    program = lowered.program_op(target, hw, config)
+    if refusal is not None and not all(isinstance(o, qnn.DequantizeOp) for o in rest):  # the host boundary, for reports
+        program.attributes["host_from"] = StringAttr(f"{refusal.where}: {refusal.message}")
     rewrite(module, block, region[: len(plans)], lowered, program)
     return program
 
@@ -162,6 +165,7 @@ class Plan:
     view: bool = False
     flatten: bool = False
     concat_copies: list[bool] = field(default_factory=list)  # per operand: placed without instructions
+    op: Operation | None = None
 
 
 class _Refused(Exception):
@@ -199,6 +203,7 @@ def plan_layers(region: Sequence[Operation], store: WeightStore,
         names.add(plan.name)
         if plan.flatten:
             flattened.add(plan.result)
+        plan.op = op
         plans.append(plan)
     return plans, None
 
@@ -245,7 +250,7 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
     if isinstance(op, qnn.PoolOp | qnn.GlobalPoolOp):
         h, w, _ = hwc(op.input, op, index)
         pool = bld.PoolLayer.from_qnn(op, (h, w))
-        return plan_pool(op, name, pool, fail)
+        return plan_pool(op, name, pool, config)
     if isinstance(op, nn.PoolOp | nn.GlobalPoolOp) and op.kind.data == "max":  # max pooling of int8 (no scale change)
         h, w, _ = hwc(op.input, op, index)
         if isinstance(op, nn.GlobalPoolOp):
@@ -255,7 +260,7 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
                 raise fail("the DPU's POOL has no dilation")
             pool = bld.PoolLayer("max", tuple(int_list(op.kernel)), tuple(int_list(op.strides)),  # type: ignore[arg-type]
                                  tuple(int_list(op.pads)))  # type: ignore[arg-type]
-        return plan_pool(op, name, pool, fail)
+        return plan_pool(op, name, pool, config)
     if isinstance(op, qnn.AddOp):
         hwc(op.result, op, index)
         add = bld.EltwiseLayer.from_qnn_add(op)
@@ -274,8 +279,11 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
                     lambda b, m: bld.upsample(b, factor, m(op.input), m(op.result)))
     if isinstance(op, nn.ReshapeOp):
         return plan_reshape(op, index, name, fail)
-    raise fail("the DPU has no unit for it" if not isinstance(op, qnn.DequantizeOp)
-               else "its result is float (it runs on the host)")
+    if isinstance(op, qnn.DequantizeOp):
+        floats = [u.operation for u in op.result.uses if not isinstance(u.operation, ReturnOp)]
+        user = f"; {floats[0].name} '{layer_label(floats[0], index)}' computes in float" if floats else ""
+        raise fail(f"its result is float (the host runs it{user})")
+    raise fail("the DPU has no unit for it")
 
 
 def _weights(value: SSAValue, store: WeightStore, op: Operation, index: int) -> np.ndarray:
@@ -294,9 +302,15 @@ def _check_kernel(layer: bld.ConvLayer, config: DpuConfig, fail: Callable[[str],
                    f"per output group, the weights bank has {config.bank_depth}")
 
 
-def plan_pool(op: Operation, name: str, pool: bld.PoolLayer, fail: Callable[[str], UnsupportedError]) -> Plan:
+def plan_pool(op: Operation, name: str, pool: bld.PoolLayer, config: DpuConfig) -> Plan:
+    """POOL over tiles; when one window of all channels overflows a bank (a global pool of
+    a wide map), over channel slices whose window fits."""
     x, y = op.operands[0], op.results[0]
-    return Plan(name, "pool", [x], y, lambda b, m: bld.pool(b, pool, m(x), m(y)))
+    window = pool.kernel[0] * pool.kernel[1]
+    chans = shape_of(x)[1]
+    fits = window * -(-chans // config.icp) <= config.bank_depth
+    tile = bld.WHOLE if fits else bld.Tile(chans=config.icp * max(1, config.bank_depth // window))
+    return Plan(name, "pool", [x], y, lambda b, m: bld.pool(b, pool, m(x), m(y), tile))
 
 
 def plan_gemm(op: qnn.GemmOp, index: int, name: str, store: WeightStore, config: DpuConfig,
@@ -398,16 +412,24 @@ class Lowered:
     outputs: list[SSAValue]
     maps: dict[SSAValue, FeatureMap]
     work: int
-    kinds: dict[str, str]
+    plans: list[Plan]
 
-    def program_op(self, hw: str, config: DpuConfig) -> ProgramOp:
+    def program_op(self, target: Target, hw: str, config: DpuConfig) -> ProgramOp:
+        """The dpu.program: a dpu.layer per layer with instructions, recording its kind, its
+        tile (rows, cols, channels) and the cost model's cycles for that tile."""
+        grouped = dict(group_by_layer(self.built))
         layers = []
-        for name, instructions in group_by_layer(self.built):
-            attrs: dict[str, Attribute] = {"kind": StringAttr(self.kinds[name])}
+        for plan in self.plans:  # also those without instructions (views, placed concats)
+            instructions = grouped.get(plan.name, [])
+            attrs: dict[str, Attribute] = {"kind": StringAttr(plan.kind),
+                                           "output": _map_attr(plan.result, self.maps[plan.result])}
             tile = tile_of(instructions)
             if tile is not None:
                 attrs["tile"] = ints(list(tile))
-            layers.append((name, attrs, instructions))
+                cycles = model_cycles(plan.op, tile, target)
+                if cycles is not None:
+                    attrs["model_cycles"] = i64attr(cycles)
+            layers.append((plan.name, attrs, instructions))
         props: dict[str, Attribute] = {
             "sym_name": StringAttr(PROGRAM), "hw": StringAttr(hw), "arch": StringAttr(config.name),
             **{k: i64attr(getattr(config, k)) for k in ("pp", "icp", "ocp", "bank_num", "bank_depth", "cores")},
@@ -417,9 +439,12 @@ class Lowered:
         return ProgramOp.build(properties=props, regions=[program_region(layers)])
 
 
+def _map_attr(value: SSAValue, m: FeatureMap) -> Attribute:
+    return feature_map_attr(m.reg, m.offset, m.shape, (m.row_stride, m.col_stride), scale_of(value))
+
+
 def _map_list(values: Sequence[SSAValue], maps: dict[SSAValue, FeatureMap]) -> Attribute:
-    return ArrayAttr([feature_map_attr(maps[v].reg, maps[v].offset, maps[v].shape,
-                                       (maps[v].row_stride, maps[v].col_stride), scale_of(v)) for v in values])
+    return ArrayAttr([_map_attr(v, maps[v]) for v in values])
 
 
 def group_by_layer(built: bld.BuiltProgram) -> list[tuple[str, list]]:
@@ -445,6 +470,24 @@ def tile_of(instructions: Sequence) -> tuple[int, int, int] | None:
         return None
     return (max(i.out_rows for i in compute), max(i.out_cols for i in compute),
             max(i[COMPUTE[i.mnemonic]] for i in compute))
+
+
+def model_cycles(op: Operation | None, tile: tuple[int, int, int], target: Target) -> int | None:
+    """Cycles of the cost model (compiler/cost.py) for the layer with the tile the lowering
+    chose; None for what it has no model of."""
+    from compiler.cost import layer_cost
+    from compiler.engines.base import Tile as CostTile
+    from compiler.engines.workload import workload_of
+
+    workload = workload_of(op) if op is not None else None
+    if workload is None:
+        return None
+    rows, cols, chans = tile
+    try:
+        engine = next(e for e in target.engines if e.kind == "dpu")
+        return layer_cost(workload, target, engine, tile=CostTile(m=chans, e=rows, f=cols)).cycles
+    except LayerloomError:
+        return None
 
 
 def scale_of(value: SSAValue) -> float:
@@ -494,7 +537,7 @@ class Lowering:
                     error.where = p.name
                     raise _Refused(i, error) from None
         built = b.finish()
-        return Lowered(built, self.inputs, self.outputs, maps, work, {p.name: p.kind for p in self.plans})
+        return Lowered(built, self.inputs, self.outputs, maps, work, self.plans)
 
     # -- placement ---------------------------------------------------------------------
 
