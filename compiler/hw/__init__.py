@@ -10,6 +10,7 @@ See docs/hardware.md for the language and the bundled targets' sources.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from compiler.errors import LayerloomError
@@ -42,4 +43,11 @@ def load_target(name_or_path: str | Path) -> Target:
         raise LayerloomError("no such hardware description file", str(path)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise LayerloomError(f"cannot read hardware description: {e}", str(path)) from None
-    return parse_target(source, str(path))
+    return _parsed(source, str(path))
+
+
+@lru_cache(maxsize=64)
+def _parsed(source: str, where: str) -> Target:
+    """Targets are immutable: every pass of a pipeline that loads the same text shares one
+    parse (parsing takes tens of milliseconds)."""
+    return parse_target(source, where)
