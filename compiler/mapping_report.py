@@ -229,13 +229,16 @@ def plot_memory(mapping: NetworkMapping, path: Path) -> None:
 
 
 def plot_throughput(points: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Throughput against PE budget, one line per architecture (infeasible points left out)."""
+    """Throughput against PE budget, one line per architecture (infeasible points left out;
+    an architecture with none says so in the legend)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arch in dict.fromkeys(p["arch"] for p in points):
         mine = sorted((p["budget"], p["throughput_fps"]) for p in points if p["arch"] == arch and p["feasible"])
         if mine:
             ax.plot([b for b, _ in mine], [t for _, t in mine], marker="o", label=arch)
+        else:
+            ax.plot([], [], linestyle="none", marker="x", color="gray", label=f"{arch}: does not fit at any budget")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("PE budget")
     ax.set_ylabel("throughput (frames/s)")
