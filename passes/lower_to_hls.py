@@ -65,7 +65,6 @@ ENGINE_OF: dict[type[Operation], str] = {
     qnn.Conv2dOp: "conv", qnn.GemmOp: "conv", qnn.MatMulOp: "conv",
     qnn.PoolOp: "pool", qnn.GlobalPoolOp: "pool", nn.PoolOp: "pool", nn.GlobalPoolOp: "pool", qnn.AddOp: "add",
 }
-STEP_KINDS = {"conv": 0, "pool": 1, "add": 2}  # engine_seml.h's step kinds
 VIEW_OPS = (nn.ReshapeOp, nn.IdentityOp)
 
 
