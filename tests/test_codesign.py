@@ -112,6 +112,7 @@ def test_only_the_stage_that_sets_the_period_is_pruned(tmp_path: Path) -> None:
     design = report.codesign
     assert design is not None
     assert [t.name for t in design.layers_before if t.critical] == ["conv_d"]
+    assert all(t.pes == 16 for t in design.layers_before)  # each stage is one whole 4 x 4 array
     assert kept(report) == {"conv_a": 8, "conv_b": 8, "conv_c": 20}  # 4·ceil(9·20/4) <= 0.7·4·72
     assert [(s.layers, s.channels_after) for s in design.steps] == [
         (("conv_c",), 28),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import compiler.engines as engines
 from compiler.cost import layer_cost
 from compiler.engines import WHOLE, EngineKind, Tile, Workload, engine_kinds
-from compiler.engines.base import best_unroll, ceil_div, tiled_steps
+from compiler.engines.base import UNREACHABLE, best_unroll, ceil_div, tiled_steps
 from compiler.engines.dpu import ARCHITECTURES
 from compiler.errors import LayerloomError, UnsupportedError
 from compiler.hw import load_target, parse_target
@@ -227,6 +227,10 @@ def test_seml_and_sesl_by_hand() -> None:
     ).engines[0]
     assert fixed.pes == 768
     assert fixed.kind_plugin.compute_cycles(conv, fixed, 768, WHOLE) == 3 * 4 * 784 * 9
+    # The fixed array is all of the engine: it cannot run with fewer PEs, so the mapping
+    # never gives it fewer (it once gave each 4 x 4 pipeline stage a single PE).
+    curve = fixed.kind_plugin.cycles_curve(conv, fixed, 1024, WHOLE)
+    assert (curve[:767] == UNREACHABLE).all() and (curve[767:] == 3 * 4 * 784 * 9).all()
 
 
 @given(

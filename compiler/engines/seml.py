@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compiler.engines.base import EngineKind, Tile, best_unroll, tiled_steps, unroll_curve
+from compiler.engines.base import UNREACHABLE, EngineKind, Tile, best_unroll, tiled_steps, unroll_curve
 from compiler.engines.workload import (
     ACTIVATION_KINDS,
     DATA_KINDS,
@@ -57,10 +57,19 @@ class ChannelArrayEngine(EngineKind):
         return params
 
     def compute_cycles(self, layer: Workload, engine: Engine, pes: int, tile: Tile) -> int:
-        return int(self.cycles_for(layer, engine, np.array([pes], dtype=np.int64), tile)[0])
+        return int(self.cycles(layer, engine, np.array([pes], dtype=np.int64), tile)[0])
 
     def cycles_curve(self, layer: Workload, engine: Engine, max_pes: int, tile: Tile) -> np.ndarray:
-        return self.cycles_for(layer, engine, np.arange(1, max_pes + 1, dtype=np.int64), tile)
+        return self.cycles(layer, engine, np.arange(1, max_pes + 1, dtype=np.int64), tile)
+
+    def cycles(self, layer: Workload, engine: Engine, pes: np.ndarray, tile: Tile) -> np.ndarray:
+        """`cycles_for`, where a fixed `unroll A x B` array cannot run with fewer than A·B
+        PEs (UNREACHABLE: assign-engines gives each such engine its whole array)."""
+        cycles = self.cycles_for(layer, engine, pes, tile)
+        unroll = engine.params.get("unroll")
+        if unroll is None:
+            return cycles
+        return np.where((pes < unroll[0] * unroll[1]) & (cycles > 0), UNREACHABLE, cycles)
 
     def channel_multiple(self, layer: Workload, engine: Engine, pes: int) -> int:
         """The fixed unrolling's output channels. Without one the array takes the best
