@@ -385,6 +385,20 @@ class Lowering:
                     self.flattened[op.results[0]] = chw
             else:
                 raise UnsupportedError(f"{op.name} has no HLS kernel (quantize the program first)", where)
+        self.check_flattens()
+
+    def check_flattens(self) -> None:
+        """A flattened C x H x W map (H * W > 1) travels in HWC order: only a dense layer (whose
+        columns are permuted) or an element-wise layer on its way to one may read it."""
+        for layer in self.layers:
+            chw = self.flattening(layer.op.operands[0])
+            if chw is not None and not isinstance(layer.op, (qnn.GemmOp, qnn.MatMulOp, *ELEMENTWISE)):
+                raise UnsupportedError(f"reads a flattened {'x'.join(map(str, chw))} map, which streams in HWC order; "
+                                       "only a dense layer may read it", f"{layer.op.name} '{layer.name}'")
+        assert self.output is not None
+        if self.flattening(self.output) is not None:
+            raise UnsupportedError("the output is a flattened C x H x W map, which streams in HWC order: end the "
+                                   "model with a dense layer (or without the flatten)", WHERE)
 
     def read_view(self, op: Operation, where: str) -> None:
         src, dst = shape_of(op.operands[0]), shape_of(op.results[0])

@@ -180,3 +180,11 @@ def test_a_float_op_left_in_the_program_is_refused_with_its_name() -> None:
     q = quantize(net.program(y), [{"x": np.ones((2, 1, 8, 8), np.float32)}])
     with pytest.raises(UnsupportedError, match="nn.softmax 'probabilities'.*has no HLS kernel"):
         lower(q)
+
+
+def test_a_flattened_map_at_the_output_is_refused() -> None:
+    net = Net((1, 1, 6, 6))
+    y = net.flatten(net.conv("%x", 2, 3, pads=1))
+    q = quantize(net.program(y), [{"x": np.ones((2, 1, 6, 6), np.float32)}])
+    with pytest.raises(UnsupportedError, match="the output is a flattened C x H x W map"):
+        lower(q)
