@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from benchmarks.common import LIGHT, LIGHT_MODELS
 from compiler.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +107,23 @@ def test_resnet50_cost_part_in_well_under_a_second(capsys: pytest.CaptureFixture
     report = estimate_json(capsys, RESNET50, "--hw", "zcu102", "--budget", "2048")
     assert report["estimate_seconds"] < 2.0
     assert report["throughput_fps"] == pytest.approx(mapping.throughput_fps, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_every_light_model_maps(name: str) -> None:
+    """The onnx wheel's nine model-zoo architectures map on zcu102 (hybrid) with every
+    convolution and fully connected layer on an engine, and the period at least the
+    slowest part."""
+    from compiler import import_onnx, run_pipeline
+    from compiler.hw import load_target
+    from compiler.mapping import HOST, LayerGraph, assign
+
+    program = run_pipeline(import_onnx(str(LIGHT / f"light_{name}.onnx")), "canonicalize,fold-batchnorm,fuse-activation")
+    graph, _ = LayerGraph.of_module(program.module)
+    mapping = assign(graph, load_target("zcu102"), "hybrid", None)
+    assert all(m.role != HOST for m in mapping.layers if m.layer.has_macs)
+    assert mapping.pes_used <= 2520 and mapping.throughput_fps > 0
+    assert mapping.period_s == max(mapping.reused_s, mapping.pipeline_s, mapping.floor_s)
 
 
 def test_explore_writes_the_front_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
