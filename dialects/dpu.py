@@ -220,15 +220,18 @@ class LayerOp(IRDLOperation):
     traits = traits_def(NoTerminator())
 
     layer_name = prop_def(StringAttr)
-    body = region_def("single_block")
+    body = region_def()  # no block for a layer without instructions (a view, a placed concat)
 
     def instruction_ops(self) -> Iterator[InstructionOp]:
-        for op in self.body.block.ops:
-            assert isinstance(op, InstructionOp)
-            yield op
+        for block in self.body.blocks:
+            for op in block.ops:
+                assert isinstance(op, InstructionOp)
+                yield op
 
     def verify_(self) -> None:
-        for op in self.body.block.ops:
+        if len(self.body.blocks) > 1:
+            raise VerifyException(f"dpu.layer \"{self.layer_name.data}\" has more than one block")
+        for op in (o for block in self.body.blocks for o in block.ops):
             if not isinstance(op, InstructionOp) or isinstance(op, EndOp):
                 raise VerifyException(f"dpu.layer \"{self.layer_name.data}\" holds instructions other than END, "
                                       f"not {op.name}")
@@ -364,8 +367,8 @@ def program_region(layers: Sequence[tuple[str, dict[str, Attribute], Sequence[In
 
     block = Block()
     for name, attributes, instructions in layers:
-        body = Block([InstructionOp.of(i) for i in instructions])
-        layer = LayerOp.build(properties={"layer_name": StringAttr(name)}, regions=[Region(body)],
+        body = Region(Block([InstructionOp.of(i) for i in instructions])) if instructions else Region()
+        layer = LayerOp.build(properties={"layer_name": StringAttr(name)}, regions=[body],
                               attributes=dict(attributes))
         block.add_op(layer)
     block.add_op(EndOp.build())

@@ -92,7 +92,10 @@ def lower_to_dpu(module: ModuleOp, hw: str = "", host_suffix: bool = False) -> P
     recorded = module.attributes.get(TARGET_ATTR)
     hw = hw or (recorded.data if isinstance(recorded, StringAttr) else DEFAULT_HW)
     target = load_target(hw)
-    config = DpuConfig.from_target(target)
+    try:
+        config = DpuConfig.from_target(target)
+    except LayerloomError as e:
+        raise LayerloomError(e.message, e.where or WHERE) from None
     unwrap_mapping(module)
     func = next((o for o in module.ops if isinstance(o, FuncOp)), None)
     if func is None:
