@@ -270,7 +270,7 @@ class Planner:
         channel parallelism of its engines for target=latency, else 1."""
         if self.options.multiple is not None:
             return self.options.multiple
-        return self.codesign.multiple(g)[0] if self.codesign is not None else 1
+        return self.codesign.multiple(g, self.names)[0] if self.codesign is not None else 1
 
     def named(self, name: str, option: str) -> Group:
         """The prunable group whose channels the layer `name` defines."""
@@ -332,7 +332,7 @@ class Planner:
             return 0.0 if k == free[g] else scalar[g][k]
 
         def measure(counts: Counts) -> tuple[float, float]:
-            m = design.map(pruned_copy(self.program, counts, o.criterion, None))
+            m = design.map(pruned_copy(self.program, counts, o.criterion, None), owned=True)
             return m.period_s, m.latency_s
 
         cost = search.memoised(measure)
@@ -414,7 +414,7 @@ def prune_program(program: Program, options: Options, data: object = None, label
     if planner.codesign is not None:
         design = planner.codesign
         multiples = [Multiple(tuple(planner.names[op] for op in g.sources), planner.multiples[g.index],
-                              design.multiple(g)[1]) for g in planner.graph.groups if g.prunable]  # fmt: skip
+                              design.multiple(g, planner.names)[1]) for g in planner.graph.groups if g.prunable]  # fmt: skip
         codesign = design.report(design.map(program), multiples, planner.steps)
     score = evaluator.score(program) if evaluator is not None else None
     t0, t1 = totals(before), totals(after)

@@ -1,8 +1,9 @@
 """The co-design loop of `prune{target=latency hw=NAME arch=... budget=N goal=G}`: the
 mapping of the program on the hardware decides where channels go.
 
-- Cost: the period of the program mapped by `compiler.mapping.assign` (the one cost
-  model): the time between two frames, 1 / throughput. On a reused engine (SEML) it is
+- Cost: the period of the program mapped as `layerloom estimate` maps it (the default
+  graph pipeline folds batchnorms and fuses activations, then `compiler.mapping.assign`,
+  the one cost model): the time between two frames, 1 / throughput. On a reused engine (SEML) it is
   the sum of the layers' times; in a pipeline (SESL) the slowest stage; in a hybrid the
   slower of the two parts; never less than the frame's DRAM bytes at the DRAM bandwidth.
   Only what sets the period counts: shortening a pipeline stage that is not the slowest,
@@ -35,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from xdsl.ir import Operation
 
 from compiler.hw.model import Target
 from compiler.mapping import HOST, SEML, SESL, LayerGraph, NetworkMapping, assign, check_request
@@ -161,6 +163,17 @@ def layer_times(mapping: NetworkMapping) -> tuple[LayerTime, ...]:
     return tuple(out)
 
 
+def mapped(program: Program, target: Target, arch: str, budget: int | None, owned: bool = False) -> NetworkMapping:
+    """`program` mapped as `layerloom estimate` maps a model: after the default graph
+    pipeline (canonicalize, fold-batchnorm, fuse-activation: batchnorms fold into their
+    convs, activations fuse), by assign-engines. `owned`: `program` may be changed."""
+    from compiler.cli import DEFAULT_PIPELINE
+    from compiler.pipeline import run_pipeline
+
+    graph = run_pipeline(program if owned else program.clone(), DEFAULT_PIPELINE, verify_each=False)
+    return assign(LayerGraph.of_module(graph.module)[0], target, arch, budget)
+
+
 class Codesign:
     """The mapping side of the loop: maps programs on `target` and gives each group its
     channel multiple from the unpruned mapping."""
@@ -168,26 +181,26 @@ class Codesign:
     def __init__(self, program: Program, target: Target, hw: str, arch: str, budget: int | None, where: str) -> None:
         check_request(target, arch, budget, where)
         self.target, self.hw, self.arch, self.budget = target, hw, arch, budget
-        graph, self.ops = LayerGraph.of_module(program.module)
-        self.before = assign(graph, target, arch, budget)
-        self.index = {op: i for i, op in enumerate(self.ops)}
+        self.before = self.map(program)
+        self.by_name = {m.layer.name: m for m in self.before.layers}
 
-    def map(self, program: Program) -> NetworkMapping:
-        return assign(LayerGraph.of_module(program.module)[0], self.target, self.arch, self.budget)
+    def map(self, program: Program, owned: bool = False) -> NetworkMapping:
+        return mapped(program, self.target, self.arch, self.budget, owned)
 
-    def multiple(self, group: Group) -> tuple[int, tuple[str, ...]]:
-        """The group's channel multiple (module doc) and the engines it comes from."""
+    def multiple(self, group: Group, names: Mapping[Operation, str]) -> tuple[int, tuple[str, ...]]:
+        """The group's channel multiple (module doc) and the engines it comes from; layers
+        are found in the mapping by name (`names`: compiler.analysis's, kept by the folds)."""
         engines = {e.name: e.engine for e in self.before.engines}
         found: list[tuple[int, str]] = []
         for op in (*group.sources, *group.followers):
-            mapped = self.before.layers[self.index[op]] if op in self.index else None
-            if mapped is None or not mapped.layer.has_macs:
+            layer = self.by_name.get(names.get(op, ""))
+            if layer is None or not layer.layer.has_macs:
                 continue
-            if mapped.role == HOST:
+            if layer.role == HOST:
                 found.append((1, ""))
                 continue
-            engine = engines[mapped.engine]
-            found.append((engine.kind_plugin.channel_multiple(mapped.layer, engine, mapped.pes), mapped.engine))
+            engine = engines[layer.engine]
+            found.append((engine.kind_plugin.channel_multiple(layer.layer, engine, layer.pes), layer.engine))
         multiple = math.lcm(*(m for m, _ in found)) if found else 1
         if multiple >= group.channels:
             multiple = max(d for d in range(1, max(1, group.channels // 2) + 1) if multiple % d == 0)
@@ -275,4 +288,4 @@ def greedy(start: Counts, candidates: Mapping[int, Sequence[int]], sensitivity: 
     return counts, steps
 
 
-__all__ = ["CodesignReport", "Codesign", "LayerTime", "Multiple", "Step", "greedy", "layer_times", "mass_loss"]
+__all__ = ["CodesignReport", "Codesign", "LayerTime", "Multiple", "Step", "greedy", "layer_times", "mapped", "mass_loss"]
