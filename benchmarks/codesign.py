@@ -31,8 +31,8 @@ if str(ROOT / "examples") not in sys.path:
 from benchmarks.common import machine_info, markdown_table  # noqa: E402
 from benchmarks.mapping import write_docs  # noqa: E402
 from compiler.hw import load_target  # noqa: E402
-from compiler.mapping import LayerGraph, assign  # noqa: E402
 from compiler.program import Program  # noqa: E402
+from compiler.prune.codesign import mapped  # noqa: E402
 from compiler.prune.report import PruneReport  # noqa: E402
 from passes.prune import prune  # noqa: E402
 
@@ -48,7 +48,8 @@ def us(seconds: float) -> str:
 
 
 def period(program: Program, budget: int) -> float:
-    return assign(LayerGraph.of_module(program.module)[0], load_target(HW), ARCH, budget).period_s
+    """Seconds per frame as `layerloom estimate` maps the program."""
+    return mapped(program, load_target(HW), ARCH, budget).period_s
 
 
 def channels(report: PruneReport) -> str:
