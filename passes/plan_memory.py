@@ -19,7 +19,6 @@ of the per-layer requirement and the on-chip allocation.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,9 @@ from compiler.engines.workload import VIEW_KINDS
 from compiler.errors import LayerloomError
 from compiler.mapping import PLAN_ATTR, PLANS, SESL, NetworkMapping, best_plan, plan_options, read_mapping, target_of
 from compiler.mapping_report import plan_report, plot_memory
-from compiler.program import atomic_write_with
 from dialects.accel import LayerOp, engine_ops
 from dialects.nn import i64attr
+from passes.utils import write_report
 
 PEAK_ATTR = "accel.onchip_peak"
 
@@ -62,12 +61,7 @@ class PlanMemoryPass(ModulePass):
         mapping = best_plan(options, target)
         write_plan(op, mapping, mapped.graph.producers, mapped.wrappers)
         if self.report:
-            text = plan_report(mapping, options)
-            if self.report == "-":
-                sys.stderr.write(text)
-            else:
-                path = Path(self.report)
-                atomic_write_with(path, lambda tmp: Path(tmp).write_text(text))
+            write_report(plan_report(mapping, options), self.report)
         if self.plot:
             plot_memory(mapping, Path(self.plot))
 

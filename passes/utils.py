@@ -1,14 +1,18 @@
 """Helpers shared by the passes: reading weights behind SSA values, creating new weights,
-and carrying the ONNX node name (`name` property) from old ops to new ones."""
+carrying the ONNX node name (`name` property) from old ops to new ones, and writing a
+pass's text report."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Operation, SSAValue
 from xdsl.pattern_rewriter import PatternRewriter
 
-from compiler.program import WeightStore
+from compiler.program import WeightStore, atomic_write_with
 from compiler.tensors import dtype_of, tensor_type
 from dialects.nn import WeightOp
 
@@ -62,3 +66,12 @@ def erase_unused(rewriter: PatternRewriter, ops: list[Operation | None]) -> None
     for op in ops:
         if op is not None and op.parent is not None and all(not r.uses for r in op.results):
             rewriter.erase(op)
+
+
+def write_report(text: str, destination: str) -> None:
+    """A pass's `report=FILE` option: `text` into FILE (atomically), or to stderr for `-`
+    (stdout carries the IR)."""
+    if destination == "-":
+        sys.stderr.write(text)
+    else:
+        atomic_write_with(Path(destination), lambda tmp: Path(tmp).write_text(text))
