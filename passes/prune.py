@@ -4,6 +4,8 @@
     prune{ratio=0.3 multiple=8}                                  uniform
     prune{ratios="conv1:0.5,conv2:0.25" criterion=l2}            per layer (quotes: the ':')
     prune{target=flops goal=0.5 calib="val.npz" multiple=8}      sensitivity search
+    prune{target=latency goal=0.7 hw=zcu102 arch=hybrid budget=1024 report="-"}
+                                                                 co-design (the mapping decides)
 
 1. `compiler.prune.groups` finds the channel groups: tensors tied through residual adds,
    depthwise convs, batchnorms, pass-through ops, concats and flattens share one keep-set;
@@ -22,11 +24,12 @@
 
 Data (`calib=FILE.npz`: inputs by name, optional `labels`) drives the sensitivity search,
 the compensation and the accuracy in the report; without it a target is met by a uniform
-ratio.
+ratio (target=latency: the co-design loop of compiler.prune.codesign, with the mapping on
+`hw` in the loop and channels rounded to the engines' parallelism).
 
 From Python: `prune(program, data=None, labels=None, **options) -> (Program, PruneReport)`
-(a new program; the argument is left as it was). The pass itself logs the report on the
-`layerloom.prune` logger and prints nothing.
+(a new program; the argument is left as it was). The pass logs the report on the
+`layerloom.prune` logger and writes it to `report=FILE` (`-`: stderr) when asked.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from compiler.quant import calibrate
 from compiler.tensors import tensor_type
 from dialects import nn
 from dialects.nn import i64attr
-from passes.utils import new_weight, weight_op_of
+from passes.utils import new_weight, weight_op_of, write_report
 
 WHERE = "prune"
 BIAS = 2  # operand index of a conv's bias and a gemm's C
@@ -463,7 +466,8 @@ def prune(
 @dataclass(frozen=True)
 class PrunePass(ModulePass):
     """Structured output-channel pruning; `calib` is an .npz of inputs (keyed by input
-    name) with an optional `labels` array, for the sensitivity search and the accuracy."""
+    name) with an optional `labels` array, for the sensitivity search and the accuracy;
+    `report=FILE` writes the report (`-`: stderr)."""
 
     name = "prune"
 
@@ -481,6 +485,7 @@ class PrunePass(ModulePass):
     arch: str = "hybrid"
     budget: int | None = None
     compensate: bool = False
+    report: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         program = Program(op, weights_of(op))
@@ -492,6 +497,8 @@ class PrunePass(ModulePass):
                              self.compensate)  # fmt: skip
         report = prune_program(program, options, data, labels)
         logger.info("%s", report.table())
+        if self.report:
+            write_report(report.table(), self.report)
 
 
 __all__ = ["Options", "PrunePass", "PruneReport", "prune", "prune_program"]

@@ -174,11 +174,15 @@ def test_digits_on_zcu102_hybrid(
     assert f"accuracy: 100.00% -> {report.accuracy_after:.2%}" in text
 
 
-def test_pipeline_text_matches_python(digits: tuple[Program, tuple[np.ndarray, ...]]) -> None:
+def test_pipeline_text_matches_python(digits: tuple[Program, tuple[np.ndarray, ...]], tmp_path: Path) -> None:
     program, _ = digits
     pruned, report = prune(program, target="latency", goal=0.7, hw="zcu102", arch="hybrid", budget=1024)
-    piped = run_pipeline(program.clone(), "prune{target=latency goal=0.7 hw=zcu102 arch=hybrid budget=1024}")
+    text = tmp_path / "prune.txt"
+    piped = run_pipeline(
+        program.clone(), f'prune{{target=latency goal=0.7 hw=zcu102 arch=hybrid budget=1024 report="{text}"}}'
+    )
     assert piped.text() == pruned.text()
+    assert text.read_text() == report.table()
     assert report.codesign is not None and report.cost_after is not None
     assert report.cost_after <= 0.7 * report.codesign.period_before
 
