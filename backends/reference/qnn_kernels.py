@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from xdsl.ir import Operation
@@ -120,6 +123,18 @@ MAX_FIXED_SHIFT = 12
 MAX_POW2_SHIFT = 40
 
 
+SCRATCH = threading.local()
+
+
+def scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A float64, a float32 and a bool buffer of n elements, kept per thread: a fresh
+    256 KiB array per slab would be mapped and faulted in every time."""
+    if getattr(SCRATCH, "size", 0) < n:
+        SCRATCH.size, SCRATCH.buffers = n, (np.empty(n), np.empty(n, np.float32), np.empty(n, dtype=bool))
+    v, extra, below = SCRATCH.buffers
+    return v[:n], extra[:n], below[:n]
+
+
 @dataclass(frozen=True)
 class FloatStage:
     """y = clip(floor(a K + C - [a < T] D), lo, hi) per channel (last axis); for a leaky
@@ -133,6 +148,7 @@ class FloatStage:
     hi: int
     negative: FloatStage | None = None
     split: np.ndarray | None = None
+    limit: float = np.inf  # exact for |a| <= limit
 
     def evaluate(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Into the float64 buffer `out` (a's shape)."""
@@ -146,26 +162,33 @@ class FloatStage:
             out[...] = np.where(below, self.negative.evaluate(a, np.empty_like(out)), out)
         return np.clip(out, self.lo, self.hi, out=out)
 
-    def tiled(self, rows: int) -> FloatStage | None:
+    def tiled(self, rows: int, acc_type: np.dtype) -> FloatStage | None:
         """The stage with its per-channel terms repeated for `rows` rows and flattened, for
-        `store` on flat slabs (long contiguous loops instead of short broadcast ones);
-        None for a leaky slope (it uses `evaluate`)."""
+        `store` on flat slabs (long contiguous loops instead of short broadcast ones), its
+        thresholds in the accumulator's type (no conversion in the compare); None for a
+        leaky slope (it uses `evaluate`) or thresholds that type cannot hold."""
         if self.negative is not None:
             return None
-        t = None if self.t is None else np.tile(np.broadcast_to(self.t, self.k.shape), rows)
-        d = None if self.d is None else np.tile(np.broadcast_to(self.d, self.k.shape), rows)
-        return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), t, d, self.lo, self.hi)
+        if self.t is not None and np.any(np.abs(self.t[np.isfinite(self.t)]) >= 2**23):
+            acc_type = np.dtype(np.float64)
+        t = None if self.t is None else np.tile(np.broadcast_to(self.t, self.k.shape), rows).astype(acc_type)
+        d = None if self.d is None else np.tile(np.broadcast_to(self.d, self.k.shape), rows).astype(np.float32)
+        return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), t, d, self.lo, self.hi,
+                          limit=self.limit)
 
-    def store(self, a: np.ndarray, out: np.ndarray, buf: np.ndarray) -> None:
+    def store(self, a: np.ndarray, out: np.ndarray) -> None:
         """A tiled stage on the flat slab `a` into the flat 8-bit `out`: the floor is the
         truncating cast once the values are shifted to start at 0 (c holds -lo) and
         clipped to [0, hi - lo]; the byte then gets lo back, modulo 256."""
         n = a.size
-        v = buf[:n]
+        v, extra, below = scratch(n)
         np.multiply(a, self.k[:n], out=v)
         v += self.c[:n]
-        if self.t is not None and self.d is not None:
-            np.subtract(v, self.d[:n], out=v, where=a < self.t[:n])
+        if self.t is not None and self.d is not None:  # D is a power of two: exact in float32
+            np.less(a, self.t[:n], out=below)
+            np.copyto(extra, below)
+            extra *= self.d[:n]
+            v -= extra
         np.clip(v, 0, self.hi - self.lo, out=v)
         bytes_ = out.view(np.uint8)
         bytes_[...] = v
@@ -173,47 +196,53 @@ class FloatStage:
             bytes_ += np.uint8(self.lo % 256)
 
 
-def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None, bound: int) -> FloatStage | None:
-    """`stage` (parameters along the last axis) applied to a + offset, |a| <= bound, as a
-    FloatStage; None when float64 would not be exact."""
+def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None) -> FloatStage | None:
+    """`stage` (parameters along the last axis) applied to a + offset as a FloatStage, exact
+    for |a| up to its `limit`; None when no magnitude would be exact."""
     off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
-    reach = bound + float(np.abs(off).max(initial=0))
-    main = requant_terms(stage.requant, channels, reach, stage.lo >= stage.zero_point)
+    spread = float(np.abs(off).max(initial=0))
+    main = requant_terms(stage.requant, channels, stage.lo >= stage.zero_point)
     if main is None:
         return None
-    k, half, t, d = main
+    k, half, t, d, limit = main
     negative = None
     if stage.negative is not None:
-        neg = requant_terms(stage.negative, channels, reach, False)
+        neg = requant_terms(stage.negative, channels, False)
         if neg is None:
             return None
-        nk, nhalf, nt, nd = neg
+        nk, nhalf, nt, nd, neg_limit = neg
+        limit = min(limit, neg_limit)
         negative = FloatStage(nk, nhalf + stage.zero_point + off * nk, None if nt is None else nt - off, nd,
                               stage.lo, stage.hi)
     return FloatStage(k, half + stage.zero_point + off * k, None if t is None else t - off, d, stage.lo, stage.hi,
-                      negative, -off if negative is not None else None)
+                      negative, -off if negative is not None else None, limit - spread)
 
 
-def requant_terms(r: im.Requant, channels: int, reach: float,
-                  clamped_below: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None] | None:
-    """(K, the constant, T, D) of one requantization (see above), or None if not exact."""
+def requant_terms(r: im.Requant, channels: int, clamped_below: bool) -> tuple | None:
+    """(K, the constant, T, D, the largest exact |a + offset|) of one requantization (see
+    above), or None if its shifts are too long to be exact."""
     m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
     s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.int64)
     if r.scheme == "pow2":
         if s.max(initial=0) > MAX_POW2_SHIFT:
             return None
-        return m * np.exp2(-s.astype(np.float64)), np.where(s > 0, 0.5, 0.0), None, None
+        limit = (FLOAT64_EXACT - 1) / max(float(m.max(initial=1)), 1.0)
+        return m * np.exp2(-s.astype(np.float64)), np.where(s > 0, 0.5, 0.0), None, None, limit
     left, e = np.maximum(-s, 0), np.maximum(s, 0)
     scaled = m * np.exp2(left.astype(np.float64))
-    if e.max(initial=0) > MAX_FIXED_SHIFT or reach * float(np.exp2(left.max(initial=0))) > im.INT32_MAX \
-            or reach * float(scaled.max(initial=0)) >= FLOAT64_EXACT:
+    if e.max(initial=0) > MAX_FIXED_SHIFT:
         return None
+    # No int32 saturation in the left shift, and a' M0 below 2^53.
+    limit = min(im.INT32_MAX / float(np.exp2(left.max(initial=0))),
+                (FLOAT64_EXACT - 1) / max(float(scaled.max(initial=1)), 1.0))
     k = scaled * np.exp2(-31.0 - e)
     half = np.exp2(-1.0 - e) + np.where(e > 0, 0.5, 0.0)
     if clamped_below or not np.any(e > 0):  # the tie correction only moves negative results
-        return k, half, None, None
-    threshold = np.where(scaled > 0, -(2.0**30) / np.where(scaled > 0, scaled, 1.0), -np.inf)
-    return k, half, threshold, np.where(e > 0, np.exp2(-e.astype(np.float64)), 0.0)
+        return k, half, None, None, limit
+    # a M0' < -2^30 for an integer a is a <= ceil(-2^30 / M0') - 1: compare with that + 1/2,
+    # exact in float32 too.
+    threshold = np.where(scaled > 0, np.ceil(-(2.0**30) / np.where(scaled > 0, scaled, 1.0)) - 0.5, -np.inf)
+    return k, half, threshold, np.where(e > 0, np.exp2(-e.astype(np.float64)), 0.0), limit
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,21 +354,39 @@ def in_parallel(parts: list[slice], work: Callable[[slice], None]) -> None:
     list(POOL.map(work, parts))
 
 
-def staged_rows(acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset: np.ndarray | None,
+STAGES: weakref.WeakKeyDictionary[Operation, dict[tuple, tuple[FloatStage | None, FloatStage | None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def compiled_stage(op: Operation, stage: im.OutputStage, cols: int, offset: np.ndarray | None, rows: int,
+                   acc_type: np.dtype) -> tuple[FloatStage | None, FloatStage | None]:
+    """The FloatStage of an op's output stage and its tiled form, kept per op (its
+    parameters and offsets are constants)."""
+    key = (cols, rows, acc_type.str, None if offset is None else offset.tobytes())
+    cache = STAGES.setdefault(op, {})
+    if key not in cache:
+        fast = float_stage(stage, cols, offset)
+        cache[key] = (fast, fast.tiled(rows, acc_type) if fast is not None else None)
+    return cache[key]
+
+
+def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset: np.ndarray | None,
                 bound: int) -> np.ndarray:
     """The output stage (per-channel parameters along axis 1) of acc + offset over the rows
     of a 2-d accumulator (|acc| <= bound), slab by slab, into a fresh `dtype` array."""
     rows, cols = acc.shape
     out = np.empty((rows, cols), dtype=dtype)
     parts = slabs(rows, cols)
-    fast = float_stage(stage, cols, offset, bound)
-    tiled = fast.tiled(parts[0].stop - parts[0].start) if fast is not None and dtype.itemsize == 1 else None
-    contiguous = acc.flags.c_contiguous
+    fast, tiled = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
+    if fast is not None and bound > fast.limit:
+        fast = tiled = None
+    if dtype.itemsize != 1 or not acc.flags.c_contiguous:
+        tiled = None
 
     def work(part: slice) -> None:
         block = acc[part]
-        if tiled is not None and contiguous:
-            tiled.store(block.reshape(-1), out[part].reshape(-1), np.empty(block.size))
+        if tiled is not None:
+            tiled.store(block.reshape(-1), out[part].reshape(-1))
         elif fast is not None:
             out[part] = fast.evaluate(block, np.empty(block.shape))
         else:
@@ -408,7 +455,7 @@ def finish_contraction(op: qnn.ContractionOp, acc: np.ndarray, offset: np.ndarra
     if bound + (max_abs(offset) if offset is not None else 0) > im.INT32_MAX:
         # The accumulator might leave int32: the spec's own implementation checks it.
         return stage(rows.astype(np.int64) + (0 if offset is None else offset)).astype(dtype).reshape(acc.shape)
-    return staged_rows(rows, stage, dtype, offset, bound).reshape(acc.shape)
+    return staged_rows(op, rows, stage, dtype, offset, bound).reshape(acc.shape)
 
 
 def bias_of(args: list[np.ndarray], index: int) -> np.ndarray | None:
@@ -486,27 +533,43 @@ def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
+def add_table(a_type: str, b_type: str, za: int, zb: int, scheme: str, operand: tuple, output: tuple) -> np.ndarray:
+    """The result of qnn.add for every pair of operand bytes, at [byte_a << 8 | byte_b]:
+    one lookup per element instead of three requantizations (65536 entries, 64 KiB)."""
+    ra = im.Requant.of(scheme, [operand[1][0]], [operand[0][0]])
+    rb = im.Requant.of(scheme, [operand[1][1]], [operand[0][1]])
+    stage = im.OutputStage(im.Requant.of(scheme, [output[1]], [output[0]]), *output[2:])
+    qa, qb = byte_values(np.dtype(a_type)), byte_values(np.dtype(b_type))
+    t = requantize(qa - za, ra)[:, None] + requantize(qb - zb, rb)[None, :]
+    out = output_stage(t.reshape(-1), stage).astype(np.int16)
+    out.flags.writeable = False
+    return out
+
+
 @kernel(qnn.AddOp)
 def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    """Each operand's step to the common scale depends on its byte alone: two 256-entry
-    tables, then the output stage on their sum."""
+    """A function of the two operand bytes: a table of all 65536 pairs (cached per
+    parameters), indexed by byte_a << 8 | byte_b."""
     assert isinstance(op, qnn.AddOp)
     a, b = args
     (_, za), (_, zb) = op.input_quantizations()
-    (ra, rb), stage = op.operand_requants(), op.output_stage()
-    ta, tb = requantize(byte_values(a.dtype) - za, ra), requantize(byte_values(b.dtype) - zb, rb)
-    fast = float_stage(stage, 1, None, max_abs(ta) + max_abs(tb))
-    if fast is not None:
-        ta, tb = ta.astype(np.float64), tb.astype(np.float64)
+    (ra, rb), stage, dtype = op.operand_requants(), op.output_stage(), result_dtype(op)
+    operand = (tuple(int(r.multipliers.reshape(-1)[0]) for r in (ra, rb)),
+               tuple(int(r.shifts.reshape(-1)[0]) for r in (ra, rb)))
+    output = (int(stage.requant.multipliers.reshape(-1)[0]), int(stage.requant.shifts.reshape(-1)[0]),
+              stage.zero_point, stage.lo, stage.hi)
+    table = add_table(a.dtype.str, b.dtype.str, za, zb, stage.requant.scheme, operand, output).astype(dtype)
 
     def add(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
-        t = np.take(ta, qa) + np.take(tb, qb)
-        return fast.evaluate(t, np.empty_like(t)) if fast is not None else output_stage(t, stage)
+        index = np.left_shift(qa, 8, dtype=np.uint16)
+        index |= qb
+        return np.take(table, index)
 
     a_bytes, b_bytes = a.view(np.uint8), b.view(np.uint8)
     if a.shape != b.shape:  # broadcasting: in one piece
         return [add(a_bytes, b_bytes)]
-    return [staged_flat([a_bytes, b_bytes], add, result_dtype(op))]
+    return [staged_flat([a_bytes, b_bytes], add, dtype)]
 
 
 def copies(stage: im.OutputStage, zero_point: int) -> bool:
