@@ -228,6 +228,8 @@ class Quantizer(Lowerer):
 
     def lowerable(self, op: Operation) -> bool:
         """Whether `op` has a qnn form (checked on shapes and constant operands)."""
+        if not all(self.is_float_tensor(v) for v in op.operands) or not all(self.is_float_tensor(r) for r in op.results):
+            return False  # integer arithmetic (shapes, indices) stays what it is
         if isinstance(op, nn.Conv2dOp):
             w = self.weight(op.weight)
             k = int(np.prod(nn.shape_of(op.weight)[1:]))
@@ -247,9 +249,9 @@ class Quantizer(Lowerer):
             except ValueError:
                 return False
         if isinstance(op, nn.MatMulOp):
-            return nn.shape_of(op.a)[-1] <= im.MAX_REDUCTION and self.is_float_tensor(op.a)
+            return nn.shape_of(op.a)[-1] <= im.MAX_REDUCTION
         if isinstance(op, nn.AddOp | nn.ConcatOp):
-            return all(self.is_float_tensor(v) for v in op.operands)
+            return True
         if isinstance(op, nn.PoolOp):
             return op.kind.data == "avg"
         if isinstance(op, nn.GlobalPoolOp):
