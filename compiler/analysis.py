@@ -33,7 +33,7 @@ from xdsl.ir import Operation, SSAValue
 
 from compiler.program import Program
 from compiler.tensors import dtype_of
-from dialects import nn
+from dialects import nn, qnn
 
 Shape = tuple[int, ...]
 
@@ -112,7 +112,7 @@ def register_weight_op(op_type: type[Operation]) -> None:
 
 
 def _conv2d(op: Operation) -> tuple[str, int]:
-    assert isinstance(op, nn.Conv2dOp)
+    assert isinstance(op, nn.Conv2dOp | qnn.Conv2dOp)
     x, w, y = nn.shape_of(op.input), nn.shape_of(op.weight), nn.shape_of(op.result)
     group = op.group.value.data
     depthwise = group > 1 and w[1] == 1 and group == x[1]
@@ -121,25 +121,25 @@ def _conv2d(op: Operation) -> tuple[str, int]:
 
 
 def _gemm(op: Operation) -> tuple[str, int]:
-    assert isinstance(op, nn.GemmOp)
+    assert isinstance(op, nn.GemmOp | qnn.GemmOp)
     a = nn.shape_of(op.a)
-    k = a[0] if op.trans_a.value.data else a[1]
+    k = a[0] if isinstance(op, nn.GemmOp) and op.trans_a.value.data else a[1]
     return "gemm", math.prod(nn.shape_of(op.result)) * k
 
 
 def _matmul(op: Operation) -> tuple[str, int]:
-    assert isinstance(op, nn.MatMulOp)
+    assert isinstance(op, nn.MatMulOp | qnn.MatMulOp)
     k = nn.shape_of(op.a)[-1]
     return "matmul", math.prod(nn.shape_of(op.result)) * k
 
 
 def _pool(op: Operation) -> tuple[str, int]:
-    assert isinstance(op, nn.PoolOp)
+    assert isinstance(op, nn.PoolOp | qnn.PoolOp)
     return f"{op.kind.data}pool", 0
 
 
 def _global_pool(op: Operation) -> tuple[str, int]:
-    assert isinstance(op, nn.GlobalPoolOp)
+    assert isinstance(op, nn.GlobalPoolOp | qnn.GlobalPoolOp)
     return f"global_{op.kind.data}pool", 0
 
 
@@ -149,6 +149,11 @@ for _type, _rule in (
     (nn.MatMulOp, _matmul),
     (nn.PoolOp, _pool),
     (nn.GlobalPoolOp, _global_pool),
+    (qnn.Conv2dOp, _conv2d),  # the integer forms count the same MACs
+    (qnn.GemmOp, _gemm),
+    (qnn.MatMulOp, _matmul),
+    (qnn.PoolOp, _pool),
+    (qnn.GlobalPoolOp, _global_pool),
 ):
     register_layer_rule(_type, _rule)
 
