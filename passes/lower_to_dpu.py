@@ -96,6 +96,8 @@ def lower_to_dpu(module: ModuleOp, hw: str = "", host_suffix: bool = False) -> P
         config = DpuConfig.from_target(target)
     except LayerloomError as e:
         raise LayerloomError(e.message, e.where or WHERE) from None
+    if any(isinstance(o, ProgramOp) for o in module.ops):
+        raise LayerloomError(f"the module already has a dpu.program @{PROGRAM} (lower-to-dpu ran before)", WHERE)
     unwrap_mapping(module)
     func = next((o for o in module.ops if isinstance(o, FuncOp)), None)
     if func is None:
@@ -109,19 +111,18 @@ def lower_to_dpu(module: ModuleOp, hw: str = "", host_suffix: bool = False) -> P
     plans, refusal = plan_layers(region, store, config)  # up to the first layer the DPU cannot run
     while True:
         try:
-            lowered = Lowering(config, region[: len(plans)], plans, block).run()
+            lowered = Lowering(config, plans, block).run()
             break
         except _Refused as refused:  # emission met a limit of the banks or the encoding
             if not host_suffix:
                 raise refused.error from None
             plans, refusal = plans[: refused.index], refused.error
-    rest = region[len(plans):]
-    if refusal is not None and (not plans or not (host_suffix or all(isinstance(o, qnn.DequantizeOp) for o in rest))):
+    if refusal is not None and (not plans or not host_suffix):
         raise refusal
     program = lowered.program_op(target, hw, config)
-    if refusal is not None and not all(isinstance(o, qnn.DequantizeOp) for o in rest):  # the host boundary, for reports
+    if refusal is not None:  # where the host takes over, for reports
         program.attributes["host_from"] = StringAttr(f"{refusal.where}: {refusal.message}")
-    rewrite(module, block, region[: len(plans)], lowered, program)
+    rewrite(module, block, [p.op for p in plans], lowered, program)
     return program
 
 
@@ -188,11 +189,16 @@ def layer_label(op: Operation, index: int) -> str:
 def plan_layers(region: Sequence[Operation], store: WeightStore,
                 config: DpuConfig) -> tuple[list[Plan], UnsupportedError | None]:
     """Plans of the longest prefix of `region` the DPU can run, and why the next layer
-    cannot run (None when all can)."""
+    cannot run (None when all can). Dequantizes of the DPU's outputs do not end it: they
+    stay on the host, after the dpu.run (a detector's first head is dequantized before
+    the layers of its second)."""
     plans: list[Plan] = []
     names: set[str] = set()
     flattened: set[SSAValue] = set()
     for i, op in enumerate(region):
+        if isinstance(op, qnn.DequantizeOp) and all(isinstance(u.operation, qnn.DequantizeOp | ReturnOp)
+                                                    for u in op.result.uses):
+            continue
         try:
             plan = plan_layer(op, i, store, config, flattened)
         except LayerloomError as e:
@@ -375,12 +381,12 @@ def nearest_factor(op: nn.ResizeOp, fail: Callable[[str], UnsupportedError]) -> 
     if op.mode.data != "nearest" or len(x) != 4 or x[:2] != y[:2] or y[2] % x[2] or y[3] % x[3]:
         raise fail("the DPU upsamples (nearest) by whole factors only")
     factor = (y[2] // x[2], y[3] // x[3])
-    for axis, f in ((2, factor[0]), (3, factor[1])):
+    for axis in (2, 3):  # the row index, then the column index, as the pixel values
         probe = np.broadcast_to(_codes(x[axis]).reshape([-1 if a == axis else 1 for a in range(4)]), x)
-        expected = np.repeat(probe, f, axis=axis)
+        expected = np.repeat(np.repeat(probe, factor[0], axis=2), factor[1], axis=3)
         if not np.array_equal(evaluate(op, [np.ascontiguousarray(probe)])[0], expected):
             raise fail(f"its {op.coordinate_mode.data} / {op.nearest_mode.data} nearest resize does not repeat "
-                       f"each pixel {f} times")
+                       f"each pixel {factor[0]}x{factor[1]} times")
     return factor
 
 
@@ -393,7 +399,7 @@ def plan_reshape(op: nn.ReshapeOp, index: int, name: str, fail: Callable[[str], 
     flattens (1, C, H, W) to (1, C*H*W) is a view that only a gemm reads."""
     src, dst = shape_of(op.input), shape_of(op.result)
     h, w, c = hwc(op.input, op, index)
-    if hwc(op.result, op, index) == (h, w, c):
+    if dst in ((1, c, h, w), (1, c)) and (dst == src or h * w == 1):
         return Plan(name, "view", [op.input], op.result, view=True)
     if len(src) == 4 and dst == (1, h * w * c):
         return Plan(name, "view", [op.input], op.result, view=True, flatten=True)
@@ -508,10 +514,10 @@ def scale_of(value: SSAValue) -> float:
 class Lowering:
     """Places the region's values in DDR and emits the plans with a ProgramBuilder."""
 
-    def __init__(self, config: DpuConfig, region: Sequence[Operation], plans: Sequence[Plan], block: Block) -> None:
+    def __init__(self, config: DpuConfig, plans: Sequence[Plan], block: Block) -> None:
         self.config = config
-        self.region = list(region)
         self.plans = list(plans)
+        self.region = [p.op for p in self.plans]
         self.block = block
         inside = set(self.region)
         self.defined = {p.result: i for i, p in enumerate(self.plans)}
@@ -643,8 +649,6 @@ def rewrite(module: ModuleOp, block: Block, region: Sequence[Operation], lowered
     """Put the program at the top of the module; in @main, one dpu.run (and the weights
     region as an nn.weight) in place of the region's ops; drop weights nobody uses."""
     store = weights_of(module)
-    if any(isinstance(o, ProgramOp) and o.sym_name.data == PROGRAM for o in module.ops):
-        raise LayerloomError(f"the module already has a dpu.program @{PROGRAM} (lower-to-dpu ran before)", WHERE)
     module.body.block.insert_op_before(program, module.body.block.first_op)  # type: ignore[arg-type]
     anchor = region[0]
     blob = np.frombuffer(lowered.built.weights, np.uint8).copy()

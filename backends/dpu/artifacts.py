@@ -82,7 +82,7 @@ def write_artifacts(folder: Path, quantized: Program, lowered: Program,
 
     program, run = program_of(lowered)
     instructions, _ = program.instructions()
-    blob = _weights_blob(lowered, run)
+    blob = weights_blob(lowered, run)
     _write(folder / BINARY, encode(instructions))
     _write(folder / ASSEMBLY, assembly(program))
     _write(folder / WEIGHTS, blob.tobytes())
@@ -97,7 +97,7 @@ def write_artifacts(folder: Path, quantized: Program, lowered: Program,
     return report
 
 
-def _weights_blob(lowered: Program, run: RunOp) -> np.ndarray:
+def weights_blob(lowered: Program, run: RunOp) -> np.ndarray:
     owner = run.operands_[-1].owner
     assert isinstance(owner, WeightOp)
     return np.asarray(lowered.weights[owner.handle.data], np.uint8)
