@@ -14,6 +14,7 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
+from backends.reference.kernels import as_nchw, conv2d
 from backends.reference.qnn_kernels import chunk_count, exact_matmul, float_stage, output_stage
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
@@ -236,11 +237,13 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
         return
     want = stage(acc.astype(np.int64) + (0 if offset is None else offset))
     assert np.array_equal(fast.evaluate(acc, np.empty(acc.shape)).astype(np.int64), want)
-    tiled = fast.tiled(acc.shape[0], acc.dtype)
-    if tiled is not None:  # the kernels' fast store: flat slabs, the floor as a truncating cast
+    for single in (False, True):  # the kernels' fast stores: flat slabs, the floor as a truncating cast
+        tiled = fast.tiled(acc.shape[0], acc.dtype, single)
+        if tiled is None or magnitude > tiled.limit:
+            continue
         out = np.empty(acc.size, dtype)
         tiled.store(acc.reshape(-1), out)
-        assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want)
+        assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want), single
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,14 +331,18 @@ def test_conv2d_matches_int64_reference(seed: int, scheme: str, group_kind: str,
 
 
 def test_conv2d_long_reduction_is_exact() -> None:
-    """K = 256 * 9 with extreme values: the channel chunks must sum exactly."""
+    """K = 256 * 9 with large values of one sign: sums pass 2^24, float32's exact
+    integers, so the input channels must be cut into chunks (as the plain float conv shows)."""
     rng = np.random.default_rng(1)
-    x = rng.choice(np.array([-128, 127], np.int8), (1, 256, 5, 5))
-    w = rng.choice(np.array([-127, 127], np.int8), (4, 256, 3, 3))
+    x = rng.integers(90, 128, (1, 256, 5, 5)).astype(np.int8)
+    w = rng.integers(90, 128, (4, 256, 3, 3)).astype(np.int8)
     got = run(qnn.Conv2dOp, [x, w], ((1, 4, 5, 5), np.int32), strides=ints([1, 1]), pads=ints([1, 1, 1, 1]),
               dilations=ints([1, 1]), group=i64attr(1), input_scale=f64attr(1.0), input_zero_point=i64attr(-3),
               weight_scales=floats([1.0]))
-    assert np.array_equal(got, reference_conv(x, w, -3, 0, [1, 1], [1, 1, 1, 1], [1, 1], 1, (5, 5)))
+    want = reference_conv(x, w, -3, 0, [1, 1], [1, 1, 1, 1], [1, 1], 1, (5, 5))
+    assert np.array_equal(got, want) and np.abs(want).max() > 2**24
+    single = conv2d(x.astype(np.float32) + 3, w.astype(np.float32), [1, 1], [1, 1, 1, 1], [1, 1], 1, (5, 5))
+    assert not np.array_equal(as_nchw(single).astype(np.int64), want)  # one float32 piece would round
 
 
 @settings(max_examples=30, deadline=None)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 from xdsl.ir import Operation
@@ -126,12 +127,14 @@ MAX_POW2_SHIFT = 40
 SCRATCH = threading.local()
 
 
-def scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A float64, a float32 and a bool buffer of n elements, kept per thread: a fresh
+def scratch(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A `dtype`, a float32 and a bool buffer of n elements, kept per thread: a fresh
     256 KiB array per slab would be mapped and faulted in every time."""
-    if getattr(SCRATCH, "size", 0) < n:
-        SCRATCH.size, SCRATCH.buffers = n, (np.empty(n), np.empty(n, np.float32), np.empty(n, dtype=bool))
-    v, extra, below = SCRATCH.buffers
+    buffers = getattr(SCRATCH, "buffers", {})
+    SCRATCH.buffers = buffers
+    if dtype.str not in buffers or buffers[dtype.str][0].size < n:
+        buffers[dtype.str] = (np.empty(n, dtype), np.empty(n, np.float32), np.empty(n, dtype=bool))
+    v, extra, below = buffers[dtype.str]
     return v[:n], extra[:n], below[:n]
 
 
@@ -149,6 +152,7 @@ class FloatStage:
     negative: FloatStage | None = None
     split: np.ndarray | None = None
     limit: float = np.inf  # exact for |a| <= limit
+    limit32: float = -1.0  # ... and in float32 too for |a| <= limit32 (pow2 only)
 
     def evaluate(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Into the float64 buffer `out` (a's shape)."""
@@ -162,13 +166,16 @@ class FloatStage:
             out[...] = np.where(below, self.negative.evaluate(a, np.empty_like(out)), out)
         return np.clip(out, self.lo, self.hi, out=out)
 
-    def tiled(self, rows: int, acc_type: np.dtype) -> FloatStage | None:
+    def tiled(self, rows: int, acc_type: np.dtype, single: bool = False) -> FloatStage | None:
         """The stage with its per-channel terms repeated for `rows` rows and flattened, for
         `store` on flat slabs (long contiguous loops instead of short broadcast ones), its
-        thresholds in the accumulator's type (no conversion in the compare); None for a
-        leaky slope (it uses `evaluate`) or thresholds that type cannot hold."""
-        if self.negative is not None:
+        thresholds in the accumulator's type (no conversion in the compare); `single`:
+        in float32 (only within `limit32`). None for a leaky slope (it uses `evaluate`)."""
+        if self.negative is not None or (single and self.limit32 < 0):
             return None
+        if single:
+            return FloatStage(np.tile(self.k, rows).astype(np.float32), np.tile(self.c - self.lo, rows).astype(np.float32),
+                              None, None, self.lo, self.hi, limit=self.limit32, limit32=self.limit32)
         if self.t is not None and np.any(np.abs(self.t[np.isfinite(self.t)]) >= 2**23):
             acc_type = np.dtype(np.float64)
         t = None if self.t is None else np.tile(np.broadcast_to(self.t, self.k.shape), rows).astype(acc_type)
@@ -181,7 +188,7 @@ class FloatStage:
         truncating cast once the values are shifted to start at 0 (c holds -lo) and
         clipped to [0, hi - lo]; the byte then gets lo back, modulo 256."""
         n = a.size
-        v, extra, below = scratch(n)
+        v, extra, below = scratch(n, self.k.dtype)
         np.multiply(a, self.k[:n], out=v)
         v += self.c[:n]
         if self.t is not None and self.d is not None:  # D is a power of two: exact in float32
@@ -215,7 +222,24 @@ def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None)
         negative = FloatStage(nk, nhalf + stage.zero_point + off * nk, None if nt is None else nt - off, nd,
                               stage.lo, stage.hi)
     return FloatStage(k, half + stage.zero_point + off * k, None if t is None else t - off, d, stage.lo, stage.hi,
-                      negative, -off if negative is not None else None, limit - spread)
+                      negative, -off if negative is not None else None, limit - spread,
+                      single_limit(stage, channels, off) if negative is None and t is None else -1.0)
+
+
+def single_limit(stage: im.OutputStage, channels: int, off: np.ndarray) -> float:
+    """The largest |a| for which a pow2 stage is exact in float32 (-1: never): a m 2^-s and
+    the constant are multiples of 2^-s, so their sum is exact while its numerator
+    |a m + off m + 2^(s-1) + (z - lo) 2^s| stays below 2^24."""
+    r = stage.requant
+    if r.scheme != "pow2":
+        return -1.0
+    m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
+    s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.float64)
+    spread = abs(stage.zero_point - stage.lo)
+    numerator = np.abs(off) * m + np.where(s > 0, np.exp2(s - 1), 0.0) + spread * np.exp2(np.maximum(s, 0))
+    limits = np.where(s >= 0, (FLOAT32_EXACT - 1 - numerator) / m,
+                      (FLOAT32_EXACT - 1 - spread) * np.exp2(s) - np.abs(off))
+    return float(limits.min(initial=np.inf))
 
 
 def requant_terms(r: im.Requant, channels: int, clamped_below: bool) -> tuple | None:
@@ -303,6 +327,30 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total
 
 
+def channel_chunks(w: np.ndarray, zero_point: int, x_bound: int) -> tuple[list[tuple[int, int]], int]:
+    """Input-channel ranges of a conv weight (M, C, kh, kw) whose partial sums stay exact in
+    float32, and a bound on every accumulator. Whatever order BLAS sums in, a partial sum is
+    at most max|x| * sum |w - z_w| over the taps summed (the triangle inequality), so each
+    range keeps x_bound * max over output channels of its weights' L1 norm below 2^24;
+    far fewer chunks than K * max|x| * max|w| asks. Kept per weight."""
+
+    def make(a: np.ndarray) -> np.ndarray:
+        l1 = np.abs(a.astype(np.int64) - zero_point).reshape(a.shape[0], a.shape[1], -1).sum(axis=2)
+        prefix = np.concatenate([np.zeros((a.shape[0], 1), np.int64), np.cumsum(l1, axis=1)], axis=1)
+        limit = (FLOAT32_EXACT - 1) // max(x_bound, 1)
+        ends, start = [], 0
+        while start < a.shape[1]:
+            reach = (prefix[:, start + 1 :] - prefix[:, start : start + 1]).max(axis=0)  # non-decreasing
+            end = start + max(1, int(np.searchsorted(reach, limit, side="right")))
+            ends.append(end)
+            start = end
+        return np.array([int(prefix[:, -1].max()) * x_bound, *ends], np.int64)
+
+    facts = derived(w, f"qnn-chunks{zero_point}-{x_bound}", make)
+    starts = [0, *facts[1:-1].tolist()]
+    return list(zip(starts, facts[1:].tolist(), strict=True)), int(facts[0])
+
+
 def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.ndarray, int]:
     """sum x * (w - z_w) over each window of `x` padded with its zero point, as a
     channels-last (N, OH, OW, M) array of exact integers, and the bound on its magnitude."""
@@ -312,26 +360,23 @@ def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.nda
     _, zx = op.input_quantization()
     zw = qnn.ival(op.weight_zero_point) or 0
     wc = centred_weight(w, zw)
-    _, c_per_group, kh, kw = w.shape
-    bound = max(abs(v) for v in im.int_range(x.dtype)) * weight_facts(w, zw)[0]
-    k = c_per_group * kh * kw
+    x_bound = max(abs(v) for v in im.int_range(x.dtype))
+    chunks, bound = channel_chunks(w, zw, x_bound)
     xp = as_nchw(pad_nhwc(x, pads, zx).astype(np.float32))  # padding holds z_x, i.e. real 0
     no_pads = (0, 0, 0, 0)
-    chunks = chunk_count(k, bound)
-    if chunks == 1:
-        return conv2d(xp, wc, strides, no_pads, dilations, group, out_hw), k * bound
-    if chunks == 0 or group > 1:  # grouped convs have short reductions: this rare rest is float64
-        if chunks == 0:
-            raise ValueError(f"a reduction of {k} products bounded by {bound} is not exact in float64")
-        return conv2d(xp.astype(np.float64), wc.astype(np.float64), strides, no_pads, dilations, group, out_hw), k * bound
+    if len(chunks) == 1:
+        return conv2d(xp, wc, strides, no_pads, dilations, group, out_hw), bound
+    if bound >= FLOAT64_EXACT:
+        raise ValueError(f"convolution sums bounded by {bound} are not exact in float64")
+    if group > 1:  # grouped convs have short reductions: this rare rest is float64
+        return conv2d(xp.astype(np.float64), wc.astype(np.float64), strides, no_pads, dilations, group, out_hw), bound
     # conv(x, w) is the sum of the convs of input-channel slices.
-    step = math.ceil(c_per_group / chunks)
     total: np.ndarray | None = None
-    for c0 in range(0, c_per_group, step):
-        part = conv2d(xp[:, c0 : c0 + step], wc[:, c0 : c0 + step], strides, no_pads, dilations, 1, out_hw)
+    for c0, c1 in chunks:
+        part = conv2d(xp[:, c0:c1], wc[:, c0:c1], strides, no_pads, dilations, 1, out_hw)
         total = part.astype(np.float64) if total is None else np.add(total, part, out=total)
     assert total is not None
-    return total, k * bound
+    return total, bound
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,19 +399,38 @@ def in_parallel(parts: list[slice], work: Callable[[slice], None]) -> None:
     list(POOL.map(work, parts))
 
 
-STAGES: weakref.WeakKeyDictionary[Operation, dict[tuple, tuple[FloatStage | None, FloatStage | None]]] = \
-    weakref.WeakKeyDictionary()
+T = TypeVar("T")
+PARAMETERS: weakref.WeakKeyDictionary[Operation, tuple[tuple, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def parameters(op: Operation, name: str, read: Callable[[], T]) -> T:
+    """`read()` (an op's stages or quantizations, which the qnn helpers decode from its
+    array properties element by element), kept per op while its properties stay the same
+    objects: the executor runs the same ops again and again."""
+    current = tuple(op.properties.values())
+    entry = PARAMETERS.get(op)
+    if entry is None or len(entry[0]) != len(current) or any(a is not b for a, b in zip(entry[0], current, strict=True)):
+        entry = (current, {})
+        PARAMETERS[op] = entry
+    if name not in entry[1]:
+        entry[1][name] = read()
+    return entry[1][name]
+
+
+Compiled = tuple[FloatStage | None, FloatStage | None, FloatStage | None]
+STAGES: weakref.WeakKeyDictionary[Operation, dict[tuple, Compiled]] = weakref.WeakKeyDictionary()
 
 
 def compiled_stage(op: Operation, stage: im.OutputStage, cols: int, offset: np.ndarray | None, rows: int,
-                   acc_type: np.dtype) -> tuple[FloatStage | None, FloatStage | None]:
-    """The FloatStage of an op's output stage and its tiled form, kept per op (its
-    parameters and offsets are constants)."""
+                   acc_type: np.dtype) -> Compiled:
+    """The FloatStage of an op's output stage and its tiled forms (float64, float32), kept
+    per op (its parameters and offsets are constants)."""
     key = (cols, rows, acc_type.str, None if offset is None else offset.tobytes())
     cache = STAGES.setdefault(op, {})
     if key not in cache:
         fast = float_stage(stage, cols, offset)
-        cache[key] = (fast, fast.tiled(rows, acc_type) if fast is not None else None)
+        cache[key] = (fast, None if fast is None else fast.tiled(rows, acc_type),
+                      None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True))
     return cache[key]
 
 
@@ -377,9 +441,13 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     rows, cols = acc.shape
     out = np.empty((rows, cols), dtype=dtype)
     parts = slabs(rows, cols)
-    fast, tiled = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
+    fast, tiled, single = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
+    if fast is not None and bound > min(fast.limit, single.limit if single is not None else np.inf):
+        bound = min(bound, max_abs(acc))  # the actual magnitude lets more layers take the float paths
     if fast is not None and bound > fast.limit:
         fast = tiled = None
+    if single is not None and bound <= single.limit:
+        tiled = single
     if dtype.itemsize != 1 or not acc.flags.c_contiguous:
         tiled = None
 
@@ -450,9 +518,11 @@ def finish_contraction(op: qnn.ContractionOp, acc: np.ndarray, offset: np.ndarra
             out += offset
         im.check_int32(out, "accumulator")
         return out.astype(dtype).reshape(acc.shape)
-    stage = op.output_stage().along(2, 1)
-    bound = min(bound, max_abs(rows))  # the actual magnitude lets more layers take the float path
-    if bound + (max_abs(offset) if offset is not None else 0) > im.INT32_MAX:
+    stage = parameters(op, "stage-rows", lambda: op.output_stage().along(2, 1))
+    spread = max_abs(offset) if offset is not None else 0
+    if bound + spread > im.INT32_MAX:
+        bound = min(bound, max_abs(rows))
+    if bound + spread > im.INT32_MAX:
         # The accumulator might leave int32: the spec's own implementation checks it.
         return stage(rows.astype(np.int64) + (0 if offset is None else offset)).astype(dtype).reshape(acc.shape)
     return staged_rows(op, rows, stage, dtype, offset, bound).reshape(acc.shape)
@@ -553,8 +623,9 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     parameters), indexed by byte_a << 8 | byte_b."""
     assert isinstance(op, qnn.AddOp)
     a, b = args
-    (_, za), (_, zb) = op.input_quantizations()
-    (ra, rb), stage, dtype = op.operand_requants(), op.output_stage(), result_dtype(op)
+    (_, za), (_, zb) = parameters(op, "inputs", op.input_quantizations)
+    (ra, rb), stage, dtype = parameters(op, "operands", op.operand_requants), parameters(op, "stage", op.output_stage), \
+        result_dtype(op)
     operand = (tuple(int(r.multipliers.reshape(-1)[0]) for r in (ra, rb)),
                tuple(int(r.shifts.reshape(-1)[0]) for r in (ra, rb)))
     output = (int(stage.requant.multipliers.reshape(-1)[0]), int(stage.requant.shifts.reshape(-1)[0]),
@@ -587,7 +658,8 @@ def _concat(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.ConcatOp)
     dtype = result_dtype(op)
     parts = []
-    for x, (_, z), stage in zip(args, op.input_quantizations(), op.operand_stages(), strict=True):
+    stages = parameters(op, "operand stages", op.operand_stages)
+    for x, (_, z), stage in zip(args, parameters(op, "inputs", op.input_quantizations), stages, strict=True):
         if copies(stage, z) and x.dtype == dtype:
             parts.append(x)
         else:  # a function of each byte: a table
@@ -606,7 +678,7 @@ def _lut(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 @kernel(qnn.RequantizeOp)
 def _requantize(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.RequantizeOp)
-    x, (_, zx), stage, dtype = args[0], op.input_quantization(), op.output_stage(), result_dtype(op)
+    x, (_, zx), stage, dtype = args[0], op.input_quantization(), parameters(op, "stage", op.output_stage), result_dtype(op)
     if x.dtype.itemsize == 1:  # 8-bit input: a table
         return [lookup(x, output_stage(byte_values(x.dtype) - zx, stage).astype(dtype))]
     return [staged_flat([x], lambda q: output_stage(q.astype(np.int64) - zx, stage), dtype)]
@@ -642,9 +714,9 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     count_h = window_counts(h, oh, kh, strides[0], dilations[0], pads[0], lo[0], hi[0])
     count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
     counts = (count_h[:, None] * count_w[None, :])[None, :, :, None]
-    stage = op.output_stage()
-    parameters = im.OutputStage(stage.requant.take(counts - 1), stage.zero_point, stage.lo, stage.hi)
-    return [as_nchw(output_stage(sums, parameters).astype(result_dtype(op)))]
+    stage = parameters(op, "stage", op.output_stage)
+    per_window = im.OutputStage(stage.requant.take(counts - 1), stage.zero_point, stage.lo, stage.hi)
+    return [as_nchw(output_stage(sums, per_window).astype(result_dtype(op)))]
 
 
 @kernel(qnn.GlobalPoolOp)
@@ -657,4 +729,4 @@ def _global_pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     _, zx = op.input_quantization()
     n = math.prod(x.shape[2:])
     sums = x.sum(axis=axes, keepdims=True, dtype=np.int64) - n * zx
-    return [output_stage(sums, op.output_stage())]  # its one parameter set divides by n
+    return [output_stage(sums, parameters(op, "stage", op.output_stage))]  # its one parameter set divides by n
