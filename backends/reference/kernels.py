@@ -13,8 +13,12 @@ pool) are vectorised NumPy: im2col from a strided view plus one BLAS GEMM per gr
 
 from __future__ import annotations
 
+import os
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -62,7 +66,8 @@ def read_only(array: np.ndarray) -> np.ndarray:
 def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Run `op` on `args` (never modified); results have the element types of the op's
     result types."""
-    return run_kernel(op, [read_only(a) for a in args])
+    with single_threaded_blas():
+        return run_kernel(op, [read_only(a) for a in args])
 
 
 def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -78,6 +83,66 @@ def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         array = np.asarray(array)
         out.append(array if array.dtype == dtype else array.astype(dtype))
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Threads: the kernels split their big loops and GEMMs over a pool of their own, and BLAS
+# runs single-threaded inside each part. OpenBLAS's own threading splits one GEMM statically
+# and busy-waits for its workers: on a shared machine where another process holds a core,
+# each GEMM then waits for a scheduler time slice (8 ms per call measured, 15x slower).
+# ---------------------------------------------------------------------------------------
+
+
+def thread_count() -> int:
+    """LAYERLOOM_THREADS, else the BLAS thread variables, else the CPUs this process may use."""
+    for variable in ("LAYERLOOM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(variable, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+THREADS = thread_count()
+_POOL = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="kernels") if THREADS > 1 else None
+_IN_POOL = threading.local()  # set on the pool's threads: a part never waits for the pool it runs on
+
+
+def in_parallel(work: Callable[[slice], object], size: int, grain: int = 1) -> None:
+    """`work(part)` for consecutive parts covering range(size), one per thread and each at
+    least `grain` long; the calling thread runs the first part. NumPy and BLAS release the GIL."""
+    parts = min(THREADS, size // max(grain, 1))
+    if parts < 2 or _POOL is None or getattr(_IN_POOL, "active", False):
+        work(slice(0, size))
+        return
+    bounds = [size * i // parts for i in range(parts + 1)]
+    futures = [_POOL.submit(_pool_part, work, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
+    try:
+        work(slice(bounds[0], bounds[1]))
+    finally:
+        for future in futures:
+            future.result()
+
+
+def _pool_part(work: Callable[[slice], object], part: slice) -> None:
+    _IN_POOL.active = True
+    work(part)
+
+
+_BLAS: list[object] = []  # threadpoolctl's controller of the loaded BLAS libraries, made once
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside (the kernels' parts run BLAS side by side); no-op with one thread."""
+    if THREADS < 2:
+        yield
+        return
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    with _BLAS[0].limit(limits=1):  # type: ignore[attr-defined]
+        yield
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,6 +171,27 @@ def reusable(op: Operation, *args: np.ndarray) -> np.ndarray | None:
     assert isinstance(t, TensorType)
     shape, dtype = tuple(t.get_shape()), dtype_of(t)
     return next((a for a in args if a.flags.writeable and a.shape == shape and a.dtype == dtype), None)
+
+
+def elementwise(fn: Callable[..., object], args: Sequence[np.ndarray], out: np.ndarray | None) -> np.ndarray:
+    """`fn(*args, out=out)` (a fresh `out` when None), over blocks of the longest axis on the
+    pool when the arguments all have one float shape (no broadcasting) and are big."""
+    shape = args[0].shape
+    dtype = np.result_type(*args)
+    if (THREADS < 2 or len(shape) == 0 or any(a.shape != shape for a in args)
+            or args[0].size < 2 * MIN_ELEMENTS_PER_PART or dtype.kind != "f"):
+        return fn(*args, out=out)  # type: ignore[return-value]
+    if out is None:
+        out = np.empty_like(args[0], dtype=dtype)  # in the first argument's memory layout
+    axis = int(np.argmax(shape))
+    target = out
+
+    def part(block: slice) -> None:
+        index = (slice(None),) * axis + (block,)
+        fn(*(a[index] for a in args), out=target[index])
+
+    in_parallel(part, shape[axis], MIN_ELEMENTS_PER_PART * shape[axis] // args[0].size + 1)
+    return out
 
 
 def _compute_dtype(x: np.ndarray) -> np.dtype:
@@ -160,41 +246,48 @@ def clip(x: np.ndarray, lo: float | None, hi: float | None, out: np.ndarray | No
         if bound is not None:
             x = bound_fn(x, x.dtype.type(bound), out=out)
             out = x  # the second bound works in place on the first one's result
+    if out is not None and out is not x:  # no bound at all
+        np.copyto(out, x)
+        return out
     return x
 
 
 def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np.ndarray:
-    """x for x >= 0, alpha * x below; `out`, if given, is `x` itself (in place)."""
+    """x for x >= 0, alpha * x below (into `out` if given, which may be `x` itself)."""
     if out is None:
         return np.where(x < 0, x * x.dtype.type(alpha), x)
+    if out is not x:
+        np.copyto(out, x)
     np.multiply(out, out.dtype.type(alpha), out=out, where=out < 0)
     return out
 
 
-def fused_activation(op: Operation) -> Callable[[np.ndarray], object] | None:
-    """The in-place form of a conv2d / gemm op's fused activation (None without one)."""
+Activation = Callable[[np.ndarray, np.ndarray], object]
+
+
+def fused_activation(op: Operation) -> Activation | None:
+    """A conv2d / gemm op's fused activation as `f(x, out)` (`out` may be `x`), None without one."""
     act = op.properties.get("activation")
     if act is None:
         return None
     kind = act.data  # type: ignore[attr-defined]
     if kind == "relu":
-        return lambda y: np.maximum(y, y.dtype.type(0), out=y)
+        return lambda x, out: np.maximum(x, x.dtype.type(0), out=out)
     if kind == "clip":
         lo, hi = _float(op.properties.get("act_min")), _float(op.properties.get("act_max"))  # type: ignore[arg-type]
-        return lambda y: clip(y, lo, hi, out=y)
+        return lambda x, out: clip(x, lo, hi, out=out)
     if kind == "leaky_relu":
         alpha = _float(op.properties.get("act_alpha")) or 0.0  # type: ignore[arg-type]
-        return lambda y: leaky_relu(y, alpha, out=y)
+        return lambda x, out: leaky_relu(x, alpha, out=out)
     raise AssertionError(f"unknown fused activation {kind}")  # the verifier rejects it
 
 
-def epilogue(op: Operation, y: np.ndarray, bias: np.ndarray | None) -> None:
-    """Add `bias` (broadcast over the rows of the 2-d `y`) and apply the fused activation, in place."""
+def epilogue(y: np.ndarray, bias: np.ndarray | None, activation: Activation | None) -> None:
+    """Add `bias` (broadcast over the rows of the 2-d `y`) and apply `activation`, in place."""
     if bias is not None:
         np.add(y, bias, out=y)
-    activation = fused_activation(op)
     if activation is not None:
-        activation(y)
+        activation(y, y)
 
 
 @kernel(nn.IdentityOp)
@@ -204,19 +297,21 @@ def _identity(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 
 @kernel(nn.ReluOp)
 def _relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [relu(args[0], out=reusable(op, args[0]))]
+    return [elementwise(relu, args[:1], reusable(op, args[0]))]
 
 
 @kernel(nn.ClipOp)
 def _clip(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.ClipOp)
-    return [clip(args[0], _float(op.min), _float(op.max), out=reusable(op, args[0]))]
+    lo, hi = _float(op.min), _float(op.max)
+    return [elementwise(lambda x, out: clip(x, lo, hi, out), args[:1], reusable(op, args[0]))]
 
 
 @kernel(nn.LeakyReluOp)
 def _leaky_relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.LeakyReluOp)
-    return [leaky_relu(args[0], float(op.alpha.value.data), out=reusable(op, args[0]))]
+    alpha = float(op.alpha.value.data)
+    return [elementwise(lambda x, out: leaky_relu(x, alpha, out), args[:1], reusable(op, args[0]))]
 
 
 @kernel(nn.SigmoidOp)
@@ -277,7 +372,7 @@ _BINARY: dict[type[Operation], Callable[..., np.ndarray]] = {
 
 @kernel(*_BINARY)
 def _binary(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [_BINARY[type(op)](args[0], args[1], out=reusable(op, *args))]
+    return [elementwise(_BINARY[type(op)], args, reusable(op, *args))]
 
 
 @kernel(nn.SoftmaxOp)
@@ -387,6 +482,12 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
     return value
 
 
+# Below this many output pixels per part, a conv's GEMM is split by output channels, not by
+# rows: with a row split every part would stream (and repack) all of the weights.
+MIN_PIXELS_PER_PART = 256
+MIN_ELEMENTS_PER_PART = 1 << 15  # elementwise work: below, a part costs more to hand out than to do
+
+
 def conv2d(
     x: np.ndarray,
     w: np.ndarray,
@@ -395,28 +496,69 @@ def conv2d(
     dilations: Sequence[int],
     group: int,
     out_hw: Sequence[int],
+    bias: np.ndarray | None = None,
+    activation: Activation | None = None,
 ) -> np.ndarray:
-    """NCHW x OIHW -> a fresh channels-last (N, OH, OW, M) array (no bias). Channels-last
-    makes im2col rows runs of KW*C contiguous inputs and lets the GEMM write (pixels x
-    channels) directly; the next conv reads the result without a copy. A 1x1 kernel is a
-    plain GEMM; depthwise is a multiply-add per kernel tap; other groups batch one GEMM each."""
+    """NCHW x OIHW -> a fresh channels-last (N, OH, OW, M) array, `bias` added and
+    `activation` applied. Channels-last makes im2col rows runs of KW*C contiguous inputs and
+    lets the GEMM write (pixels x channels) directly; the next conv reads the result without
+    a copy. A 1x1 kernel is a plain GEMM; depthwise is a multiply-add per kernel tap; other
+    groups batch one GEMM each. Exact in the sense the qnn kernels rely on: every output is
+    one dot product over (kernel tap, input channel) in BLAS (no Winograd here)."""
     n, c, _, _ = x.shape
-    m, c_per_group, kh, kw = w.shape
-    oh, ow = out_hw
+    m, c_per_group, _, _ = w.shape
+    if group == 1:
+        return _dense(x, w, strides, pads, dilations, out_hw, bias, activation)
     if group == c and c_per_group == 1:
-        return _depthwise(x, w, strides, pads, dilations, out_hw)
-    if group > 1:
-        return _grouped(x, w, strides, pads, dilations, group, out_hw)
+        y = _depthwise(x, w, strides, pads, dilations, out_hw)
+    else:
+        y = _grouped(x, w, strides, pads, dilations, group, out_hw)
+    rows = y.reshape(-1, m)
+    in_parallel(lambda part: epilogue(rows[part], bias, activation), len(rows), MIN_ELEMENTS_PER_PART // m + 1)
+    return y
+
+
+def _dense(
+    x: np.ndarray,
+    w: np.ndarray,
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    out_hw: Sequence[int],
+    bias: np.ndarray | None,
+    activation: Activation | None,
+) -> np.ndarray:
+    """im2col + one GEMM + the epilogue, over blocks of output rows on the pool (over blocks
+    of output channels when the map is small)."""
+    n, c, _, _ = x.shape
+    m, _, kh, kw = w.shape
+    oh, ow = out_hw
     if kh == kw == 1 and not any(pads):
         x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
-        cols = channels_last(x).reshape(n * oh * ow, c)
+        taps = x.transpose(0, 2, 3, 1)[:, :, :, None, None, :]  # (N, OH, OW, 1, 1, C): no copy
     else:
-        windows = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)
-        cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
-        cols.reshape(windows.shape)[...] = windows
+        taps = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)  # (N, OH, OW, KH, KW, C)
     # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
     weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
-    return np.matmul(cols, weights).reshape(n, oh, ow, m)
+    y = np.empty((n, oh, ow, m), dtype=x.dtype)
+    if oh * ow >= MIN_PIXELS_PER_PART * min(THREADS, 2):
+        for image in range(n):
+            def rows_part(rows: slice, image: int = image) -> None:
+                out = y[image, rows].reshape(-1, m)
+                np.matmul(taps[image, rows].reshape(len(out), -1), weights, out=out)  # reshape: im2col copy
+                epilogue(out, bias, activation)
+
+            in_parallel(rows_part, oh, -(-MIN_PIXELS_PER_PART // ow))
+        return y
+    cols = taps.reshape(n * oh * ow, -1)  # small: one copy, then the GEMM by output channels
+    out = y.reshape(-1, m)
+
+    def channels_part(part: slice) -> None:
+        np.matmul(cols, weights[:, part], out=out[:, part])
+        epilogue(out[:, part], None if bias is None else bias[part], activation)
+
+    in_parallel(channels_part, m, 64)
+    return y
 
 
 def _grouped(
@@ -428,7 +570,7 @@ def _grouped(
     group: int,
     out_hw: Sequence[int],
 ) -> np.ndarray:
-    """Grouped convolution: im2col with the columns of each group together, one batched GEMM."""
+    """Grouped convolution: im2col with the columns of each group together, a batched GEMM (groups over the pool)."""
     n, c, _, _ = x.shape
     m, c_per_group, kh, kw = w.shape
     oh, ow = out_hw
@@ -438,7 +580,8 @@ def _grouped(
     cols = np.ascontiguousarray(by_group).reshape(group, n * oh * ow, kh * kw * c_per_group)
     weights = derived(w, "g-hwio", lambda a: np.ascontiguousarray(a.reshape(group, m // group, c_per_group, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(group, -1, m // group))
     out = np.empty((n * oh * ow, group, m // group), dtype=x.dtype)
-    np.matmul(cols, weights, out=out.transpose(1, 0, 2))
+    by_groups = out.transpose(1, 0, 2)
+    in_parallel(lambda part: np.matmul(cols[part], weights[part], out=by_groups[part]), group)
     return out.reshape(n, oh, ow, m)
 
 
@@ -451,7 +594,7 @@ def _depthwise(
     out_hw: Sequence[int],
 ) -> np.ndarray:
     """One input channel per group (channel multiplier m / c): a multiply-add per kernel tap,
-    each over the whole channels-last tensor."""
+    each over the whole channels-last tensor (blocks of output rows over the pool)."""
     n, c, _, _ = x.shape
     m, _, kh, kw = w.shape
     xp = pad_nhwc(x, pads)
@@ -459,33 +602,154 @@ def _depthwise(
         xp = np.repeat(xp, m // c, axis=3)
     windows = window_view(xp, (kh, kw), strides, dilations, out_hw)
     taps = derived(w, "hwo", lambda a: np.ascontiguousarray(a[:, 0].transpose(1, 2, 0)))  # (KH, KW, M)
-    out = np.multiply(windows[:, :, :, 0, 0], taps[0, 0])
-    term = np.empty_like(out)
-    for i in range(kh):
-        for j in range(kw):
-            if i or j:
-                np.multiply(windows[:, :, :, i, j], taps[i, j], out=term)
-                out += term
+    out = np.empty((n, *out_hw, m), dtype=x.dtype)
+
+    def rows_part(rows: slice) -> None:
+        block, term = out[:, rows], np.empty_like(out[:, rows])
+        np.multiply(windows[:, rows, :, 0, 0], taps[0, 0], out=block)
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    np.multiply(windows[:, rows, :, i, j], taps[i, j], out=term)
+                    block += term
+
+    in_parallel(rows_part, out_hw[0], MIN_ELEMENTS_PER_PART // (n * out_hw[1] * m) + 1)
     return out
+
+
+# Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",
+# 2016): a 2x2 block of outputs is A^T [(G g G^T) * (B^T d B)] A for the 4x4 input tile d that
+# covers it, so a 3x3 convolution takes 16 multiply-adds per 4 outputs and input channel
+# instead of 36. Summed over input channels, the 16 elementwise products are 16 GEMMs
+# (tiles x C) @ (C x M). B and A hold only 0 and +-1 and G only 0, +-1/2 and 1, so the
+# transforms add and subtract (halving is exact) and the rounding error stays that of the
+# direct GEMM (tests/test_kernels.py checks it); F(4x4, 3x3) would save more multiply-adds
+# but needs the fractions 1/6 .. 1/24 and loses about a decimal digit.
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# Measured on ResNet-50 and VGG layers: with fewer tiles (a 7x7 map has 16) or channels, the
+# 16 small GEMMs and the transforms cost more than the one im2col GEMM they replace.
+WINOGRAD_MIN_TILES = 32
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def winograd_applies(x_shape: Sequence[int], w_shape: Sequence[int], strides: Sequence[int],
+                     dilations: Sequence[int], group: int, out_hw: Sequence[int]) -> bool:
+    """Whether `winograd_conv3x3` is the faster way to this convolution."""
+    n, c = x_shape[:2]
+    m, _, kh, kw = w_shape
+    tiles = n * ((out_hw[0] + 1) // 2) * ((out_hw[1] + 1) // 2)
+    return (
+        (kh, kw) == (3, 3) and tuple(strides) == tuple(dilations) == (1, 1) and group == 1
+        and tiles >= WINOGRAD_MIN_TILES and min(c, m) >= WINOGRAD_MIN_CHANNELS
+    )
+
+
+def winograd_weights(w: np.ndarray) -> np.ndarray:
+    """G g G^T of every 3x3 kernel of the OIHW `w`, as the (16, C, M) right-hand sides."""
+    m, c = w.shape[:2]
+    u = np.einsum("ai,mcij,bj->abcm", WINOGRAD_G, w.astype(np.float64), WINOGRAD_G)
+    return np.ascontiguousarray(u.reshape(16, c, m).astype(w.dtype))
+
+
+def _winograd_bt(d: Sequence[np.ndarray], out: np.ndarray) -> None:
+    """out[i] = (B^T d)[i] for the four same-shaped arrays d[0..3]."""
+    np.subtract(d[0], d[2], out=out[0])
+    np.add(d[1], d[2], out=out[1])
+    np.subtract(d[2], d[1], out=out[2])
+    np.subtract(d[1], d[3], out=out[3])
+
+
+def _winograd_at(m: np.ndarray) -> np.ndarray:
+    """A^T m along the first axis of `m` (four entries), in place; the two results m[:2]."""
+    m[0] += m[1]
+    m[0] += m[2]
+    m[1] -= m[2]
+    m[1] -= m[3]
+    return m[:2]
+
+
+def winograd_conv3x3(
+    x: np.ndarray,
+    w: np.ndarray,
+    pads: Sequence[int],
+    out_hw: Sequence[int],
+    bias: np.ndarray | None = None,
+    activation: Activation | None = None,
+) -> np.ndarray:
+    """A 3x3, stride-1 dense convolution of the NCHW-shaped `x` with F(2x2, 3x3) Winograd:
+    a fresh channels-last (N, OH, OW, M) array, bias added and activation applied. The
+    transforms run over blocks of tile rows on the pool, the 16 GEMMs over the pool."""
+    n, c, h, _ = x.shape
+    m = w.shape[0]
+    oh, ow = out_hw
+    th, tw = (oh + 1) // 2, (ow + 1) // 2  # tiles per column and row; tile (i, j) starts at (2i, 2j)
+    top, left = pads[0], pads[1]
+    # The zero-padded input with its columns split by parity, xp[:, r, p, k] = padded[:, r, 2k + p]:
+    # each operand of the input transform below is then made of whole rows of memory.
+    xp = np.zeros((n, 2 * th + 2, 2, tw + 1, c), dtype=x.dtype)
+    rows = x.transpose(0, 2, 3, 1)
+    for parity in (0, 1):
+        first = (parity - left) % 2  # the first input column that lands on this parity
+        columns = rows[:, :, first::2]
+        start = (first + left) // 2
+        xp[:, top : top + h, parity, start : start + columns.shape[2]] = columns
+    tiles = np.empty((4, 4, n, th, tw, c), dtype=x.dtype)
+    grain = MIN_ELEMENTS_PER_PART // (16 * n * tw * max(c, m)) + 1
+
+    def input_transform(part: slice) -> None:
+        """B^T d B for the tiles of rows `part`: along the rows, then along the columns
+        (column k of tile j is 2j + k)."""
+        first, last = part.start, part.stop
+        by_rows = np.empty((4, n, last - first, 2, tw + 1, c), dtype=x.dtype)
+        _winograd_bt([xp[:, 2 * first + k : 2 * last + k : 2] for k in range(4)], by_rows)
+        by_columns = tiles[:, :, :, part].swapaxes(0, 1)
+        _winograd_bt([by_rows[:, :, :, k % 2, k // 2 : k // 2 + tw] for k in range(4)], by_columns)
+
+    in_parallel(input_transform, th, grain)
+    u = derived(w, "winograd", winograd_weights)
+    flat_tiles = tiles.reshape(16, -1, c)
+    products = np.empty((16, flat_tiles.shape[1], m), dtype=x.dtype)
+    in_parallel(lambda part: np.matmul(flat_tiles[part], u[part], out=products[part]), 16)
+    if bias is not None:
+        products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
+    products = products.reshape(4, 4, n, th, tw, m)
+    y = np.empty((n, oh, ow, m), dtype=x.dtype)
+    finish = activation or (lambda a, out: np.copyto(out, a))
+
+    def output_transform(part: slice) -> None:
+        """A^T (products) A for the tiles of rows `part`, interleaved into the output rows."""
+        block = products[:, :, :, part]
+        _winograd_at(block.swapaxes(0, 1))  # along the tiles' columns: results in block[:, :2]
+        outputs = _winograd_at(block[:, :2])  # then along their rows: (2, 2, N, tile rows, tw, M)
+        for i in (0, 1):
+            out_rows = y[:, 2 * part.start + i : min(2 * part.stop, oh) : 2]  # the odd last row is dropped
+            for j in (0, 1):
+                finish(outputs[i, j, :, : out_rows.shape[1], : (ow - j + 1) // 2], out_rows[:, :, j::2])
+
+    in_parallel(output_transform, th, grain)
+    return y
 
 
 @kernel(nn.Conv2dOp)
 def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.Conv2dOp)
-    x, w = args[0], args[1]
-    dtype = _compute_dtype(x)
-    y = conv2d(
-        x.astype(dtype, copy=False),
-        w.astype(dtype, copy=False),
-        nn.int_list(op.strides),
-        nn.int_list(op.pads),
-        nn.int_list(op.dilations),
-        _int(op.group),
-        _result_shape(op)[2:],
-    )
+    dtype = _compute_dtype(args[0])
+    x, w = args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False)
     bias = args[2].astype(dtype, copy=False) if len(args) > 2 else None
-    epilogue(op, y.reshape(-1, y.shape[-1]), bias)
-    return [as_nchw(y)]
+    strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
+    group, out_hw = _int(op.group), _result_shape(op)[2:]
+    if winograd_applies(x.shape, w.shape, strides, dilations, group, out_hw):
+        return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, fused_activation(op)))]
+    return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, fused_activation(op)))]
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b; for 2-d operands with many columns, by blocks of columns on the pool."""
+    if a.ndim != 2 or b.ndim != 2 or THREADS < 2 or a.shape[0] * b.size < 2 * MIN_ELEMENTS_PER_PART * 16:
+        return np.matmul(a, b)
+    y = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    in_parallel(lambda part: np.matmul(a, b[:, part], out=y[:, part]), b.shape[1], 64)
+    return y
 
 
 @kernel(nn.GemmOp)
@@ -494,21 +758,21 @@ def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     a, b = args[0], args[1]
     dtype = _compute_dtype(a)
     a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
-    y = np.matmul(a.T if _int(op.trans_a) else a, b.T if _int(op.trans_b) else b)
+    y = matmul(a.T if _int(op.trans_a) else a, b.T if _int(op.trans_b) else b)
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
     if alpha != 1.0:
         y *= dtype.type(alpha)
     if len(args) > 2 and beta != 0.0:
         c = args[2].astype(dtype, copy=False)
         y += c if beta == 1.0 else c * dtype.type(beta)
-    epilogue(op, y, None)
+    epilogue(y, None, fused_activation(op))
     return [y]
 
 
 @kernel(nn.MatMulOp)
 def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     dtype = _compute_dtype(args[0])
-    return [np.matmul(args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False))]
+    return [matmul(args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -544,12 +808,18 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         fill = 0
     dtype = x.dtype if is_max else _compute_dtype(x)
     windows = window_view(pad_nhwc(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
-    out = windows[:, :, :, 0, 0].copy()
+    out = np.empty((n, oh, ow, c), dtype=dtype)
     reduce = np.maximum if is_max else np.add
-    for i in range(kh):
-        for j in range(kw):
-            if i or j:
-                reduce(out, windows[:, :, :, i, j], out=out)
+
+    def rows_part(rows: slice) -> None:
+        block = out[:, rows]
+        np.copyto(block, windows[:, rows, :, 0, 0])
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    reduce(block, windows[:, rows, :, i, j], out=block)
+
+    in_parallel(rows_part, oh, MIN_ELEMENTS_PER_PART // (n * ow * c) + 1)
     if not is_max:
         # The divisor counts valid inputs, plus the declared pads with count_include_pad.
         lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
