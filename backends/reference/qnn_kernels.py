@@ -127,15 +127,16 @@ MAX_POW2_SHIFT = 40
 SCRATCH = threading.local()
 
 
-def scratch(n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A `dtype`, a float32 and a bool buffer of n elements, kept per thread: a fresh
-    256 KiB array per slab would be mapped and faulted in every time."""
+def scratch(n: int, dtype: np.dtype, extra_type: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """A `dtype` and an `extra_type` buffer of n elements, kept per thread: a fresh 256 KiB
+    array per slab would be mapped and faulted in every time."""
     buffers = getattr(SCRATCH, "buffers", {})
     SCRATCH.buffers = buffers
-    if dtype.str not in buffers or buffers[dtype.str][0].size < n:
-        buffers[dtype.str] = (np.empty(n, dtype), np.empty(n, np.float32), np.empty(n, dtype=bool))
-    v, extra, below = buffers[dtype.str]
-    return v[:n], extra[:n], below[:n]
+    key = (dtype.str, extra_type.str)
+    if key not in buffers or buffers[key][0].size < n:
+        buffers[key] = (np.empty(n, dtype), np.empty(n, extra_type))
+    v, extra = buffers[key]
+    return v[:n], extra[:n]
 
 
 @dataclass(frozen=True)
@@ -176,26 +177,30 @@ class FloatStage:
         if single:
             return FloatStage(np.tile(self.k, rows).astype(np.float32), np.tile(self.c - self.lo, rows).astype(np.float32),
                               None, None, self.lo, self.hi, limit=self.limit32, limit32=self.limit32)
-        if self.t is not None and np.any(np.abs(self.t[np.isfinite(self.t)]) >= 2**23):
+        if self.t is None or self.d is None:
+            return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), None, None, self.lo, self.hi,
+                              limit=self.limit)
+        # The tie correction as C - D/2 + copysign(D/2, a - T): a - T is a nonzero
+        # half-integer, so its sign is right even where it rounds; D/2 is a power of two.
+        half = np.broadcast_to(self.d, self.k.shape) / 2
+        if np.any(np.abs(self.t[np.isfinite(self.t)]) >= 2**22):  # T itself must stay a half-integer
             acc_type = np.dtype(np.float64)
-        t = None if self.t is None else np.tile(np.broadcast_to(self.t, self.k.shape), rows).astype(acc_type)
-        d = None if self.d is None else np.tile(np.broadcast_to(self.d, self.k.shape), rows).astype(np.float32)
-        return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), t, d, self.lo, self.hi,
-                          limit=self.limit)
+        return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo - half, rows),
+                          np.tile(np.broadcast_to(self.t, self.k.shape), rows).astype(acc_type),
+                          np.tile(half, rows).astype(acc_type), self.lo, self.hi, limit=self.limit)
 
     def store(self, a: np.ndarray, out: np.ndarray) -> None:
         """A tiled stage on the flat slab `a` into the flat 8-bit `out`: the floor is the
         truncating cast once the values are shifted to start at 0 (c holds -lo) and
         clipped to [0, hi - lo]; the byte then gets lo back, modulo 256."""
         n = a.size
-        v, extra, below = scratch(n, self.k.dtype)
+        v, extra = scratch(n, self.k.dtype, self.t.dtype if self.t is not None else a.dtype)
         np.multiply(a, self.k[:n], out=v)
         v += self.c[:n]
-        if self.t is not None and self.d is not None:  # D is a power of two: exact in float32
-            np.less(a, self.t[:n], out=below)
-            np.copyto(extra, below)
-            extra *= self.d[:n]
-            v -= extra
+        if self.t is not None and self.d is not None:  # tiled: c holds -D/2, d holds D/2
+            np.subtract(a, self.t[:n], out=extra)
+            np.copysign(self.d[:n], extra, out=extra)
+            v += extra
         np.clip(v, 0, self.hi - self.lo, out=v)
         bytes_ = out.view(np.uint8)
         bytes_[...] = v
