@@ -28,6 +28,7 @@ quantized IR) and the weights region (`nn.weight` of ui8), its results the outpu
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -76,6 +77,7 @@ def field_attr(f: Field, value: Value) -> Attribute:
     return i64attr(value)
 
 
+@functools.lru_cache(maxsize=65536)  # a program repeats most of its operands
 def field_value(f: Field, attr: Attribute) -> Value:
     """The inverse of `field_attr` (unchecked: `Field.check` does that)."""
     if isinstance(f, QueueSet):
@@ -102,12 +104,20 @@ class InstructionOp(IRDLOperation):
         props = {f.name: field_attr(f, ins.fields[f.name]) for f in spec.fields if ins.fields[f.name] != f.default}
         return op_class.build(properties=props)
 
+    def values(self) -> dict[str, Value]:
+        return {name: field_value(self.SPEC.by_name[name], a) for name, a in self.properties.items()}
+
     def instruction(self) -> Instruction:
         """The checked instruction (LayerloomError naming the bad field)."""
         try:
-            return self.SPEC.build({name: field_value(self.SPEC.by_name[name], a) for name, a in self.properties.items()})
+            return self.SPEC.build(self.values())
         except FieldError as e:
             raise LayerloomError(str(e), self.name) from None
+
+    def verified_instruction(self) -> Instruction:
+        """The instruction of an op that verified (no checks: a program's thousands of
+        instructions convert fast)."""
+        return Instruction(self.SPEC.mnemonic, _defaults(self.SPEC) | self.values())
 
     def verify_(self) -> None:
         try:
@@ -156,6 +166,11 @@ class InstructionOp(IRDLOperation):
                 printer.print_string(f" {f.name}={f.format(values[f.name])}")
         if self.attributes:
             printer.print_op_attributes(self.attributes)
+
+
+@functools.cache
+def _defaults(spec: Opcode) -> dict[str, Value]:
+    return {f.name: f.default for f in spec.fields if f.default is not None}
 
 
 def _instruction_op(spec: Opcode) -> type[InstructionOp]:
@@ -277,19 +292,17 @@ class ProgramOp(IRDLOperation):
     def layer_ops(self) -> list[LayerOp]:
         return [op for op in self.body.block.ops if isinstance(op, LayerOp)]
 
-    def instructions(self) -> tuple[list[Instruction], list[str]]:
-        """The instruction stream (END last) and the layer of each instruction."""
+    def instructions(self, checked: bool = False) -> tuple[list[Instruction], list[str]]:
+        """The instruction stream (END last) and the layer of each instruction; `checked`
+        checks every field (the verifier does; a verified program need not)."""
         program: list[Instruction] = []
         layers: list[str] = []
         for op in self.body.block.ops:
-            if isinstance(op, LayerOp):
-                for ins in op.instruction_ops():
-                    program.append(ins.instruction())
-                    layers.append(op.layer_name.data)
-            else:
-                assert isinstance(op, InstructionOp)
-                program.append(op.instruction())
-                layers.append("")
+            ops, name = (list(op.instruction_ops()), op.layer_name.data) if isinstance(op, LayerOp) else ([op], "")
+            for ins in ops:
+                assert isinstance(ins, InstructionOp)
+                program.append(ins.instruction() if checked else ins.verified_instruction())
+                layers.append(name)
         return program, layers
 
     def input_maps(self) -> list[dict[str, Any]]:
@@ -309,7 +322,7 @@ class ProgramOp(IRDLOperation):
         self.check(len(set(names)) == len(names), "layer names must be unique")
         self.input_maps(), self.output_maps()
         try:
-            tokens(self.instructions()[0])
+            tokens(self.instructions(checked=True)[0])
         except LayerloomError as e:
             self.check(False, e.message)
 

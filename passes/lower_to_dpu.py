@@ -29,10 +29,11 @@ before it, the `qnn.dequantize` ops of the outputs after it.
 
 A layer the DPU cannot run (not pow2 int8, grouped convolution, a kernel or tile that
 does not fit its banks, a float op, ...) raises UnsupportedError naming the layer and
-why. With `host-suffix=true` the DPU program instead ends before that layer and it and
-every later layer run on the host (the reference executor), as Vitis AI runs CPU
-subgraphs; the boundary is the `dpu.run`'s results. An `accel`-mapped module is accepted
-(its layers are unwrapped first: the DPU program replaces the mapping).
+why. With `host-suffix=true` it runs on the host (the reference executor) instead, after
+the `dpu.run`, with every layer that depends on it, as Vitis AI runs CPU subgraphs: the
+boundary is the `dpu.run`'s results, and the program records the first refusal
+(`host_from`). An `accel`-mapped module is accepted (its layers are unwrapped first: the
+DPU program replaces the mapping).
 """
 
 from __future__ import annotations
@@ -104,30 +105,25 @@ def lower_to_dpu(module: ModuleOp, hw: str = "", host_suffix: bool = False) -> P
         raise LayerloomError("the module has no func.func", WHERE)
     block = func.body.block
     nodes = [o for o in block.ops if not isinstance(o, WeightOp | ReturnOp)]
-    first = next((i for i, o in enumerate(nodes) if not _is_input_quantize(o)), len(nodes))
-    region = nodes[first:]
+    first = next((i for i, o in enumerate(nodes) if not isinstance(o, qnn.QuantizeOp)), len(nodes))
+    region = nodes[first:]  # the graph inputs' quantizes stay on the host
     store = weights_of(module)
 
-    plans, refusal = plan_layers(region, store, config)  # up to the first layer the DPU cannot run
+    refused: dict[Operation, UnsupportedError] = {}
     while True:
+        plans, refusal = plan_layers(region, store, config, refused)
+        if refusal is not None and (not plans or not host_suffix):
+            raise refusal
         try:
             lowered = Lowering(config, plans, block).run()
             break
-        except _Refused as refused:  # emission met a limit of the banks or the encoding
-            if not host_suffix:
-                raise refused.error from None
-            plans, refusal = plans[: refused.index], refused.error
-    if refusal is not None and (not plans or not host_suffix):
-        raise refusal
+        except _Refused as e:  # emission met a limit of the banks or the encoding: plan again without it
+            refused[plans[e.index].op] = e.error
     program = lowered.program_op(target, hw, config)
     if refusal is not None:  # where the host takes over, for reports
         program.attributes["host_from"] = StringAttr(f"{refusal.where}: {refusal.message}")
     rewrite(module, block, [p.op for p in plans], lowered, program)
     return program
-
-
-def _is_input_quantize(op: Operation) -> bool:
-    return isinstance(op, qnn.QuantizeOp)
 
 
 def unwrap_mapping(module: ModuleOp) -> None:
@@ -161,6 +157,7 @@ class Plan:
     writes, and how to emit it once every value has its FeatureMap. A `view` writes no
     bytes: its result is its operand's map (`flatten`: read as C x H x W by a gemm)."""
 
+    op: Operation
     name: str
     kind: str
     reads: list[SSAValue]
@@ -169,7 +166,6 @@ class Plan:
     view: bool = False
     flatten: bool = False
     concat_copies: list[bool] = field(default_factory=list)  # per operand: placed without instructions
-    op: Operation | None = None
 
 
 class _Refused(Exception):
@@ -186,35 +182,42 @@ def layer_label(op: Operation, index: int) -> str:
     return name or f"{op.name.partition('.')[2]}_{index}"
 
 
-def plan_layers(region: Sequence[Operation], store: WeightStore,
-                config: DpuConfig) -> tuple[list[Plan], UnsupportedError | None]:
-    """Plans of the longest prefix of `region` the DPU can run, and why the next layer
-    cannot run (None when all can). Dequantizes of the DPU's outputs do not end it: they
-    stay on the host, after the dpu.run (a detector's first head is dequantized before
-    the layers of its second)."""
+def plan_layers(region: Sequence[Operation], store: WeightStore, config: DpuConfig,
+                refused: dict[Operation, UnsupportedError]) -> tuple[list[Plan], UnsupportedError | None]:
+    """Plans of the layers of `region` the DPU runs: every layer it can run that does not
+    depend on one it cannot (those, and the dequantizes of its outputs, run on the host
+    after the dpu.run); and why the first layer left to the host cannot run (None when the
+    host only dequantizes). `refused`: layers to leave to the host, and why."""
     plans: list[Plan] = []
     names: set[str] = set()
     flattened: set[SSAValue] = set()
+    on_host: set[SSAValue] = set()
+    first_refusal: UnsupportedError | None = None
     for i, op in enumerate(region):
-        if isinstance(op, qnn.DequantizeOp) and all(isinstance(u.operation, qnn.DequantizeOp | ReturnOp)
-                                                    for u in op.result.uses):
-            continue
         try:
+            if isinstance(op, qnn.DequantizeOp) and all(isinstance(u.operation, ReturnOp) for u in op.result.uses):
+                on_host.update(op.results)  # an output's dequantize: the host's part, not a refusal
+                continue
+            if any(v in on_host for v in op.operands):
+                raise UnsupportedError("it reads the result of a layer the host runs", layer_label(op, i))
+            if op in refused:
+                raise refused[op]
             plan = plan_layer(op, i, store, config, flattened)
         except LayerloomError as e:
             name = layer_label(op, i)
-            if isinstance(e, UnsupportedError):
-                return plans, UnsupportedError(e.message, e.where or name)
-            return plans, UnsupportedError(f"the DPU cannot run {op.name}: {e.message}", name)
+            error = e if isinstance(e, UnsupportedError) else UnsupportedError(
+                f"the DPU cannot run {op.name}: {e.message}", name)
+            first_refusal = first_refusal or UnsupportedError(error.message, error.where or name)
+            on_host.update(op.results)
+            continue
         base, n = plan.name, 2
         while plan.name in names:  # per-layer statistics group by name
             plan.name, n = f"{base}#{n}", n + 1
         names.add(plan.name)
         if plan.flatten:
             flattened.add(plan.result)
-        plan.op = op
         plans.append(plan)
-    return plans, None
+    return plans, first_refusal
 
 
 def unsupported(op: Operation, index: int, reason: str) -> UnsupportedError:
@@ -252,7 +255,7 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
         layer = bld.ConvLayer.from_qnn(op, weight, bias)
         _check_kernel(layer, config, fail)
         hwc(op.result, op, index)
-        return Plan(name, "dwconv" if layer.depthwise else "conv", [op.input], op.result,
+        return Plan(op, name, "dwconv" if layer.depthwise else "conv", [op.input], op.result,
                     lambda b, m: bld.conv(b, layer, m(op.input), m(op.result)))
     if isinstance(op, qnn.GemmOp):
         return plan_gemm(op, index, name, store, config, flattened, fail)
@@ -273,7 +276,7 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
     if isinstance(op, qnn.AddOp):
         hwc(op.result, op, index)
         add = bld.EltwiseLayer.from_qnn_add(op)
-        return Plan(name, "eltwise", [op.lhs, op.rhs], op.result,
+        return Plan(op, name, "eltwise", [op.lhs, op.rhs], op.result,
                     lambda b, m: bld.eltwise(b, add, m(op.lhs), m(op.rhs), m(op.result)))
     if isinstance(op, qnn.ConcatOp):
         return plan_concat(op, index, name, fail)
@@ -281,10 +284,10 @@ def plan_layer(op: Operation, index: int, store: WeightStore, config: DpuConfig,
         table = _weights(op.operands[1], store, op, index)
         x = op.operands[0]
         hwc(op.result, op, index)
-        return Plan(name, "lut", [x], op.result, lambda b, m: bld.lut(b, table, m(x), m(op.result)))
+        return Plan(op, name, "lut", [x], op.result, lambda b, m: bld.lut(b, table, m(x), m(op.result)))
     if isinstance(op, nn.ResizeOp):
         factor = nearest_factor(op, fail)
-        return Plan(name, "upsample", [op.input], op.result,
+        return Plan(op, name, "upsample", [op.input], op.result,
                     lambda b, m: bld.upsample(b, factor, m(op.input), m(op.result)))
     if isinstance(op, nn.ReshapeOp):
         return plan_reshape(op, index, name, fail)
@@ -319,7 +322,7 @@ def plan_pool(op: Operation, name: str, pool: bld.PoolLayer, config: DpuConfig) 
     chans = shape_of(x)[1]
     fits = window * -(-chans // config.icp) <= config.bank_depth
     tile = bld.WHOLE if fits else bld.Tile(chans=config.icp * max(1, config.bank_depth // window))
-    return Plan(name, "pool", [x], y, lambda b, m: bld.pool(b, pool, m(x), m(y), tile))
+    return Plan(op, name, "pool", [x], y, lambda b, m: bld.pool(b, pool, m(x), m(y), tile))
 
 
 def plan_gemm(op: qnn.GemmOp, index: int, name: str, store: WeightStore, config: DpuConfig,
@@ -336,7 +339,7 @@ def plan_gemm(op: qnn.GemmOp, index: int, name: str, store: WeightStore, config:
     conv = gemm_as_conv(op, (1, c, h, w), weight.shape)
     layer = bld.ConvLayer.from_qnn(conv, weight, bias)
     _check_kernel(layer, config, fail)
-    return Plan(name, "conv", [op.a], op.result, lambda b, m: bld.conv(b, layer, m(source), m(op.result)))
+    return Plan(op, name, "conv", [op.a], op.result, lambda b, m: bld.conv(b, layer, m(source), m(op.result)))
 
 
 def gemm_as_conv(op: qnn.GemmOp, x_shape: tuple[int, int, int, int], w_shape: tuple[int, ...]) -> qnn.Conv2dOp:
@@ -355,7 +358,7 @@ def plan_concat(op: qnn.ConcatOp, index: int, name: str, fail: Callable[[str], U
     if int(op.axis.value.data) != 1 or len(shape_of(op.result)) != 4:
         raise fail("the DPU concatenates feature maps along channels (axis 1) only")
     stages = [bld.EltwiseLayer.concat_operand(op, i) for i in range(len(op.inputs))]
-    plan = Plan(name, "concat", list(op.inputs), op.result, concat_copies=[s is None for s in stages])
+    plan = Plan(op, name, "concat", list(op.inputs), op.result, concat_copies=[s is None for s in stages])
     firsts = np.cumsum([0, *(shape_of(v)[1] for v in op.inputs)])
 
     def emit(b: bld.ProgramBuilder, m: Maps) -> None:
@@ -400,9 +403,9 @@ def plan_reshape(op: nn.ReshapeOp, index: int, name: str, fail: Callable[[str], 
     src, dst = shape_of(op.input), shape_of(op.result)
     h, w, c = hwc(op.input, op, index)
     if dst in ((1, c, h, w), (1, c)) and (dst == src or h * w == 1):
-        return Plan(name, "view", [op.input], op.result, view=True)
+        return Plan(op, name, "view", [op.input], op.result, view=True)
     if len(src) == 4 and dst == (1, h * w * c):
-        return Plan(name, "view", [op.input], op.result, view=True, flatten=True)
+        return Plan(op, name, "view", [op.input], op.result, view=True, flatten=True)
     raise fail(f"a reshape from {src} to {dst} reorders the bytes of the map")
 
 
@@ -481,14 +484,14 @@ def tile_of(instructions: Sequence) -> tuple[int, int, int] | None:
             max(i[COMPUTE[i.mnemonic]] for i in compute))
 
 
-def model_cycles(op: Operation | None, tile: tuple[int, int, int], target: Target) -> int | None:
+def model_cycles(op: Operation, tile: tuple[int, int, int], target: Target) -> int | None:
     """Cycles of the cost model (compiler/cost.py) for the layer with the tile the lowering
     chose; None for what it has no model of."""
     from compiler.cost import layer_cost
     from compiler.engines.base import Tile as CostTile
     from compiler.engines.workload import workload_of
 
-    workload = workload_of(op) if op is not None else None
+    workload = workload_of(op)
     if workload is None:
         return None
     rows, cols, chans = tile
@@ -504,7 +507,7 @@ def scale_of(value: SSAValue) -> float:
     the quantization (reshapes, max pooling and nearest resizes of int8)."""
     owner = value.owner
     while isinstance(owner, (*qnn.LAYOUT_OPS, nn.PoolOp, nn.GlobalPoolOp, nn.ResizeOp)):
-        owner = owner.operands[0].owner
+        owner = owner.operands[0].owner  # type: ignore[union-attr]  # an op's operand, never a block's
     q = owner.result_quantization() if isinstance(owner, qnn.QNNOp) else None
     if q is None:
         raise LayerloomError(f"no quantization is known for a value of {getattr(owner, 'name', 'an argument')}", WHERE)
