@@ -223,10 +223,11 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return model
 
 
-def ort_session(model: onnx.ModelProto, threads: int = 0, extra_outputs: Sequence[str] = ()) -> Any:
+def ort_session(model: onnx.ModelProto, threads: int = 0, extra_outputs: Sequence[str] = (), spinning: bool = True) -> Any:
     """An onnxruntime CPU session for `model` (IR version lowered for onnxruntime), also
     returning the intermediate tensors `extra_outputs`; `threads` > 0 fixes the thread
-    count. `model` is changed only while it is serialized (no copy: VGG-19 is 550 MB)."""
+    count; `spinning=False` makes its idle worker threads sleep instead of busy-waiting.
+    `model` is changed only while it is serialized (no copy: VGG-19 is 550 MB)."""
     import onnxruntime as ort
 
     ir_version, outputs = model.ir_version, len(model.graph.output)
@@ -242,6 +243,8 @@ def ort_session(model: onnx.ModelProto, threads: int = 0, extra_outputs: Sequenc
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
 
 

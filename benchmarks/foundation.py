@@ -9,7 +9,12 @@ executor/onnxruntime ratio of the other light models.
 Every measurement runs in a child process of its own: the thread count goes into the
 BLAS environment variables before NumPy loads (onnxruntime gets `intra_op_num_threads`),
 and the process's peak RSS belongs to that measurement alone. Within a child the executor
-and onnxruntime alternate run by run, so both see the same load on a shared machine.
+and onnxruntime run in alternating blocks (`BLOCKS` of each, an untimed run opening every
+block), so both see the load of the same minutes on a shared machine, while neither runs
+right after the other's run: onnxruntime's idle worker threads would otherwise spin on the
+second core while the executor runs. Its sessions also have spinning off
+(`session.intra_op.allow_spinning = 0`): spinning workers cost it little when the machine
+is otherwise idle, but take a core from everything else.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ COMPILE_STEPS = ("canonicalize", "fold-batchnorm")
 EXECUTION_PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
 GOAL_RATIO = 1.5
 OTHERS_REPEATS = 3
+BLOCKS = 3
 DOCS = ROOT / "docs" / "performance.md"
 SECTION = "## Foundation"
 MB = 1 << 20
@@ -80,42 +86,46 @@ def child_memory(path: str) -> dict[str, object]:
 
 
 def child_execute(names: list[str], path: str | None, threads: int, repeats: int) -> dict[str, object]:
-    """Per model: the executor's and onnxruntime's times (alternating, after one warm-up
-    run each), and the largest difference between their outputs."""
+    """Per model: the executor's and onnxruntime's times (in `BLOCKS` alternating blocks of
+    about repeats / BLOCKS timed runs, each block after one untimed run), the largest
+    difference between their outputs, and the load average before and after."""
     import numpy as np
     import onnx
 
     from backends.reference import execute
+    from backends.reference.kernels import THREADS
     from benchmarks.common import graph_inputs, light_model, ort_session, seeded_inputs, timed
     from compiler import import_onnx, run_pipeline
 
-    results: dict[str, object] = {"blas_threads": blas_threads()}
+    results: dict[str, object] = {"executor_threads": THREADS, "load_before": os.getloadavg()[0]}
+    per_block = timed_runs(repeats) // BLOCKS
     for name in names:
         model = onnx.load(path) if path else light_model(name, random_weights=True, seed=SEED)
         program = run_pipeline(import_onnx(model), EXECUTION_PIPELINE)
         feeds = seeded_inputs(graph_inputs(model), SEED)
-        session = ort_session(model, threads)
-        ours, theirs = execute(program, feeds), session.run(None, feeds)  # warm-up
+        session = ort_session(model, threads, spinning=False)
+        ours, theirs = execute(program, feeds), session.run(None, feeds)
         difference = max(
             float(np.max(np.abs(ours[n] - t))) for n, t in zip(program.output_names, theirs, strict=True)
         )
-        times: dict[str, list[float]] = {"layerloom": [], "onnxruntime": []}
-        for _ in range(repeats):
-            times["layerloom"].append(timed(lambda p=program, f=feeds: execute(p, f))[0])
-            times["onnxruntime"].append(timed(lambda s=session, f=feeds: s.run(None, f))[0])
+        runs = {
+            "layerloom": lambda p=program, f=feeds: execute(p, f),
+            "onnxruntime": lambda s=session, f=feeds: s.run(None, f),
+        }
+        times: dict[str, list[float]] = {side: [] for side in runs}
+        for _ in range(BLOCKS):
+            for side, run in runs.items():
+                run()  # untimed: the other side's block has just had the caches
+                times[side] += [timed(run)[0] for _ in range(per_block)]
         results[name] = {"times": times, "max_abs_difference": difference}
-        del model, program, session
+        del model, program, session, runs
+    results["load_after"] = os.getloadavg()[0]
     return results
 
 
-def blas_threads() -> int | None:
-    """The BLAS thread count NumPy really uses (threadpoolctl if installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    return max(counts) if counts else None
+def timed_runs(repeats: int) -> int:
+    """How many timed runs per side `child_execute` makes for `repeats`."""
+    return BLOCKS * -(-repeats // BLOCKS)
 
 
 def run_child(arguments: list[str], threads: int | None = None) -> dict:
@@ -188,8 +198,9 @@ def report(results: dict) -> str:
         ours, theirs = median(times["layerloom"]), median(times["onnxruntime"])
         ratio = ours / theirs
         execution_rows.append([
-            str(threads), str(result["blas_threads"]), f"{ours * 1e3:.0f}", f"{theirs * 1e3:.0f}", f"**{ratio:.2f}**",
+            str(threads), str(result["executor_threads"]), f"{ours * 1e3:.0f}", f"{theirs * 1e3:.0f}", f"**{ratio:.2f}**",
             "yes" if ratio <= GOAL_RATIO else "no", f"{result[MODEL]['max_abs_difference']:.1e}",
+            f"{result['load_before']:.2f} / {result['load_after']:.2f}",
         ])
 
     m = results["memory"]
@@ -201,7 +212,7 @@ def report(results: dict) -> str:
 
     other_rows = []
     for name, result in results["others"].items():
-        if name == "blas_threads":
+        if not isinstance(result, dict):
             continue
         ours, theirs = median(result["times"]["layerloom"]), median(result["times"]["onnxruntime"])
         other_rows.append([name, f"{ours * 1e3:.0f}", f"{theirs * 1e3:.0f}", f"{ours / theirs:.2f}",
@@ -217,11 +228,16 @@ def report(results: dict) -> str:
         ".venv/bin/python benchmarks/foundation.py --write-docs",
         "```",
         "",
-        "Each measurement runs in its own child process; the executor and onnxruntime run in the",
-        "same process, alternating, with the same thread count set explicitly (BLAS through",
-        "`OMP/OPENBLAS/MKL_NUM_THREADS` before NumPy loads, onnxruntime through",
-        "`intra_op_num_threads`, inter-op 1). Times are medians; the machine is shared with other",
-        "work, so expect a spread of 10-30 % between runs (the load average is recorded below).",
+        "Each measurement runs in its own child process, with the same thread count on both sides",
+        "set explicitly: `OMP/OPENBLAS/MKL_NUM_THREADS` before NumPy loads (the executor's kernels",
+        "size their thread pool from it and run BLAS single-threaded inside each part), and",
+        "onnxruntime's `intra_op_num_threads` (inter-op 1). The executor and onnxruntime run in the",
+        f"same process in {BLOCKS} alternating blocks per side, each block opened by one untimed run;",
+        "onnxruntime's sessions have `session.intra_op.allow_spinning = 0`, so that its idle worker",
+        "threads do not busy-wait on the second core while the executor runs (with spinning on it",
+        "is faster alone on an idle machine, and slower the moment anything else runs). Times are",
+        "medians; the machine is shared with other work, so expect a spread of 10-30 % between",
+        "runs: the load average (1 min) before and after each measurement is in the table.",
         "",
         "### Machine",
         "",
@@ -231,7 +247,7 @@ def report(results: dict) -> str:
         "",
         markdown_table(["step", "seconds"], compile_rows),
         "",
-        f"### Executor against onnxruntime (median of {repeats} runs after one warm-up; goal: ratio <= {GOAL_RATIO})",
+        f"### Executor against onnxruntime (median of {timed_runs(repeats)} runs per side; goal: ratio <= {GOAL_RATIO})",
         "",
         f"The executor runs the program after `{EXECUTION_PIPELINE}`;",
         "onnxruntime runs the same ONNX model with its default (full) graph optimisations. The",
@@ -239,8 +255,8 @@ def report(results: dict) -> str:
         "use, other work on a shared machine slows both sides unevenly: the 1-thread row is the",
         "steadier one.",
         "",
-        markdown_table(["threads", "BLAS threads seen", "layerloom ms", "onnxruntime ms", "ratio", "goal met",
-                        "max abs diff (softmax)"], execution_rows),
+        markdown_table(["threads", "executor threads", "layerloom ms", "onnxruntime ms", "ratio", "goal met",
+                        "max abs diff (softmax)", "load before / after"], execution_rows),
         "",
         "### Peak memory (ResNet-50)",
         "",
@@ -258,7 +274,7 @@ def report(results: dict) -> str:
     ]
     if other_rows:
         lines += [
-            f"### Other light models ({results['others_threads']} thread{'s' if results['others_threads'] > 1 else ''}, median of {OTHERS_REPEATS} runs after one warm-up)",
+            f"### Other light models ({results['others_threads']} thread{'s' if results['others_threads'] > 1 else ''}, median of {timed_runs(OTHERS_REPEATS)} runs per side)",
             "",
             "Seeded random weights as above, the same method as for ResNet-50 with fewer runs.",
             "",
