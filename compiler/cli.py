@@ -71,6 +71,7 @@ class Target:
     configure: Callable[[argparse._ArgumentGroup], None] | None = None
     build: Callable[[Program, Path, argparse.Namespace], dict[str, object]] | None = None
     calibrate_randomly: bool = False
+    pipeline_for: Callable[[argparse.Namespace], str] | None = None  # the default pipeline, when the flags choose it
 
 
 COMMANDS: dict[str, Command] = {}
@@ -131,7 +132,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
     # Everything that can be checked cheaply is checked before the model is read.
     target = lookup_target(args.target)
-    pipeline_text = (target.default_pipeline if args.pipeline is None else args.pipeline).strip()
+    default_pipeline = target.pipeline_for(args) if target.pipeline_for is not None else target.default_pipeline
+    pipeline_text = (default_pipeline if args.pipeline is None else args.pipeline).strip()
     passes = parse_pipeline(pipeline_text)
     if args.calib:
         from passes.quantize import with_calibration

@@ -41,13 +41,15 @@ turns it into C++). xDSL already registers a dialect named `hls`, so ours is `da
   parameters at `weights_offset` / `params_offset` in the DDR image.
 
 A kernel's or invoke's `body` (its payload) is isolated from above: tensor block arguments,
-the layer's `nn.weight`s, the `qnn` op and `dataflow.yield` -- what the emitter needs to
-write the weights and the requantization stage, with the qnn op's own accessors.
+the layer's `nn.weight`s, the layer op (`qnn` for int8 accelerators, `nn` for float and half
+ones), optionally the activation fused behind it (float layers: `nn.relu`, `nn.clip`,
+`nn.leaky_relu`), and `dataflow.yield` -- what the emitter needs to write the weights and
+the output stage, with the layer op's own accessors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from xdsl.dialects.builtin import (
     DenseArrayBase,
@@ -82,6 +84,8 @@ from dialects.nn import WeightOp, i64attr, int_list
 ARCHS = ("sesl", "seml", "hybrid")
 PORTS = ("in", "out")
 BUFFER_KINDS = ("double", "slot")
+SCHEMES = ("pow2", "fixed", "none")  # none: a float or half accelerator (nothing requantizes)
+FUSED_ACTIVATIONS = ("nn.relu", "nn.clip", "nn.leaky_relu")
 ENGINE_KINDS = ("conv", "pool", "add")
 
 
@@ -217,7 +221,8 @@ class ReadsWrites(DataflowOp):
 
 class Payload(ReadsWrites):
     """An op whose `body` holds the layer it computes: tensor arguments (one per input),
-    the layer's weights, the layer op and `dataflow.yield`."""
+    the layer's weights, the layer op, optionally the activation fused behind it, and
+    `dataflow.yield`."""
 
     layer = opt_prop_def(StringAttr)
 
@@ -230,13 +235,25 @@ class Payload(ReadsWrites):
         return region if region is not None and region.blocks else None
 
     @property
-    def layer_op(self) -> Operation | None:
-        """The payload's layer op (the body's one op that is neither a weight nor the yield)."""
+    def computing_ops(self) -> list[Operation]:
+        """The payload's ops that are neither weights nor the yield: the layer, then its
+        fused activation if any."""
         region = self.payload_region
         if region is None:
-            return None
-        ops = [op for op in region.block.ops if not isinstance(op, WeightOp | YieldOp)]
-        return ops[0] if len(ops) == 1 else None
+            return []
+        return [op for op in region.block.ops if not isinstance(op, WeightOp | YieldOp)]
+
+    @property
+    def layer_op(self) -> Operation | None:
+        """The payload's layer op."""
+        ops = self.computing_ops
+        return ops[0] if ops else None
+
+    @property
+    def fused_activation(self) -> Operation | None:
+        """The activation fused behind the layer op (float layers), if any."""
+        ops = self.computing_ops
+        return ops[1] if len(ops) == 2 else None
 
     def verify_payload(self) -> None:
         region = self.payload_region
@@ -246,11 +263,16 @@ class Payload(ReadsWrites):
         self.check(len(block.args) == len(self.inputs), f"the payload takes {len(block.args)} tensors for "
                                                          f"{len(self.inputs)} inputs")
         self.check(all(isinstance(a.type, TensorType) for a in block.args), "payload arguments must be tensors")
-        layers = [op for op in block.ops if not isinstance(op, WeightOp | YieldOp)]
-        self.check(len(layers) == 1, f"the payload holds {len(layers)} layer ops, not one")
+        layers = self.computing_ops
+        self.check(len(layers) in (1, 2), f"the payload holds {len(layers)} layer ops, not one (and its activation)")
+        if len(layers) == 2:
+            activation = layers[1]
+            self.check(activation.name in FUSED_ACTIVATIONS and list(activation.operands) == list(layers[0].results),
+                       f"{activation.name} cannot be fused behind {layers[0].name}: a fused activation is one of "
+                       f"{', '.join(FUSED_ACTIVATIONS)} on the layer's result")
         last = block.last_op
-        self.check(isinstance(last, YieldOp) and list(last.operands) == list(layers[0].results),
-                   "the payload must end with dataflow.yield of the layer op's results")
+        self.check(isinstance(last, YieldOp) and list(last.operands) == list(layers[-1].results),
+                   "the payload must end with dataflow.yield of the layer's (or its activation's) results")
 
 
 @irdl_op_definition
@@ -398,7 +420,8 @@ class ScheduleOp(ReadsWrites):
 @irdl_op_definition
 class TopOp(DataflowOp):
     """The accelerator's top function: streams, buffers, kernels, engines and the schedule
-    in a DATAFLOW region. `arch`: sesl, seml or hybrid; `scheme`: the requantization scheme."""
+    in a DATAFLOW region. `arch`: sesl, seml or hybrid; `scheme`: the requantization scheme
+    (`none` for a float or half accelerator)."""
 
     name = "dataflow.top"
     assembly_format = "$sym_name attr-dict-with-keyword $body"
@@ -414,7 +437,7 @@ class TopOp(DataflowOp):
 
     def verify_(self) -> None:
         self.check(self.arch.data in ARCHS, f"arch '{self.arch.data}' is not one of {', '.join(ARCHS)}")
-        self.check(self.scheme.data in ("pow2", "fixed"), f"scheme '{self.scheme.data}' is not pow2 or fixed")
+        self.check(self.scheme.data in SCHEMES, f"scheme '{self.scheme.data}' is not one of {', '.join(SCHEMES)}")
         streams = [op for op in self.body.walk() if isinstance(op, StreamOp)]
         ports = {p: [s for s in streams if s.port is not None and s.port.data == p] for p in PORTS}
         self.check(len(ports["in"]) >= 1 and len(ports["out"]) >= 1, "needs an input and an output port")
@@ -439,25 +462,35 @@ class TopOp(DataflowOp):
                    f"expected {want_writers} and {want_readers}")
 
 
-def payload(layer: Operation, replace: dict[SSAValue, WeightOp] | None = None) -> Region:
-    """A payload region around a copy of `layer`: its non-weight operands become block
-    arguments in order, its weights are cloned into the body (or the weight op that
-    `replace` gives for that operand: a re-laid-out copy)."""
+def payload(layer: Operation, replace: dict[SSAValue, WeightOp] | None = None, *,
+            activation: Operation | None = None, retype: Callable[[Attribute], Attribute] | None = None) -> Region:
+    """A payload region around a copy of `layer` (and of the `activation` fused behind it):
+    its non-weight operands become block arguments in order, its weights are cloned into
+    the body (or the weight op that `replace` gives for that operand: a re-laid-out or
+    converted copy). `retype` maps the types of the arguments and results (half layers:
+    f32 tensors to f16)."""
     replace = replace or {}
+    same: Callable[[Attribute], Attribute] = lambda t: t  # noqa: E731
     weights: dict[SSAValue, WeightOp] = {}
     for v in layer.operands:
         if v in replace:
             weights[v] = replace[v]
         elif isinstance(v.owner, WeightOp):
             weights[v] = v.owner.clone()
-    activations = list(dict.fromkeys(v for v in layer.operands if v not in weights))
-    block = Block(arg_types=[v.type for v in activations])
-    mapper: dict[SSAValue, SSAValue] = dict(zip(activations, block.args, strict=True))
+    retype = retype or same
+    arguments = list(dict.fromkeys(v for v in layer.operands if v not in weights))
+    block = Block(arg_types=[retype(v.type) for v in arguments])
+    mapper: dict[SSAValue, SSAValue] = dict(zip(arguments, block.args, strict=True))
     for v, w in weights.items():
         block.add_op(w)
         mapper[v] = w.results[0]
-    inner = layer.clone(value_mapper=mapper)
-    block.add_op(inner)
+    inner = layer
+    for op in [layer] if activation is None else [layer, activation]:
+        inner = type(op).create(operands=[mapper[v] for v in op.operands],
+                                result_types=[retype(r.type) for r in op.results],
+                                properties=dict(op.properties), attributes=dict(op.attributes))
+        block.add_op(inner)
+        mapper.update(zip(op.results, inner.results, strict=True))
     block.add_op(YieldOp(inner.results))
     return Region(block)
 

@@ -1,6 +1,20 @@
-"""`lower-to-hls`: a quantized (`qnn`) program to a dataflow accelerator (`dataflow` dialect).
+"""`lower-to-hls`: a quantized (`qnn`) or float (`nn`) program to a dataflow accelerator
+(`dataflow` dialect).
 
-    lower-to-hls{arch=sesl|seml|hybrid pes=4 layer-pes="conv1:8","fc:2" split=2 conv=direct|im2row}
+    lower-to-hls{arch=sesl|seml|hybrid pes=4 layer-pes="conv1:8","fc:2" split=2 conv=direct|im2row
+                 dtype=int8|float|half}
+
+The data type (`dtype`, default: int8 for a quantized program, float otherwise):
+- `int8`: the `qnn` program, bit-exact with the reference executor;
+- `float`: the float `nn` program (fold batch norms and fuse activations first), every
+  layer in float32;
+- `half`: the float `nn` program computed in IEEE half: the weights are converted with
+  NumPy's float16 (new weights `<handle>.f16`), the payloads are retyped to f16, and two
+  `convert` kernels turn the float32 ports into half streams and back.
+Float and half layers take the activation behind a conv, dense or add layer (relu, clip,
+leaky relu; the only reader of its result) into the layer's payload; other activations are
+element-wise kernels. The reused engines are int8 only: float and half accelerators are
+`sesl`.
 
 The engine assignment decides where each layer runs:
 - `sesl`: one `dataflow.kernel` per layer (an instance of the layer's template with its
@@ -32,7 +46,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, SymbolRefAttr, TensorType
+from xdsl.dialects.builtin import Float16Type, ModuleOp, StringAttr, SymbolRefAttr, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
@@ -55,11 +69,21 @@ from dialects.dataflow import (
     ints_dict,
     payload,
 )
-from dialects.nn import i64attr, int_list, ints, shape_of
-from passes.utils import new_weight
+from dialects.nn import i64attr, int_list, ints, is_float, shape_of
+from passes.utils import new_weight, sole_user
 
 WHERE = "lower-to-hls"
 CONV_TEMPLATES = ("direct", "im2row")
+DTYPES = ("int8", "float", "half")
+ACTIVATION_OPS = (nn.ReluOp, nn.ClipOp, nn.LeakyReluOp)
+CONV_OPS = (qnn.Conv2dOp, nn.Conv2dOp)
+DENSE_OPS = (qnn.GemmOp, qnn.MatMulOp, nn.GemmOp, nn.MatMulOp)
+GEMM_OPS = (qnn.GemmOp, nn.GemmOp)
+# The float nn ops a float or half accelerator computes (views aside).
+FLOAT_LAYERS = (nn.Conv2dOp, nn.GemmOp, nn.MatMulOp, nn.PoolOp, nn.GlobalPoolOp, nn.AddOp, nn.ConcatOp,
+                *ACTIVATION_OPS)
+# Layers that can take the activation behind them into their payload (float and half).
+FUSING_LAYERS = (nn.Conv2dOp, nn.GemmOp, nn.MatMulOp, nn.AddOp)
 PIPE, REUSED = "pipe", "reused"
 ENGINE_OF: dict[type[Operation], str] = {
     qnn.Conv2dOp: "conv", qnn.GemmOp: "conv", qnn.MatMulOp: "conv",
@@ -79,6 +103,7 @@ class LowerToHlsPass(ModulePass):
     layer_pes: tuple[str, ...] = ()
     split: int = -1
     conv: str = "direct"
+    dtype: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         lower_to_hls(op, weights_of(op), self.assignment_options())
@@ -90,13 +115,15 @@ class LowerToHlsPass(ModulePass):
             raise LayerloomError(f"conv must be one of {', '.join(CONV_TEMPLATES)}, got '{self.conv}'", WHERE)
         if self.pes < 1:
             raise LayerloomError(f"pes must be positive, got {self.pes}", WHERE)
+        if self.dtype not in ("", *DTYPES):
+            raise LayerloomError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'", WHERE)
         layer_pes: dict[str, int] = {}
         for entry in self.layer_pes:
             name, _, count = entry.rpartition(":")
             if not name or not count.isdigit() or int(count) < 1:
                 raise LayerloomError(f"layer-pes entry '{entry}' is not NAME:PES with positive PES", WHERE)
             layer_pes[name] = int(count)
-        return Options(self.arch, self.pes, layer_pes, self.split, self.conv)
+        return Options(self.arch, self.pes, layer_pes, self.split, self.conv, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,7 @@ class Options:
     layer_pes: dict[str, int] = field(default_factory=dict)
     split: int = -1
     conv: str = "direct"
+    dtype: str = ""  # "": int8 for a quantized program, float otherwise
 
 
 # ---------------------------------------------------------------------------------------
@@ -143,7 +171,7 @@ def layer_name(op: Operation, index: int) -> str:
     return name or f"{op.name.partition('.')[2]}_{index}"
 
 
-def window_params(op: qnn.Conv2dOp | qnn.PoolOp | nn.PoolOp, kernel: Sequence[int]) -> dict[str, int]:
+def window_params(op: qnn.Conv2dOp | nn.Conv2dOp | qnn.PoolOp | nn.PoolOp, kernel: Sequence[int]) -> dict[str, int]:
     """The Window<...> geometry of a conv or pool: input C, H, W, kernel, strides, pads
     (top, left, bottom, right), dilations."""
     _, c, h, w = shape_of(op.operands[0])
@@ -165,7 +193,9 @@ def kernel_template(op: Operation, conv: str, where: str) -> tuple[str, dict[str
         template = {qnn.QuantizeOp: "quantize", qnn.DequantizeOp: "dequantize",
                     qnn.RequantizeOp: "requantize", qnn.LutOp: "lookup"}[type(op)]
         return template, {"N": int(np.prod(shape_of(op.operands[0])))}, 1
-    if isinstance(op, qnn.Conv2dOp):
+    if isinstance(op, ACTIVATION_OPS):
+        return "activation", {"N": int(np.prod(shape_of(op.operands[0])))}, 1
+    if isinstance(op, CONV_OPS):
         m, _, kh, kw = shape_of(op.weight)
         group = int(op.group.value.data)
         p = window_params(op, (kh, kw)) | {"M": m}
@@ -177,7 +207,7 @@ def kernel_template(op: Operation, conv: str, where: str) -> tuple[str, dict[str
         if group == 1 and conv == "im2row":
             return "conv2d_im2row", p, m
         return "conv2d", p | {"G": group}, m // group
-    if isinstance(op, qnn.GemmOp | qnn.MatMulOp):
+    if isinstance(op, DENSE_OPS):
         k, n = dense_shape(op, where)
         return "dense", {"K": k, "N": n}, n
     if isinstance(op, qnn.PoolOp | nn.PoolOp):
@@ -188,12 +218,12 @@ def kernel_template(op: Operation, conv: str, where: str) -> tuple[str, dict[str
     if isinstance(op, qnn.GlobalPoolOp | nn.GlobalPoolOp):
         _, c, h, w = shape_of(op.input)
         return f"global_{op.kind.data}_pool", {"C": c, "H": h, "W": w}, 1
-    if isinstance(op, qnn.AddOp):
+    if isinstance(op, qnn.AddOp | nn.AddOp):
         if shape_of(op.lhs) != shape_of(op.rhs):
             raise UnsupportedError(f"add of shapes {list(shape_of(op.lhs))} and {list(shape_of(op.rhs))}: "
                                    "the HLS add does not broadcast", where)
         return "add", {"N": int(np.prod(shape_of(op.lhs)))}, 1
-    if isinstance(op, qnn.ConcatOp):
+    if isinstance(op, qnn.ConcatOp | nn.ConcatOp):
         shapes = [shape_of(v) for v in op.inputs]
         if len(shapes) != 2 or int(op.axis.value.data) != 1 or len(shapes[0]) != 4:
             raise UnsupportedError("the HLS concat joins two 1 x C x H x W maps along the channels", where)
@@ -216,15 +246,21 @@ def streams_floats(op: Operation) -> bool:
 ELEMENTWISE = (qnn.QuantizeOp, qnn.DequantizeOp, qnn.RequantizeOp, qnn.LutOp)
 
 
-def dense_shape(op: qnn.GemmOp | qnn.MatMulOp, where: str) -> tuple[int, int]:
+def dense_shape(op: Operation, where: str) -> tuple[int, int]:
     """(K, N) of a fully connected layer on a 1 x K vector."""
     a, b = shape_of(op.operands[0]), shape_of(op.operands[1])
     if len(a) != 2 or a[0] != 1 or len(b) != 2:
         raise UnsupportedError(f"a dense layer takes a 1 x K vector and a 2-d weight, got {list(a)} and {list(b)}", where)
     if not isinstance(op.operands[1].owner, nn.WeightOp):
         raise UnsupportedError("a dense layer's second operand must be a weight", where)
-    transposed = isinstance(op, qnn.GemmOp) and bool(op.trans_b.value.data)
-    return (b[1], b[0]) if transposed else (b[0], b[1])
+    if isinstance(op, nn.GemmOp) and op.trans_a.value.data:
+        raise UnsupportedError("a dense layer with trans_a has no HLS template", where)
+    return (b[1], b[0]) if transposed(op) else (b[0], b[1])
+
+
+def transposed(op: Operation) -> bool:
+    """Whether a dense layer's weight is N x K (ONNX Gemm with trans_b), else K x N."""
+    return isinstance(op, GEMM_OPS) and bool(op.trans_b.value.data)
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,6 +355,7 @@ class Layer:
     name: str
     place: str
     pes: int = 1
+    activation: Operation | None = None  # float layers: the activation fused behind the op
 
 
 Reader = tuple[Operation | str, int]  # (consumer: a layer op, "cross" or "out"; operand index)
@@ -340,6 +377,8 @@ class Lowering:
         self.top_block = Block()
         self.stream_of: dict[Reader, SSAValue] = {}  # the stream a reader reads
         self.writes: dict[SSAValue, SSAValue] = {}  # value -> the stream its producer writes
+        self.dtype = options.dtype
+        self.half_ports: list[KernelOp] = []  # half: the convert kernels of the input and output ports
 
     # --- reading the program --------------------------------------------------------------
 
@@ -377,22 +416,40 @@ class Lowering:
                 self.output = self.source(op.operands[0])
             elif isinstance(op, VIEW_OPS):
                 self.read_view(op, where)
-            elif isinstance(op, qnn.QNNOp) or is_max_pool(op):
+            elif self.dtype != "int8" and isinstance(op, ACTIVATION_OPS) and self.fuse(op):
+                continue
+            elif isinstance(op, qnn.QNNOp) or is_max_pool(op) or (self.dtype != "int8" and isinstance(op, FLOAT_LAYERS)):
                 name = self.unique(layer_name(op, index))
                 self.layers.append(Layer(op, name, PIPE))
                 chw = self.flattening(op.operands[0])
-                if isinstance(op, ELEMENTWISE) and chw is not None:
+                if isinstance(op, (*ELEMENTWISE, *ACTIVATION_OPS)) and chw is not None:
                     self.flattened[op.results[0]] = chw
-            else:
+            elif self.dtype == "int8":
                 raise UnsupportedError(f"{op.name} has no HLS kernel (quantize the program first)", where)
+            else:
+                raise UnsupportedError(f"{op.name} has no {self.dtype} HLS kernel", where)
         self.check_flattens()
+
+    def fuse(self, activation: Operation) -> bool:
+        """Take a float activation into the payload of the layer that produces its operand (a
+        conv, dense or add without an activation, read by nothing else). Its result then
+        stands for the layer's: a view."""
+        producer = activation.operands[0].owner
+        layer = next((layer for layer in self.layers if layer.op is producer), None)
+        if layer is None or not isinstance(producer, FUSING_LAYERS) or layer.activation is not None:
+            return False
+        if producer.properties.get("activation") is not None or sole_user(producer.results[0]) is not activation:
+            return False
+        layer.activation = activation
+        self.views[activation.results[0]] = producer.results[0]
+        return True
 
     def check_flattens(self) -> None:
         """A flattened C x H x W map (H * W > 1) travels in HWC order: only a dense layer (whose
         columns are permuted) or an element-wise layer on its way to one may read it."""
         for layer in self.layers:
             chw = self.flattening(layer.op.operands[0])
-            if chw is not None and not isinstance(layer.op, (qnn.GemmOp, qnn.MatMulOp, *ELEMENTWISE)):
+            if chw is not None and not isinstance(layer.op, (*DENSE_OPS, *ELEMENTWISE, *ACTIVATION_OPS)):
                 raise UnsupportedError(f"reads a flattened {'x'.join(map(str, chw))} map, which streams in HWC order; "
                                        "only a dense layer may read it", f"{layer.op.name} '{layer.name}'")
         assert self.output is not None
@@ -463,6 +520,12 @@ class Lowering:
         self.top_block.add_op(op)
         return op
 
+    def stream_type(self, value: SSAValue) -> Attribute:
+        """The element type a stream of `value` carries: its tensor's, or f16 inside a half
+        accelerator."""
+        t = element(value)
+        return Float16Type() if self.dtype == "half" and is_float(t) else t
+
     def new_stream(self, name: str, value: SSAValue, element_type: Attribute, port: str | None = None,
                    depth: int = 2) -> SSAValue:
         props: dict[str, Attribute | None] = {"name": StringAttr(name), "shape": ints(stream_shape(value, self.where)),
@@ -502,17 +565,16 @@ class Lowering:
         the value they copy."""
         arg = self.func.body.block.args[0]
         forks: dict[SSAValue, Operation] = {}
-        output_name = self.port_name(self.func, "output")
         producer_names: dict[SSAValue, str] = {r: layer.name for layer in self.layers for r in layer.op.results}
         for value, value_readers in readers.items():
             base = self.port_name(self.func, "input") if value is arg else f"{producer_names[value]}_out"
             depth = self.depth(value)
             if value is arg:
-                head = self.new_stream(base, value, element(value), "in", depth)
+                head = self.input_port(value, depth)
             elif value_readers == [("out", 0)]:
-                head = self.new_stream(output_name, value, element(value), "out", depth)
+                head = self.output_port(value, depth)
             else:
-                head = self.new_stream(self.unique(base), value, element(value), depth=depth)
+                head = self.new_stream(self.unique(base), value, self.stream_type(value), depth=depth)
             self.writes[value] = head
             if len(value_readers) == 1:
                 self.stream_of[value_readers[0]] = head
@@ -520,18 +582,40 @@ class Lowering:
             branches = []
             for reader in value_readers:
                 if reader[0] == "out":
-                    branch = self.new_stream(output_name, value, element(value), "out", depth)
+                    branch = self.output_port(value, depth)
                 else:
                     consumer = reader[0]
                     target = "reused" if isinstance(consumer, str) else producer_names[consumer.results[0]]
                     # A fork's branches run apart (one through a deep path, one skipping it):
                     # each holds a whole feature map so that neither branch stalls the other.
-                    branch = self.new_stream(self.unique(f"{base}_to_{target}"), value, element(value),
+                    branch = self.new_stream(self.unique(f"{base}_to_{target}"), value, self.stream_type(value),
                                              depth=int(np.prod(stream_shape(value, self.where))))
                 self.stream_of[reader] = branch
                 branches.append(branch)
             forks[value] = self.adapter("fork", [head], branches, value, f"{base}_fork")
         return forks
+
+    def input_port(self, value: SSAValue, depth: int) -> SSAValue:
+        """The stream the kernels read the input from: the axis port, or in a half accelerator
+        the half side of the port's convert kernel."""
+        port = self.new_stream(self.port_name(self.func, "input"), value, element(value), "in", depth)
+        if self.dtype != "half":
+            return port
+        half = self.new_stream(self.unique(f"{self.port_name(self.func, 'input')}_half"), value, self.stream_type(value),
+                               depth=depth)
+        self.half_ports.append(self.adapter("convert", [port], [half], value, "input_to_half"))
+        return half
+
+    def output_port(self, value: SSAValue, depth: int) -> SSAValue:
+        """The stream the last kernel writes the output to: the axis port, or in a half
+        accelerator the half side of the port's convert kernel."""
+        name = self.port_name(self.func, "output")
+        if self.dtype != "half":
+            return self.new_stream(name, value, element(value), "out", depth)
+        half = self.new_stream(self.unique(f"{name}_half"), value, self.stream_type(value), depth=depth)
+        port = self.new_stream(name, value, element(value), "out", depth)
+        self.half_ports.append(self.adapter("convert", [half], [port], value, "output_to_float"))
+        return half
 
     def depth(self, value: SSAValue) -> int:
         """FIFO depth of a straight edge: one pixel (all channels), so a producer can write a
@@ -559,26 +643,35 @@ class Lowering:
             regions=[[]],
         )
 
-    def layer_payload(self, op: Operation) -> Region:
-        """The op's payload; a dense layer behind a flatten gets its columns in HWC order."""
+    def layer_payload(self, layer: Layer | Operation) -> Region:
+        """The layer's payload (with its fused activation): a dense layer behind a flatten
+        gets its columns in HWC order; a half layer gets f16 weights and types."""
+        op, activation = (layer.op, layer.activation) if isinstance(layer, Layer) else (layer, None)
+        chw = self.flattening(op.operands[0]) if isinstance(op, DENSE_OPS) else None
         replace = {}
-        if isinstance(op, qnn.GemmOp | qnn.MatMulOp):
-            chw = self.flattening(op.operands[0])
-            if chw is not None:
-                replace[op.operands[1]] = self.hwc_weight(op, chw)
-        return payload(op, replace)
+        for v in op.operands:
+            weight = v.owner
+            if not isinstance(weight, nn.WeightOp):
+                continue
+            w = self.store[weight.handle.data]
+            suffixes = []
+            if chw is not None and v is op.operands[1]:
+                c, h, wd = chw
+                # Column k of the CHW flatten is (c, y, x); the HWC stream delivers (y, x, c) at k'.
+                order = np.arange(c * h * wd).reshape(c, h, wd).transpose(1, 2, 0).reshape(-1)
+                w, suffixes = np.ascontiguousarray(np.take(w, order, axis=1 if transposed(op) else 0)), [".hwc"]
+            if self.dtype == "half" and np.issubdtype(w.dtype, np.floating):
+                w, suffixes = w.astype(np.float16), [*suffixes, ".f16"]
+            if suffixes:
+                replace[v] = new_weight(self.store, w, weight.handle.data + "".join(suffixes), weight.node_name)
+        return payload(op, replace, activation=activation, retype=self.retype if self.dtype == "half" else None)
 
-    def hwc_weight(self, op: qnn.GemmOp | qnn.MatMulOp, chw: tuple[int, int, int]) -> nn.WeightOp:
-        weight = op.operands[1].owner
-        assert isinstance(weight, nn.WeightOp)
-        w = self.store[weight.handle.data]
-        c, h, wd = chw
-        transposed = isinstance(op, qnn.GemmOp) and bool(op.trans_b.value.data)
-        k_axis = 1 if transposed else 0
-        # Column k of the CHW flatten is (c, y, x); the HWC stream delivers (y, x, c) at k'.
-        order = np.arange(c * h * wd).reshape(c, h, wd).transpose(1, 2, 0).reshape(-1)
-        permuted = np.ascontiguousarray(np.take(w, order, axis=k_axis))
-        return new_weight(self.store, permuted, f"{weight.handle.data}.hwc", weight.node_name)
+    @staticmethod
+    def retype(t: Attribute) -> Attribute:
+        """A float tensor type as f16 (the payloads of a half accelerator)."""
+        if isinstance(t, TensorType) and is_float(t.get_element_type()):
+            return TensorType(Float16Type(), t.get_shape())
+        return t
 
     def pipe_kernel(self, layer: Layer) -> KernelOp:
         where = f"{layer.op.name} '{layer.name}'"
@@ -591,7 +684,7 @@ class Lowering:
         props: dict[str, Attribute | None] = {"template": StringAttr(template), "params": ints_dict(params),
                                               "pes": i64attr(largest_divisor(parallel, layer.pes)),
                                               "layer": StringAttr(layer.name)}
-        return KernelOp.build(operands=[inputs, outputs], properties=props, regions=[self.layer_payload(layer.op)])
+        return KernelOp.build(operands=[inputs, outputs], properties=props, regions=[self.layer_payload(layer)])
 
     # --- the reused engines ------------------------------------------------------------------
 
@@ -729,6 +822,8 @@ class Lowering:
         # after another, so a fork follows its producer.
         forks = self.wire_streams(readers)
         arg = self.func.body.block.args[0]
+        for convert in self.half_ports[:1]:  # the input's: first
+            self.add(convert)
         if arg in forks:
             self.add(forks[arg])
         tail = [layer for layer in self.layers if layer.place == PIPE and (layer.op, 0) not in self.stream_of
@@ -742,8 +837,10 @@ class Lowering:
         self.build_schedule(readers)
         for layer in tail:
             self.add(self.pipe_kernel(layer))
+        for convert in self.half_ports[1:]:  # the output's: last
+            self.add(convert)
         scheme = next((layer.op.scheme_name for layer in self.layers if isinstance(layer.op, qnn.Requantizes)
-                       and layer.op.scheme_name), "fixed")
+                       and layer.op.scheme_name), "fixed" if self.dtype == "int8" else "none")
         return TopOp.build(properties={"sym_name": StringAttr(self.func.sym_name.data),
                                        "arch": StringAttr(self.options.arch), "scheme": StringAttr(scheme)},
                            regions=[Region(self.top_block)])
@@ -781,11 +878,27 @@ def lower_to_hls(module: ModuleOp, store: WeightStore, options: Options) -> None
         options = replace(options, arch=arch)
     elif not options.arch:
         options = replace(options, arch="sesl")
+    options = replace(options, dtype=data_type(func, options))
     top = Lowering(func, store, options, assigned if mapped_arch is not None else None).lower()
     module.body.block.insert_op_before(top, func)
     module.body.block.erase_op(func)
     for key in (TARGET_ATTR, ARCH_ATTR, BUDGET_ATTR, PLAN_ATTR):
         module.attributes.pop(key, None)
+
+
+def data_type(func: FuncOp, options: Options) -> str:
+    """The accelerator's data type: the option's, checked against the program (int8 needs a
+    quantized program, float and half the float one), else what the program is."""
+    quantized = any(isinstance(op, qnn.QNNOp) for op in func.walk())
+    dtype = options.dtype or ("int8" if quantized else "float")
+    if dtype == "int8" and not quantized:
+        raise LayerloomError("dtype=int8 lowers a quantized program: run quantize first (or ask for dtype=float or half)",
+                             WHERE)
+    if dtype != "int8" and quantized:
+        raise LayerloomError(f"dtype={dtype} lowers the float program, not a quantized one (drop quantize)", WHERE)
+    if dtype != "int8" and options.arch != "sesl":
+        raise LayerloomError(f"the reused engines are int8 only: a {dtype} accelerator is sesl, not {options.arch}", WHERE)
+    return dtype
 
 
 def unwrap_accel(module: ModuleOp, func: FuncOp) -> dict[Operation, tuple[str, int]]:

@@ -1,6 +1,6 @@
-"""Small quantized models for the HLS tests (tests/test_lower_to_hls.py, test_hls_project.py):
-nn programs built op by op with seeded random weights, then int8-quantized with
-calibration data by the `quantize` pass (compiler.quantize)."""
+"""Small models for the HLS tests (tests/test_lower_to_hls.py, test_hls_project.py): nn
+programs built op by op with seeded random weights (float and half accelerators take them as
+they are), int8-quantized with calibration data by the `quantize` pass (compiler.quantize)."""
 
 from __future__ import annotations
 
@@ -100,6 +100,12 @@ class Net:
                          f'trans_a = 0 : i64, trans_b = 1 : i64}}', [x, w, b], (1, n))
         return self.activation(y, act)
 
+    def matmul(self, x: str, n: int) -> str:
+        """A dense layer as nn.matmul with a K x N weight (no bias)."""
+        k = self.shapes[x][1]
+        w = self.weight("w", self.rng.normal(0, 1.5 / np.sqrt(k), (k, n)))
+        return self.op("m", f'nn.matmul {x}, {w} {{name = "fc{self.count}"}}', [x, w], (1, n))
+
     def program(self, out: str) -> Program:
         body = "\n  ".join(self.lines)
         text = (f'func.func @main(%x: {ttype(self.input_shape)} {{nn.name = "x"}}) -> ({ttype(self.shapes[out])} '
@@ -155,19 +161,41 @@ def tables(net: Net) -> str:
     return net.dense(net.flatten(x), 4)
 
 
+def floats(net: Net) -> str:
+    """What float accelerators add: clip and leaky relu fused into convolutions, a concat, a
+    relu on its own (behind a max pool), a leaky relu behind an add, nn.matmul (a K x N weight)."""
+    a = net.conv("%x", 4, 3, pads=1, act=None)
+    a = net.op("c", f'nn.clip {a} {{name = "clip{net.count}", min = 0.0 : f64, max = 6.0 : f64}}', [a], net.shapes[a])
+    b = net.conv("%x", 4, 1, act="leaky_relu", alpha=0.2)
+    n, _, h, w = net.shapes[a]
+    c = net.op("k", f'nn.concat {a}, {b} {{name = "concat", axis = 1 : i64}}', [a, b], (n, 8, h, w))
+    d = net.conv(c, 8, 3, pads=1, act=None)
+    x = net.add(c, d, act="leaky_relu")
+    x = net.pool(x, "max", 2, 2)
+    x = net.activation(x, "relu")
+    return net.matmul(net.flatten(x), 5)
+
+
 MODELS: dict[str, tuple[Callable[[Net], str], tuple[int, ...]]] = {
     "cnn": (cnn, (1, 1, 8, 8)),
     "mobile": (mobile, (1, 3, 12, 12)),
     "residual": (residual, (1, 3, 8, 8)),
     "tables": (tables, (1, 2, 6, 6)),
+    "floats": (floats, (1, 3, 6, 6)),  # float and half accelerators only
 }
+
+
+def float_program(model: str, seed: int = 0) -> Program:
+    """The model as a float nn program (what float and half accelerators are built from)."""
+    build, shape = MODELS[model]
+    net = Net(shape, seed)
+    return net.program(build(net))
 
 
 def quantized(model: str, scheme: str = "fixed", seed: int = 0, per_channel: bool = True) -> Program:
     """The model, int8-quantized on a seeded calibration batch."""
-    build, shape = MODELS[model]
-    net = Net(shape, seed)
-    program = net.program(build(net))
+    shape = MODELS[model][1]
+    program = float_program(model, seed)
     calibration = np.random.default_rng(seed + 1).normal(size=(8, *shape[1:])).astype(np.float32)
     return quantize(program, [{"x": calibration}], scheme=scheme, per_channel=per_channel)
 

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.hls.emit import STEP_FIELDS, emit_project, find_top
+from backends.hls.error_bound import error_bound
 from backends.hls.project import HlsProject
 from backends.hls.report import estimate
 from backends.reference import execute
@@ -28,7 +29,7 @@ from compiler.errors import LayerloomError
 from compiler.hw import load_target
 from compiler.pipeline import run_pipeline
 from compiler.program import Program
-from tests.hls_models import Net, quantized, sample_inputs
+from tests.hls_models import Net, float_program, quantized, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = ROOT / "build" / "csim-tests" / "hls"
@@ -64,6 +65,59 @@ def emitted(model: str, arch: str, scheme: str = "fixed", options: str = "", fol
 def test_c_simulation_equals_the_reference_bit_for_bit(model: str, arch: str) -> None:
     _, x, y = reference(model, "fixed")
     assert np.array_equal(emitted(model, arch).predict(x), y)
+
+
+@cache
+def float_reference(model: str) -> tuple[Program, np.ndarray, np.ndarray]:
+    program = float_program(model)
+    x = sample_inputs(model)
+    y = np.concatenate([execute(program, {"x": x[i:i + 1]})["y"] for i in range(len(x))])
+    return program, x, y
+
+
+def float_project(model: str, dtype: str, pes: int = 4) -> tuple[HlsProject, np.ndarray]:
+    """The float or half accelerator of a model, its testbench checking the probabilistic
+    error bound; returns the project and that bound."""
+    program, x, y = float_reference(model)
+    lowered = program.clone()
+    run_pipeline(lowered, f"lower-to-hls{{dtype={dtype} pes={pes}}}")
+    tolerance = error_bound(program, x, dtype, probabilistic=True)
+    folder = PROJECTS / f"{model}_{dtype}_pes{pes}"
+    emit_project(lowered.module, lowered.weights, folder, test_inputs=x, test_outputs=y, test_tolerance=tolerance,
+                 target=ZCU102, source=model)
+    return HlsProject(folder), tolerance
+
+
+# What the measured error stays below, relative to the largest output: a few float ulps; for
+# half, the 2^-11 unit roundoff grown over a few layers (the bounds are far looser).
+MEASURED = {"float": 1e-6, "half": 4e-3}
+
+
+@pytest.mark.parametrize("dtype", ["float", "half"])
+@pytest.mark.parametrize("model", ["floats", "mobile", pytest.param("cnn", marks=pytest.mark.slow),
+                                   pytest.param("residual", marks=pytest.mark.slow)])
+def test_float_and_half_c_simulation_within_the_error_bound(model: str, dtype: str) -> None:
+    program, x, y = float_reference(model)
+    project, tolerance = float_project(model, dtype)
+    error = np.abs(project.predict(x) - y)
+    assert (error <= tolerance).all()
+    assert (tolerance <= error_bound(program, x, dtype)).all()  # the probabilistic bound never exceeds the worst case
+    assert error.max() <= MEASURED[dtype] * np.abs(y).max()
+    if dtype == "half":
+        assert error.max() > 0  # it really computes in half
+
+
+def test_half_testbench_checks_the_tolerance(tmp_path: Path) -> None:
+    project, _ = float_project("floats", "half")
+    assert "2 image(s), 10 values, all within the tolerance of the reference" in project.testbench()
+    broken = tmp_path / "broken"
+    shutil.copytree(project.folder, broken, ignore=shutil.ignore_patterns("csim"))
+    data = broken / "tb_data.h"
+    text = data.read_text()
+    tolerances = text.index("tb_tolerance")
+    data.write_text(text[:tolerances] + re.sub(r"0x[0-9a-f.]+p[-+]\d+f", "0x0p+0f", text[tolerances:]))
+    with pytest.raises(LayerloomError, match="differ from the reference beyond the tolerance"):
+        HlsProject(broken).testbench()
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -187,7 +241,7 @@ def test_driver_compiles_the_digits_cnn_and_runs_its_c_simulation(tmp_path: Path
     out = tmp_path / "out"
     assert cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "--hw", "zcu102",
                      "--arch", "hybrid", "--calib", str(calib), "-o", str(out)]) == 0
-    assert "hls: hybrid accelerator for zcu102" in capsys.readouterr().out
+    assert "hls: hybrid int8 accelerator for zcu102" in capsys.readouterr().out
     for name in ("top.cpp", "top.h", "weights.h", "tb.cpp", "run_hls.tcl", "report.json", "dataflow.mlir", "model.mlir"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
@@ -198,6 +252,28 @@ def test_driver_compiles_the_digits_cnn_and_runs_its_c_simulation(tmp_path: Path
     csim, ref = np.load(tmp_path / "csim.npz"), np.load(tmp_path / "ref.npz")
     assert list(csim.keys()) == list(ref.keys()) and all(np.array_equal(csim[k], ref[k]) for k in csim)
     assert "all equal to the reference" in HlsProject(out).testbench()
+
+
+def test_driver_compiles_the_digits_cnn_in_half(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dtype half: no quantization (no --calib), the float program in model.mlir, a half
+    accelerator whose testbench checks the error bound, and `run` close to `--with reference`."""
+    from compiler import cli
+
+    _, x = digits_files(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "--dtype", "half",
+                     "-o", str(out)]) == 0
+    assert "hls: sesl half accelerator for zcu102" in capsys.readouterr().out
+    assert "qnn." not in (out / "model.mlir").read_text() and "f16" in (out / "dataflow.mlir").read_text()
+    assert json.loads((out / "summary.json").read_text())["hls"]["dtype"] == "half"
+    assert "all within the tolerance of the reference" in HlsProject(out).testbench()
+    assert cli.main(["run", str(out), "--input", str(x), "--output", str(tmp_path / "csim.npz")]) == 0
+    assert cli.main(["run", str(out), "--input", str(x), "--output", str(tmp_path / "ref.npz"), "--with", "reference"]) == 0
+    csim, ref = np.load(tmp_path / "csim.npz")["logits"], np.load(tmp_path / "ref.npz")["logits"]
+    assert 0 < np.abs(csim - ref).max() <= MEASURED["half"] * np.abs(ref).max()
+    assert cli.main(["compile", str(ROOT / "examples/digits_cnn.onnx"), "--target", "hls", "--dtype", "half",
+                     "--arch", "seml", "-o", str(tmp_path / "seml")]) == 2
+    assert "the reused engines are int8 only" in capsys.readouterr().err
 
 
 def test_driver_needs_calibration_for_the_hls_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

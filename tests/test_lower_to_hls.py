@@ -14,11 +14,11 @@ from compiler.errors import LayerloomError, UnsupportedError
 from compiler.pipeline import run_pipeline
 from compiler.program import Program, print_module
 from compiler.registry import parse_module
-from dialects import qnn
+from dialects import nn, qnn
 from dialects.dataflow import BufferOp, EngineOp, InvokeOp, KernelOp, ScheduleOp, StreamOp, TopOp
 from dialects.nn import WeightOp
 from passes.lower_to_hls import largest_divisor
-from tests.hls_models import Net, quantized
+from tests.hls_models import Net, float_program, quantized
 
 
 def lower(program: Program, options: str = "") -> TopOp:
@@ -188,3 +188,85 @@ def test_a_flattened_map_at_the_output_is_refused() -> None:
     q = quantize(net.program(y), [{"x": np.ones((2, 1, 6, 6), np.float32)}])
     with pytest.raises(UnsupportedError, match="the output is a flattened C x H x W map"):
         lower(q)
+
+
+# --- float and half accelerators (dtype=float / half: the float nn program) ---------------
+
+
+def test_half_converts_the_ports_and_the_weights_and_fuses_activations() -> None:
+    program = float_program("floats")
+    originals = dict(program.weights.items())
+    top = lower(program, "dtype=half")
+    assert top.scheme.data == "none"
+    assert [k.template.data for k in kernels(top)] == [
+        "convert", "fork", "conv2d", "pointwise_conv2d", "concat_channels", "fork", "conv2d", "add", "max_pool2d",
+        "activation", "dense", "convert"]
+    streams = [op for op in top.body.block.ops if isinstance(op, StreamOp)]
+    ports = {s.port.data: str(s.result.type) for s in streams if s.port is not None}
+    assert ports == {"in": "!dataflow.stream<f32>", "out": "!dataflow.stream<f32>"}
+    assert all(str(s.result.type) == "!dataflow.stream<f16>" for s in streams if s.port is None)
+    # The activations behind the first conv (clip), the 1x1 conv (leaky relu) and the add
+    # (leaky relu) are in their payloads; the relu behind the max pool is a kernel of its own.
+    fused = {k.layer.data: k.fused_activation.name for k in kernels(top) if k.fused_activation is not None}
+    assert sorted(fused.values()) == ["nn.clip", "nn.leaky_relu", "nn.leaky_relu"]
+    assert by_layer(top, "activation")[0].layer_op.name == "nn.relu"
+    # Every weight is the original rounded to half (the dense layer's also in HWC order).
+    weights = [op for k in kernels(top) if k.payload_region is not None for op in k.body.block.ops
+               if isinstance(op, WeightOp)]
+    assert len(weights) == 7 and all(str(w.result.type).endswith("xf16>") for w in weights)
+    for w in weights:
+        half, base = program.weights[w.handle.data], w.handle.data.removesuffix(".f16")
+        assert half.dtype == np.float16
+        if not base.endswith(".hwc"):
+            assert np.array_equal(half, originals[base].astype(np.float16))
+
+
+def test_float_lowering_keeps_f32_and_prints_parses_back() -> None:
+    program = float_program("mobile")
+    top = lower(program, "dtype=float pes=4")
+    assert {k.template.data for k in kernels(top)} >= {"conv2d", "depthwise_conv2d", "pointwise_conv2d",
+                                                        "avg_pool2d", "global_avg_pool", "dense"}
+    assert "convert" not in {k.template.data for k in kernels(top)}
+    text = print_module(program.module)
+    assert "f16" not in text and print_module(parse_module(text, "roundtrip")) == text
+
+
+def test_dtype_follows_the_program_by_default() -> None:
+    assert lower(float_program("cnn")).scheme.data == "none"  # a float program: float
+    assert lower(quantized("cnn")).scheme.data == "fixed"  # a quantized one: int8
+
+
+@pytest.mark.parametrize(("program", "options", "message"), [
+    ("quantized", "dtype=half", "dtype=half lowers the float program"),
+    ("float", "dtype=int8", "dtype=int8 lowers a quantized program"),
+    ("float", "dtype=float arch=seml", "the reused engines are int8 only: a float accelerator is sesl"),
+    ("float", "dtype=half arch=hybrid", "a half accelerator is sesl, not hybrid"),
+    ("float", "dtype=double", "dtype must be one of int8, float, half"),
+])
+def test_data_types_are_checked_against_the_program(program: str, options: str, message: str) -> None:
+    with pytest.raises(LayerloomError, match=message):
+        lower(quantized("cnn") if program == "quantized" else float_program("cnn"), options)
+
+
+def test_a_float_op_without_a_template_is_refused_with_its_name() -> None:
+    net = Net((1, 1, 6, 6))
+    x = net.conv("%x", 2, 3, pads=1)
+    y = net.op("s", f'nn.sigmoid {x} {{name = "gate"}}', [x], net.shapes[x])
+    with pytest.raises(UnsupportedError, match="nn.sigmoid 'gate'.*has no half HLS kernel"):
+        lower(net.program(y), "dtype=half")
+
+
+def test_a_payload_fuses_only_an_activation_of_the_layer() -> None:
+    top = lower(float_program("floats"), "dtype=float")
+    add = by_layer(top, "add")[0]
+    block = add.body.block
+    activation = add.fused_activation
+    sigmoid = nn.SigmoidOp.build(operands=[activation.operands[0]], result_types=[activation.results[0].type])
+    block.insert_op_before(sigmoid, activation)
+    activation.operands[0] = sigmoid.results[0]
+    with pytest.raises(VerifyException, match="holds 3 layer ops"):
+        add.verify()
+    block.last_op.operands[0] = sigmoid.results[0]
+    block.erase_op(activation)
+    with pytest.raises(VerifyException, match="nn.sigmoid cannot be fused behind nn.add"):
+        add.verify()

@@ -10,7 +10,7 @@ writes, from the templates in `templates/` (this module only gathers the data th
 | `weights.h` | the pipeline kernels' weights, biases and tables as C initializers (on-chip ROMs) |
 | `schedule.h` | the reused engines' steps (run-time shapes, slots, DDR offsets) |
 | `weights.bin` | the DDR image of the reused engines: int8 weights, then int32 parameters at `DDR_PARAMS_OFFSET` |
-| `tb.cpp` + `tb_data.h` | a testbench: the test inputs, the expected outputs (the reference executor's), non-zero exit on a mismatch |
+| `tb.cpp` + `tb_data.h` | a testbench: the test inputs, the expected outputs (the reference executor's), non-zero exit on a mismatch (int8: any bit; float and half: beyond the given tolerance) |
 | `predict.cpp` | `layerloom_predict(x, y, ddr_weights, ddr_params, batch)` for ctypes (backends/hls/project.py) |
 | `run_hls.tcl` | Vitis HLS: csim, csynth, cosim, export |
 | `project.json` | the ports (names, shapes, types, stream order) and the DDR layout, for project.py |
@@ -39,10 +39,13 @@ from compiler.quant import intmath as im
 from compiler.tensors import numpy_dtype
 from dialects import nn, qnn
 from dialects.dataflow import BufferOp, EngineOp, InvokeOp, KernelOp, ScheduleOp, StreamOp, TopOp, element_of
+from passes.lower_to_hls import transposed
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 C_TYPES: dict[np.dtype, str] = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int32): "int32_t",
-           np.dtype(np.float32): "float"}
+           np.dtype(np.float32): "float", np.dtype(np.float16): "layerloom::half"}
+# The data type of a layer, by the C type it computes in.
+DTYPE_OF_CTYPE = {"int8_t": "int8", "uint8_t": "int8", "float": "float", "layerloom::half": "half"}
 # The fields of layerloom::seml::Step in order (engine_seml.h's LAYERLOOM_SEML_STEP_FIELDS).
 STEP_FIELDS = (
     "kind", "in0", "in1", "out", "weights_offset", "params_offset",
@@ -75,7 +78,7 @@ def c_values(values: np.ndarray) -> str:
     if array.ndim == 2:
         return ",\n    ".join("{" + c_values(row) + "}" for row in array)
     flat = array.reshape(-1)
-    if flat.dtype == np.float32:
+    if flat.dtype in (np.float32, np.float16):  # half values as float literals: exact
         items = [c_float(v) for v in flat.tolist()]
     else:
         items = [str(v) for v in flat.astype(np.int64).tolist()]
@@ -124,14 +127,17 @@ def weight_of(op: Operation, index: int, store: WeightStore) -> np.ndarray:
 
 def weight_matrix(op: Operation, store: WeightStore) -> np.ndarray:
     """The weights as the library lays them out: one row per output (conv: the OIHW tensor
-    with each output's (c, i, j) flattened; dense: N x K)."""
+    with each output's (c, i, j) flattened; dense: N x K). A float Gemm's alpha is folded in."""
     w = weight_of(op, 1, store)
-    if w.dtype != np.int8:
-        raise UnsupportedError(f"the HLS backend takes int8 weights, got {w.dtype}", op_where(op))
-    if isinstance(op, qnn.Conv2dOp):
+    expected = (np.int8,) if isinstance(op, qnn.QNNOp) else (np.float32, np.float16)
+    if w.dtype not in expected:
+        raise UnsupportedError(f"the HLS backend takes {' or '.join(np.dtype(t).name for t in expected)} weights "
+                               f"here, got {w.dtype}", op_where(op))
+    if isinstance(op, nn.GemmOp) and float(op.alpha.value.data) != 1.0:
+        w = (w.astype(np.float64) * float(op.alpha.value.data)).astype(w.dtype)
+    if isinstance(op, qnn.Conv2dOp | nn.Conv2dOp):
         return w.reshape(w.shape[0], -1)
-    transposed = isinstance(op, qnn.GemmOp) and bool(op.trans_b.value.data)
-    return w if transposed else np.ascontiguousarray(w.T)
+    return w if transposed(op) else np.ascontiguousarray(w.T)
 
 
 def bias_of(op: qnn.ContractionOp, channels: int, store: WeightStore) -> np.ndarray:
@@ -139,6 +145,54 @@ def bias_of(op: qnn.ContractionOp, channels: int, store: WeightStore) -> np.ndar
     if bias is None:
         return np.zeros(channels, np.int32)
     return weight_of(op, list(op.operands).index(bias), store).astype(np.int32).reshape(channels)
+
+
+def float_bias_of(op: Operation, channels: int, dtype: np.dtype, store: WeightStore) -> np.ndarray:
+    """A float conv or dense layer's bias (a Gemm's C times beta), zeros without one."""
+    if isinstance(op, nn.Conv2dOp):
+        bias = op.bias
+    elif isinstance(op, nn.GemmOp):
+        bias = op.c
+    else:
+        bias = None
+    if bias is None:
+        return np.zeros(channels, dtype)
+    b = np.broadcast_to(weight_of(op, list(op.operands).index(bias), store).reshape(-1), (channels,))
+    if isinstance(op, nn.GemmOp) and float(op.beta.value.data) != 1.0:
+        b = b.astype(np.float64) * float(op.beta.value.data)
+    return np.ascontiguousarray(b).astype(dtype)
+
+
+def activation_data(ops: list[Operation], ctype: str) -> dict[str, object]:
+    """The float Activation stage (lo, hi, leaky, alpha as C++ initializers) of a layer's fused
+    activation (conv / gemm properties, or the activation op behind it) or of an activation
+    layer; the identity without one. Bounds are rounded to the layer's type first, so the
+    literal is exact."""
+    kind, lo, hi, alpha = "", None, None, 0.0
+    for op in ops:
+        if isinstance(op, nn.ReluOp):
+            kind, lo = "relu", 0.0
+        elif isinstance(op, nn.ClipOp):
+            kind, lo, hi = "clip", _float(op.min), _float(op.max)
+        elif isinstance(op, nn.LeakyReluOp):
+            kind, alpha = "leaky_relu", float(op.alpha.value.data)
+        elif isinstance(op, nn.Conv2dOp | nn.GemmOp) and op.activation is not None:
+            kind = op.activation.data
+            lo = 0.0 if kind == "relu" else _float(op.act_min) if kind == "clip" else None
+            hi = _float(op.act_max) if kind == "clip" else None
+            alpha = _float(op.act_alpha) or 0.0 if kind == "leaky_relu" else 0.0
+
+    def literal(value: float | None, unbounded: str) -> str:
+        if value is None:
+            return f"{unbounded}layerloom::infinity<{ctype}>()"
+        return c_float(float(np.float16(value)) if ctype == "layerloom::half" else value)
+
+    return {"lo": literal(lo, "-"), "hi": literal(hi, ""), "leaky": "true" if kind == "leaky_relu" else "false",
+            "alpha": literal(alpha, "")}
+
+
+def _float(attr: object) -> float | None:
+    return None if attr is None else float(attr.value.data)  # type: ignore[attr-defined]
 
 
 def op_where(op: Operation) -> str:
@@ -162,6 +216,8 @@ class Kernel:
     outs: list[str]
     in_type: str
     out_type: str
+    dtype: str = "int8"  # what the layer computes in: int8, float or half (layerloom's stages differ)
+    float_stage: str = ""  # float and half layers: activation, add, average or copy (numeric.h)
     zx: int = 0
     zw: int = 0
     stage: dict[str, object] | None = None
@@ -223,14 +279,38 @@ class Emitter:
         k = Kernel(name, op.template.data, op.template_params, op.pe_count, [self.name(v) for v in op.inputs],
                    [self.name(v) for v in op.outputs], ctype_of(element_of(op.inputs[0])),
                    ctype_of(element_of(op.outputs[0])))
+        k.dtype = DTYPE_OF_CTYPE.get(k.in_type, "int8")
         layer = op.layer_op
         if layer is not None:
-            self.describe(k, layer)
+            k.window = k.template in ("conv2d", "conv2d_im2row", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+            if isinstance(layer, qnn.QNNOp) or k.dtype == "int8":
+                self.describe(k, layer)
+            else:
+                self.describe_float(k, op.computing_ops)
         return k
 
+    def describe_float(self, k: Kernel, ops: list[Operation]) -> None:
+        """The stage and weights of a float or half kernel: an Activation after a contraction
+        or on its own, Average for average pooling, FloatAdd, Copy for concat operands."""
+        layer = ops[0]
+        if isinstance(layer, nn.Conv2dOp | nn.GemmOp | nn.MatMulOp):
+            w = weight_matrix(layer, self.store)
+            self.arrays.append(CArray(k.in_type, f"{k.name}_w", w))
+            self.arrays.append(CArray(k.in_type, f"{k.name}_b", float_bias_of(layer, w.shape[0], w.dtype, self.store)))
+            k.float_stage, k.stage = "activation", activation_data(ops, k.in_type)
+        elif isinstance(layer, nn.ReluOp | nn.ClipOp | nn.LeakyReluOp):
+            k.float_stage, k.stage = "activation", activation_data(ops, k.in_type)
+        elif isinstance(layer, nn.AddOp):
+            k.float_stage, k.stage = "add", activation_data(ops, k.in_type)
+        elif isinstance(layer, nn.PoolOp | nn.GlobalPoolOp):
+            k.float_stage = "average" if layer.kind.data == "avg" else ""
+        elif isinstance(layer, nn.ConcatOp):
+            k.float_stage = "copy"
+        else:
+            raise UnsupportedError(f"{layer.name} has no {k.dtype} HLS template", op_where(layer))
+
     def describe(self, k: Kernel, layer: Operation) -> None:
-        """The stage, zero points and weights of a pipeline kernel's layer."""
-        k.window = k.template in ("conv2d", "conv2d_im2row", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
+        """The stage, zero points and weights of an int8 pipeline kernel's layer."""
         if isinstance(layer, qnn.QuantizeOp):
             q = layer.result_quantization()
             assert q is not None
@@ -380,12 +460,14 @@ def emit_project(
     *,
     test_inputs: np.ndarray | None = None,
     test_outputs: np.ndarray | None = None,
+    test_tolerance: np.ndarray | None = None,
     target: Target | None = None,
     source: str = "",
 ) -> list[Path]:
     """Write the HLS project of the module's `dataflow.top` into `out` (created if needed);
-    the testbench checks `test_inputs` (a batch, NCHW) against `test_outputs`. Returns the
-    files written."""
+    the testbench checks `test_inputs` (a batch, NCHW) against `test_outputs`: bit for bit,
+    or within `test_tolerance` (absolute, per output value; float and half accelerators).
+    Returns the files written."""
     top = find_top(module)
     emitter = Emitter(top, store)
     ops = list(top.body.block.ops)
@@ -423,7 +505,9 @@ def emit_project(
     tests = None
     if test_inputs is not None and test_outputs is not None:
         tests = {"batch": int(test_inputs.shape[0]), "inputs": c_values(hwc(test_inputs).astype(_np(input_port)).reshape(-1)),
-                 "outputs": c_values(hwc(test_outputs).astype(_np(output_port)).reshape(-1))}
+                 "outputs": c_values(hwc(test_outputs).astype(_np(output_port)).reshape(-1)),
+                 "tolerance": None if test_tolerance is None else c_values(
+                     hwc(np.broadcast_to(test_tolerance, test_outputs.shape)).astype(np.float32).reshape(-1))}
     context["tests"] = tests
     folder = Path(out)
     (folder / "include" / "layerloom").mkdir(parents=True, exist_ok=True)
@@ -450,7 +534,7 @@ def emit_project(
     for header in sorted((INCLUDE_DIR / "layerloom").glob("*.h")):
         write(f"include/layerloom/{header.name}", header.read_text())
     manifest = {
-        "top": "top", "arch": top.arch.data,
+        "top": "top", "arch": top.arch.data, "dtype": dtype_of_top(kernels),
         "input": vars(input_port), "output": vars(output_port), "ddr": ddr,
         "testbench": tests is not None,
     }
@@ -460,6 +544,13 @@ def emit_project(
 
         write("report.json", json.dumps(estimate(top, target), indent=2) + "\n")
     return written
+
+
+def dtype_of_top(kernels: list[Kernel]) -> str:
+    """The accelerator's data type: that of its computing kernels (int8 also for the float
+    boundary kernels of a quantized program)."""
+    types = {k.dtype for k in kernels if k.template not in ("convert", "quantize", "dequantize")}
+    return "int8" if "int8" in types or not types else types.pop()
 
 
 def _np(port: Port) -> np.dtype:

@@ -100,4 +100,5 @@ def from_stream(y: np.ndarray, shape: list[int]) -> np.ndarray:
 
 
 def _numpy_type(ctype: str) -> type:
-    return {"int8_t": np.int8, "uint8_t": np.uint8, "int32_t": np.int32, "float": np.float32}[ctype]
+    return {"int8_t": np.int8, "uint8_t": np.uint8, "int32_t": np.int32, "float": np.float32,
+            "layerloom::half": np.float16}[ctype]

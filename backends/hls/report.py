@@ -2,8 +2,11 @@
 
 Simple formulas, no synthesis (docs/hls.md, "The report"):
 
-- **Latency**: the loop trip counts of each template at II=1 (the cycle column of
-  docs/hls.md; the reused engines': engine_seml.h). The processes of the DATAFLOW region
+- **Latency**: the loop trip counts of each template (the cycle column of docs/hls.md; the
+  reused engines': engine_seml.h), at II=1 except where an accumulation carries a
+  dependency: a float or half accumulator whose add takes L cycles makes its reduction loop
+  wait L cycles per iteration (II = L; the templates do not interleave partial sums, see
+  NUMERICS). The processes of the DATAFLOW region
   work concurrently on successive images, so the **period** is the slowest process
   (the schedule of the reused engines counts as one process: the sum of its steps) and
   `throughput_fps = clock / period`; `latency_cycles` (one image) is bounded by the sum.
@@ -11,12 +14,13 @@ Simple formulas, no synthesis (docs/hls.md, "The report"):
   PE weights: the shared-operand packing of Xilinx WP486), so a contraction with PE MACs
   takes ceil(PE / 2). Each requantization datapath adds 4 DSPs for the `fixed` scheme (a
   32 x 32-bit multiply on 27 x 18-bit multipliers), 2 for a `pow2` one with multipliers
-  (average pooling, add), 0 for a pure shift.
+  (average pooling, add), 0 for a pure shift. A float or half MAC lane takes a multiplier
+  and an adder core (NUMERICS), a leaky slope a multiplier, a float add an adder.
 - **BRAM**: every on-chip array (line buffers, weights, biases, FIFOs, double buffers,
   slots) is split into its partition banks; a bank of more than 1 Kb takes
   ceil(bits / 36 Kb) BRAM36 blocks, a smaller one goes to LUTs.
-- **LUT**: an order of magnitude: 200 per kernel (control), 40 per MAC lane (the int32
-  accumulator add), 20 per other lane, 150 per `fixed` / 80 per `pow2` output stage, and
+- **LUT**: an order of magnitude: 200 per kernel (control), 40 per int8 MAC lane (the int32
+  accumulator add; float and half lanes: NUMERICS), 20 per other lane, 150 per `fixed` / 80 per `pow2` output stage, and
   the small arrays as LUTRAM (64 bits per LUT) and FIFOs as shift registers (32 deep per LUT).
 
 The available resources come from the target: DSPs = its PE budget (one PE is one DSP48E2
@@ -29,6 +33,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import SSAValue
 
 from compiler.hw.model import Target
@@ -40,12 +46,42 @@ BRAM_BITS = 36 * 1024
 LUTRAM_MAX_BITS = 1024
 MACS_PER_DSP = 2
 REQUANT_DSP = {"fixed": 4, "pow2": 2}
-LUT_KERNEL, LUT_MAC_LANE, LUT_LANE = 200, 40, 20
+LUT_KERNEL, LUT_MAC_LANE, LUT_LANE = 200, 40, 20  # LUT_MAC_LANE: int8 (the reused engines')
 LUT_STAGE = {"fixed": 150, "pow2": 80}
 LUTRAM_BITS_PER_LUT, SRL_DEPTH_PER_LUT = 64, 32
 # CLB LUTs of the bundled targets' parts (Zynq UltraScale+ and Versal product selection guides).
 PART_LUTS = {"xczu9eg": 274080, "xczu7ev": 230400, "xczu3eg": 70560, "xcvc1902": 899840}
 CONTRACTIONS = ("conv2d", "conv2d_im2row", "depthwise_conv2d", "pointwise_conv2d", "dense")
+ELEMENT_DTYPES = {np.dtype(np.float32): "float", np.dtype(np.float16): "half"}  # others: int8
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """What a layer costs in one data type. The float and half figures are assumptions: Vitis
+    HLS's floating-point cores on UltraScale+ near 300 MHz (fmul on 3 DSPs, fadd on 2, a
+    4-cycle fadd; hmul on 1 DSP, hadd on 2, a 3-cycle hadd); csynth's report has the real
+    ones for a given clock."""
+
+    weight_bits: int
+    bias_bits: int
+    mac_dsp: float  # DSP48E2 per MAC lane (int8: two lanes share one, WP486)
+    mac_lut: int  # LUTs per MAC lane
+    add_latency: int  # cycles of the accumulator's add: the II a reduction loop reaches
+    add_dsp: int  # a float add (FloatAdd) / multiply (a leaky slope) in the output stage
+    mul_dsp: int
+
+
+NUMERICS = {
+    "int8": Numerics(weight_bits=8, bias_bits=32, mac_dsp=0.5, mac_lut=40, add_latency=1, add_dsp=0, mul_dsp=0),
+    "float": Numerics(weight_bits=32, bias_bits=32, mac_dsp=5, mac_lut=400, add_latency=4, add_dsp=2, mul_dsp=3),
+    "half": Numerics(weight_bits=16, bias_bits=16, mac_dsp=3, mac_lut=200, add_latency=3, add_dsp=2, mul_dsp=1),
+}
+LUT_FLOAT_STAGE, LUT_FLOAT_DIVIDE = 100, 800  # a float activation (compare, select); average pooling's divider
+
+
+def dtype_of(value: SSAValue) -> str:
+    """The data type a kernel computes in, from its input stream: float, half or int8."""
+    return ELEMENT_DTYPES.get(numpy_dtype(element_of(value)), "int8")
 WINDOWED = ("conv2d", "conv2d_im2row", "depthwise_conv2d", "max_pool2d", "avg_pool2d")
 
 
@@ -119,7 +155,9 @@ def stage_dsp(layer: object, scheme: str) -> int:
 def kernel_estimate(op: KernelOp, scheme: str) -> Estimate:
     p, pe, template = op.template_params, op.pe_count, op.template.data
     name = op.layer.data if op.layer is not None else template
-    e = Estimate(name, template, pe, kernel_cycles(template, p, pe))
+    dtype = dtype_of(op.inputs[0])
+    numerics = NUMERICS[dtype]
+    e = Estimate(name, template, pe, kernel_cycles(template, p, pe, numerics.add_latency))
     layer = op.layer_op
     if layer is not None:
         e.layers.append(name)
@@ -130,19 +168,34 @@ def kernel_estimate(op: KernelOp, scheme: str) -> Estimate:
         e.add_array(rows * wx * p["C"] * bits_of(op.inputs[0]), banks)
     if template in CONTRACTIONS:
         m, k = contraction_shape(template, p)
-        e.dsp += math.ceil(pe / MACS_PER_DSP)
-        e.add_array(m * k * 8, pe)
-        e.add_array(m * 32, pe)
-        e.add_array(k * 8)  # gemm_rows' row buffer (and im2row's)
-        e.lut += pe * LUT_MAC_LANE
+        e.dsp += math.ceil(pe * numerics.mac_dsp)
+        e.add_array(m * k * numerics.weight_bits, pe)
+        e.add_array(m * numerics.bias_bits, pe)
+        e.add_array(k * bits_of(op.inputs[0]))  # gemm_rows' row buffer (and im2row's)
+        e.lut += pe * numerics.mac_lut
     elif template in ("max_pool2d", "avg_pool2d"):
         e.lut += pe * LUT_LANE
     elif template in ("global_max_pool", "global_avg_pool"):
         e.add_array(p["C"] * 32)
-    if layer is not None:
+    if isinstance(layer, qnn.QNNOp) or (layer is not None and dtype == "int8"):
         e.dsp += stage_dsp(layer, scheme)
         e.lut += LUT_STAGE.get(scheme, 0) * requantizations(layer)
+    elif layer is not None:
+        float_stage_cost(e, op, numerics)
     return e
+
+
+def float_stage_cost(e: Estimate, op: KernelOp, numerics: Numerics) -> None:
+    """The output stage of a float or half kernel: a multiplier for a leaky slope, an adder
+    for an add, a divider for average pooling, compare-and-select for the clamp."""
+    ops = op.computing_ops
+    leaky = any(o.name == "nn.leaky_relu" or o.properties.get("activation") == StringAttr("leaky_relu") for o in ops)
+    e.dsp += numerics.mul_dsp if leaky else 0
+    if op.template.data == "add":
+        e.dsp += numerics.add_dsp
+    if op.template.data in ("avg_pool2d", "global_avg_pool"):
+        e.lut += LUT_FLOAT_DIVIDE
+    e.lut += LUT_FLOAT_STAGE
 
 
 def contraction_shape(template: str, p: dict[str, int]) -> tuple[int, int]:
@@ -155,23 +208,29 @@ def contraction_shape(template: str, p: dict[str, int]) -> tuple[int, int]:
     return p["M"], p["C"] // p.get("G", 1) * p["KH"] * p["KW"]
 
 
-def kernel_cycles(template: str, p: dict[str, int], pe: int) -> int:
-    """Cycles of one image through a template (II=1 loop trip counts)."""
+def kernel_cycles(template: str, p: dict[str, int], pe: int, add_latency: int = 1) -> int:
+    """Cycles of one image through a template: loop trip counts, each reduction loop at the
+    II its accumulator allows (`add_latency`: 1 for int8, the adder's latency for float and
+    half, whose accumulation depends on the previous iteration's sum)."""
+    ii = add_latency
     if template in ("conv2d", "conv2d_im2row", "depthwise_conv2d", "max_pool2d", "avg_pool2d"):
         oh, ow, hx, wx = window_extents(p)
         fill = hx * wx * p["C"]
         if template in ("max_pool2d", "avg_pool2d"):
-            return fill + oh * ow * (p["C"] // pe) * (p["KH"] * p["KW"] + pe)
+            taps = p["KH"] * p["KW"] * (ii if template == "avg_pool2d" else 1)  # a max compares in one cycle
+            return fill + oh * ow * (p["C"] // pe) * (taps + pe)
         m, k = contraction_shape(template, p)
         if template == "conv2d_im2row":  # im2row overlaps the GEMM: the GEMM's rows dominate
-            return max(fill + oh * ow * k, oh * ow * (k + k * m // pe + m))
-        return fill + oh * ow * (m // pe) * (k + pe)
+            return max(fill + oh * ow * k, oh * ow * (k + k * ii * m // pe + m))
+        return fill + oh * ow * (m // pe) * (k * ii + pe)
     if template == "pointwise_conv2d":
-        return p["H"] * p["W"] * (p["C"] + p["C"] * p["M"] // pe + p["M"])
+        return p["H"] * p["W"] * (p["C"] + p["C"] * ii * p["M"] // pe + p["M"])
     if template == "dense":
-        return p["K"] + p["K"] * p["N"] // pe + p["N"]
-    if template in ("global_max_pool", "global_avg_pool"):
+        return p["K"] + p["K"] * ii * p["N"] // pe + p["N"]
+    if template == "global_max_pool":
         return p["H"] * p["W"] * p["C"] + p["C"]
+    if template == "global_avg_pool":  # channel c's sum recurs every C iterations
+        return p["H"] * p["W"] * p["C"] * math.ceil(ii / p["C"]) + p["C"]
     if template == "concat_channels":
         return p["PIXELS"] * (p["CA"] + p["CB"])
     return p["N"]  # element-wise kernels and adapters: one value per cycle
@@ -250,8 +309,9 @@ def estimate(top: TopOp, target: Target) -> dict[str, object]:
         "part": target.part,
         "clock_mhz": target.clock / 1e6,
         "formulas": "backends/hls/report.py (docs/hls.md): DSP = ceil(PE / 2) per int8 contraction (2 MACs per "
-                    "DSP48E2) + 4 per fixed requantization; BRAM = ceil(bits / 36 Kb) per bank over 1 Kb; "
-                    "latency = loop trip counts at II=1",
+                    "DSP48E2) + 4 per fixed requantization, PE x 5 (float) or x 3 (half); BRAM = ceil(bits / 36 Kb) "
+                    "per bank over 1 Kb; latency = loop trip counts at II=1, reductions of float (half) accumulators "
+                    "at II=4 (3), the adder's latency",
         "engines": [e.as_dict() for e in engines],
         "memories": memories.as_dict(),
         "total": totals,

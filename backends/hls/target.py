@@ -1,14 +1,17 @@
 """The driver's `hls` target and runner (registered in compiler/cli.py's registries).
 
     layerloom compile model.onnx --target hls --hw zcu102 --arch sesl --calib data.npz -o OUT/
+    layerloom compile model.onnx --target hls --dtype half -o OUT/    # float or half: no quantization
     layerloom run OUT/ --input x.npz --output y.npz                  # C simulation (g++, cached in OUT/csim/)
-    layerloom run OUT/ --input x.npz --output y.npz --with reference  # the quantized IR in OUT/model.mlir
+    layerloom run OUT/ --input x.npz --output y.npz --with reference  # the program in OUT/model.mlir
 
-`compile` runs the target's pipeline (ending in `quantize`, calibrated on --calib), keeps the
-quantized program as OUT/model.mlir, maps it with `assign-engines{arch hw}`, lowers it with
-`lower-to-hls`, and writes the HLS project into OUT/ (backends/hls/emit.py): the top
-function, weights, schedule and DDR image, a testbench checking the first calibration
-samples against the reference executor, run_hls.tcl, report.json, and the lowered IR as
+`compile` runs the target's pipeline (int8: ending in `quantize`, calibrated on --calib; float
+and half: without it), keeps the program as OUT/model.mlir, maps it with
+`assign-engines{arch hw}`, lowers it with `lower-to-hls{dtype}`, and writes the HLS project
+into OUT/ (backends/hls/emit.py): the top function, weights, schedule and DDR image, a
+testbench checking the first calibration samples (else seeded random ones) against the
+reference executor (int8: bit for bit; float and half: within the probabilistic error bound
+of backends/hls/error_bound.py), run_hls.tcl, report.json, and the lowered IR as
 dataflow.mlir. Heavy modules are imported inside the functions, so `layerloom --help` stays quick.
 """
 
@@ -27,8 +30,10 @@ if TYPE_CHECKING:
     from compiler.program import Program
 
 ARCHS = ("sesl", "seml", "hybrid")
+DTYPES = ("int8", "float", "half")
 DEFAULT_HW = "zcu102"
-PIPELINE = "canonicalize,fold-batchnorm,fuse-activation,quantize"
+FLOAT_PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
+PIPELINE = f"{FLOAT_PIPELINE},quantize"
 TESTBENCH_IMAGES = 2
 DATAFLOW_FILE = "dataflow.mlir"
 
@@ -45,11 +50,18 @@ def configure(group: argparse._ArgumentGroup) -> None:
     add_flag(group, "--hw", metavar="TARGET", help=f"hardware description: a bundled name or a .hw file (default: {DEFAULT_HW})")
     add_flag(group, "--arch", choices=ARCHS, default="sesl",
              help="hls: engine architecture: a pipeline of per-layer engines (sesl), reused engines (seml), or both (hybrid)")
+    add_flag(group, "--dtype", choices=DTYPES, default="int8",
+             help="hls: data type: int8 (quantized with --calib, bit-exact), float or half (sesl; no quantization)")
+
+
+def pipeline_for(args: argparse.Namespace) -> str:
+    """The default pipeline: quantize for int8, not for float and half."""
+    return PIPELINE if (getattr(args, "dtype", None) or "int8") == "int8" else FLOAT_PIPELINE
 
 
 def testbench_data(program: Program, calib: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The testbench's images (the first calibration samples, else seeded random ones) and
-    the reference executor's outputs for them."""
+    the reference executor's outputs for them (computed one image at a time: the batch is 1)."""
     import numpy as np
 
     from backends.reference import execute
@@ -72,23 +84,33 @@ def build(program: Program, folder: Path, args: argparse.Namespace) -> dict[str,
     from compiler.program import print_module
     from dialects import qnn
 
-    if not any(isinstance(op, qnn.QNNOp) for op in program.module.walk()):
-        raise LayerloomError("the hls target builds int8 accelerators: quantize the model (give --calib FILE)", "--target hls")
+    dtype = getattr(args, "dtype", None) or "int8"
+    quantized = any(isinstance(op, qnn.QNNOp) for op in program.module.walk())
+    if dtype == "int8" and not quantized:
+        raise LayerloomError("the hls target builds int8 accelerators from a quantized model: give --calib FILE "
+                             "(or --dtype float / half)", "--target hls")
+    if dtype != "int8" and quantized:
+        raise LayerloomError(f"--dtype {dtype} builds the float model: leave quantize out of --pipeline", "--target hls")
     hw_name = getattr(args, "hw", None) or DEFAULT_HW
     hw = load_target(hw_name)
     arch = getattr(args, "arch", None) or "sesl"
     x, y = testbench_data(program, getattr(args, "calib", None))
+    tolerance = None
+    if dtype != "int8":
+        from backends.hls.error_bound import error_bound
+
+        tolerance = error_bound(program, x, dtype, probabilistic=True)
     lowered = program.clone()
-    run_pipeline(lowered, f'assign-engines{{arch={arch} hw="{hw_name}"}},lower-to-hls')
+    run_pipeline(lowered, f'assign-engines{{arch={arch} hw="{hw_name}"}},lower-to-hls{{dtype={dtype}}}')
     (folder / DATAFLOW_FILE).write_text(print_module(lowered.module))
-    emit_project(lowered.module, lowered.weights, folder, test_inputs=x, test_outputs=y, target=hw,
-                 source=Path(getattr(args, "model", "")).name)
+    emit_project(lowered.module, lowered.weights, folder, test_inputs=x, test_outputs=y, test_tolerance=tolerance,
+                 target=hw, source=Path(getattr(args, "model", "")).name)
     import json
 
     report = json.loads((folder / "report.json").read_text())
-    print(f"hls: {arch} accelerator for {hw.name}: {report['total']['dsp']} DSP, {report['total']['bram']} BRAM, "
+    print(f"hls: {arch} {dtype} accelerator for {hw.name}: {report['total']['dsp']} DSP, {report['total']['bram']} BRAM, "
           f"{report['total']['lut']} LUT (estimates), {report['throughput_fps']:.1f} images/s at {hw.clock / 1e6:g} MHz")
-    return {"hls": {"arch": arch, "hw": hw.name, "report": "report.json", "dataflow": DATAFLOW_FILE,
+    return {"hls": {"arch": arch, "dtype": dtype, "hw": hw.name, "report": "report.json", "dataflow": DATAFLOW_FILE,
                     "throughput_fps": report["throughput_fps"]}}
 
 
@@ -101,6 +123,6 @@ def run_csim(folder: Path, program: Program, inputs: dict[str, np.ndarray]) -> d
     return {program.output_names[0]: project.predict(inputs[name])}
 
 
-register_target(Target("hls", "a dataflow accelerator in HLS C++ (int8; needs --calib), run in C simulation",
-                       PIPELINE, "hls", configure, build))
+register_target(Target("hls", "a dataflow accelerator in HLS C++ (int8 with --calib, float, half), run in C simulation",
+                       PIPELINE, "hls", configure, build, pipeline_for=pipeline_for))
 register_runner("hls", run_csim)

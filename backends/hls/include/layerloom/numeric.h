@@ -5,7 +5,7 @@
 // They touch values only through the traits below and through a "stage", the object that
 // turns an accumulator into an output value:
 //   - integer layers: OutputStage / AddStage / Rescale / Lookup of quant.h;
-//   - float and half layers: Activation / Average / FloatAdd below.
+//   - float and half layers: Activation / Average / FloatAdd / Copy / Convert below.
 // A stage names its result type `out_t` and has `apply(...)`.
 #pragma once
 
@@ -108,6 +108,15 @@ struct Copy {
     using out_t = T;
 
     T apply(T value) const { return value; }
+};
+
+// A type conversion (the ports of a half accelerator: float to half, rounding to nearest
+// even, and half to float, exact).
+template <class In, class Out>
+struct Convert {
+    using out_t = Out;
+
+    Out apply(In value) const { return Out(value); }
 };
 
 // (x - z) in the accumulator type: the integer layers' centred operand, x itself for floats
