@@ -68,16 +68,24 @@ from dialects.nn import i64attr, int_list, ints, shape_of
 # ---------------------------------------------------------------------------------------
 
 
+_ATTRS: dict[tuple[int, Value], Attribute] = {}  # building an attribute is slow; a program repeats most operands
+
+
 def field_attr(f: Field, value: Value) -> Attribute:
     """A field value as a property: i64 for numbers, the name for a choice, queue names
     joined by '|' for a queue set."""
-    if isinstance(f, QueueSet | Choice):
-        return StringAttr(f.format(value))
-    assert isinstance(value, int)
-    return i64attr(value)
+    key = (id(f), value)  # fields are the ISA table's: they live as long as the process
+    attr = _ATTRS.get(key)
+    if attr is None:
+        if isinstance(f, QueueSet | Choice):
+            attr = StringAttr(f.format(value))
+        else:
+            assert isinstance(value, int)
+            attr = i64attr(value)
+        _ATTRS[key] = attr
+    return attr
 
 
-@functools.lru_cache(maxsize=65536)  # a program repeats most of its operands
 def field_value(f: Field, attr: Attribute) -> Value:
     """The inverse of `field_attr` (unchecked: `Field.check` does that)."""
     if isinstance(f, QueueSet):
@@ -88,6 +96,13 @@ def field_value(f: Field, attr: Attribute) -> Value:
     if isinstance(attr, IntegerAttr):
         return int(attr.value.data)
     raise FieldError(f"{f.name} takes a number, not {attr}")
+
+
+def checked_value(f: Field, attr: Attribute) -> Value:
+    """`field_value`, checked against the field's range or choices (FieldError)."""
+    value = field_value(f, attr)
+    f.check(value)
+    return value
 
 
 class InstructionOp(IRDLOperation):
@@ -109,10 +124,14 @@ class InstructionOp(IRDLOperation):
 
     def instruction(self) -> Instruction:
         """The checked instruction (LayerloomError naming the bad field)."""
+        spec = self.SPEC
         try:
-            return self.SPEC.build(self.values())
+            values = {name: checked_value(spec.by_name[name], a) for name, a in self.properties.items()}
+            if not _required(spec) <= values.keys():
+                spec.build(values)  # raises, naming the missing fields
         except FieldError as e:
             raise LayerloomError(str(e), self.name) from None
+        return Instruction(spec.mnemonic, _defaults(spec) | values)
 
     def verified_instruction(self) -> Instruction:
         """The instruction of an op that verified (no checks: a program's thousands of
@@ -171,6 +190,11 @@ class InstructionOp(IRDLOperation):
 @functools.cache
 def _defaults(spec: Opcode) -> dict[str, Value]:
     return {f.name: f.default for f in spec.fields if f.default is not None}
+
+
+@functools.cache
+def _required(spec: Opcode) -> frozenset[str]:
+    return frozenset(spec.required)
 
 
 def _instruction_op(spec: Opcode) -> type[InstructionOp]:
@@ -321,8 +345,8 @@ class ProgramOp(IRDLOperation):
         names = [op.layer_name.data for op in ops[:-1] if isinstance(op, LayerOp)]
         self.check(len(set(names)) == len(names), "layer names must be unique")
         self.input_maps(), self.output_maps()
-        try:
-            tokens(self.instructions(checked=True)[0])
+        try:  # each instruction op checks its own fields
+            tokens(self.instructions()[0])
         except LayerloomError as e:
             self.check(False, e.message)
 
