@@ -366,3 +366,33 @@ def test_random_models_bit_exact_in_every_mapping(model: tuple[Net, str], arch: 
     with tempfile.TemporaryDirectory() as folder:
         emit_project(program.module, program.weights, folder, test_inputs=x, test_outputs=y)
         assert np.array_equal(HlsProject(folder).predict(x), y)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=random_models(), arch=st.sampled_from(ARCHS), dtype=st.sampled_from(["int8", "int8", "float", "half"]),
+       pes=st.lists(st.integers(1, 16), min_size=2, max_size=2, unique=True).map(sorted), split=st.integers(0, 4))
+def test_estimates_more_pes_are_never_slower_nor_cheaper(model: tuple[Net, str], arch: str, dtype: str,
+                                                         pes: list[int], split: int) -> None:
+    """The report's monotonicity over random small models: the same mapping with more PEs per
+    engine has no longer period or latency, and no fewer DSPs or LUTs (int8 in every
+    architecture, float and half on the pipeline)."""
+    from compiler import quantize
+
+    net, out = model
+    program = net.program(out)
+    if dtype == "int8":
+        calibration = np.random.default_rng(0).normal(size=(8, *net.input_shape[1:])).astype(np.float32)
+        program = quantize(program, [{"x": calibration}])
+    else:
+        arch = "sesl"
+    layers = sum(1 for op in program.module.walk() if op.name.startswith("qnn.")) - 2
+    reports = []
+    for count in pes:
+        lowered = program.clone()
+        run_pipeline(lowered, f"lower-to-hls{{arch={arch} dtype={dtype} pes={count} split={max(0, min(split, layers))}}}")
+        reports.append(estimate(find_top(lowered.module), ZCU102))
+    fewer, more = reports
+    assert more["period_cycles"] <= fewer["period_cycles"]
+    assert more["latency_cycles"] <= fewer["latency_cycles"]
+    assert more["total"]["dsp"] >= fewer["total"]["dsp"]
+    assert more["total"]["lut"] >= fewer["total"]["lut"]
