@@ -643,8 +643,8 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         return np.take(table, index)
 
     a_bytes, b_bytes = a.view(np.uint8), b.view(np.uint8)
-    if a.shape != b.shape:  # broadcasting: in one piece
-        return [add(a_bytes, b_bytes)]
+    if a.shape != b.shape:  # broadcasting: in one piece (the index takes the broadcast shape)
+        return [add(*np.broadcast_arrays(a_bytes, b_bytes))]
     return [staged_flat([a_bytes, b_bytes], add, dtype)]
 
 
