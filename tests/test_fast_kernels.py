@@ -138,7 +138,8 @@ def test_in_parallel_covers_the_range_once(size: int, grain: int, parts: int) ->
 def test_in_parallel_runs_nested_calls_in_place_and_raises() -> None:
     inner: list[int] = []
     in_parallel(lambda part: in_parallel(lambda p: inner.append(p.stop - p.start), 9), 3)
-    assert sorted(inner) == [3, 3, 3, 9, 9]  # the caller's part splits again; the pool's parts do not
+    # Parts the caller takes split again; parts on the pool's threads run whole (never waiting for the pool).
+    assert sum(inner) == 27 and set(inner) <= {3, 9}
 
     def fail(part: slice) -> None:
         if part.start > 0:

@@ -13,6 +13,7 @@ pool) are vectorised NumPy: im2col from a strided view plus one BLAS GEMM per gr
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
@@ -109,23 +110,32 @@ _IN_POOL = threading.local()  # set on the pool's threads: a part never waits fo
 
 def in_parallel(work: Callable[[slice], object], size: int, grain: int = 1) -> None:
     """`work(part)` for consecutive parts covering range(size), one per thread and each at
-    least `grain` long; the calling thread runs the first part. NumPy and BLAS release the GIL."""
+    least `grain` long. NumPy and BLAS release the GIL. The calling thread works too, taking
+    parts until none is left, and waits only for parts a pool thread has begun: when another
+    process holds the other core, the caller does the work instead of waiting its turn."""
     parts = min(THREADS, size // max(grain, 1))
     if parts < 2 or _POOL is None or getattr(_IN_POOL, "active", False):
         work(slice(0, size))
         return
     bounds = [size * i // parts for i in range(parts + 1)]
-    futures = [_POOL.submit(_pool_part, work, slice(a, b)) for a, b in zip(bounds[1:-1], bounds[2:], strict=True)]
+    claims = itertools.count()  # next() on it is atomic under the GIL
+
+    def take_parts() -> None:
+        while (i := next(claims)) < parts:
+            work(slice(bounds[i], bounds[i + 1]))
+
+    helpers = [_POOL.submit(_pool_part, take_parts) for _ in range(parts - 1)]
     try:
-        work(slice(bounds[0], bounds[1]))
+        take_parts()
     finally:
-        for future in futures:
-            future.result()
+        for helper in helpers:
+            if not helper.cancel():  # it has begun: wait for its part
+                helper.result()
 
 
-def _pool_part(work: Callable[[slice], object], part: slice) -> None:
+def _pool_part(work: Callable[[], object]) -> None:
     _IN_POOL.active = True
-    work(part)
+    work()
 
 
 _BLAS: list[object] = []  # threadpoolctl's controller of the loaded BLAS libraries, made once
@@ -443,7 +453,8 @@ def pad_nhwc(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Seque
     xp = np.empty((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
     for border in (xp[:, :top], xp[:, top + h :], xp[:, top : top + h, :left], xp[:, top : top + h, left + w :]):
         border.fill(fill)
-    xp[:, top : top + h, left : left + w] = x.transpose(0, 2, 3, 1)
+    inside, rows = xp[:, top : top + h, left : left + w], x.transpose(0, 2, 3, 1)
+    in_parallel(lambda part: np.copyto(inside[:, part], rows[:, part]), h, MIN_ELEMENTS_PER_PART // (n * w * c) + 1)
     return xp
 
 
@@ -533,9 +544,12 @@ def _dense(
     n, c, _, _ = x.shape
     m, _, kh, kw = w.shape
     oh, ow = out_hw
+    matrix = None  # the GEMM's left operand when it needs no copy
     if kh == kw == 1 and not any(pads):
         x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
         taps = x.transpose(0, 2, 3, 1)[:, :, :, None, None, :]  # (N, OH, OW, 1, 1, C): no copy
+        if x.transpose(0, 2, 3, 1).flags.c_contiguous:  # channels-last memory, stride 1
+            matrix = x.transpose(0, 2, 3, 1).reshape(n * oh * ow, c)
     else:
         taps = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)  # (N, OH, OW, KH, KW, C)
     # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
@@ -550,7 +564,11 @@ def _dense(
 
             in_parallel(rows_part, oh, -(-MIN_PIXELS_PER_PART // ow))
         return y
-    cols = taps.reshape(n * oh * ow, -1)  # small: one copy, then the GEMM by output channels
+    cols = matrix
+    if cols is None:  # im2col by rows, then the GEMM by output channels
+        cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+        windows = cols.reshape(taps.shape)
+        in_parallel(lambda rows: np.copyto(windows[:, rows], taps[:, rows]), oh)
     out = y.reshape(-1, m)
 
     def channels_part(part: slice) -> None:
@@ -688,11 +706,15 @@ def winograd_conv3x3(
     # each operand of the input transform below is then made of whole rows of memory.
     xp = np.zeros((n, 2 * th + 2, 2, tw + 1, c), dtype=x.dtype)
     rows = x.transpose(0, 2, 3, 1)
-    for parity in (0, 1):
-        first = (parity - left) % 2  # the first input column that lands on this parity
-        columns = rows[:, :, first::2]
-        start = (first + left) // 2
-        xp[:, top : top + h, parity, start : start + columns.shape[2]] = columns
+
+    def split_columns(part: slice) -> None:
+        for parity in (0, 1):
+            first = (parity - left) % 2  # the first input column that lands on this parity
+            columns = rows[:, part, first::2]
+            start = (first + left) // 2
+            xp[:, top + part.start : top + part.stop, parity, start : start + columns.shape[2]] = columns
+
+    in_parallel(split_columns, h, MIN_ELEMENTS_PER_PART // (n * x.shape[3] * c) + 1)
     tiles = np.empty((4, 4, n, th, tw, c), dtype=x.dtype)
     grain = MIN_ELEMENTS_PER_PART // (16 * n * tw * max(c, m)) + 1
 
@@ -709,9 +731,13 @@ def winograd_conv3x3(
     u = derived(w, "winograd", winograd_weights)
     flat_tiles = tiles.reshape(16, -1, c)
     products = np.empty((16, flat_tiles.shape[1], m), dtype=x.dtype)
-    in_parallel(lambda part: np.matmul(flat_tiles[part], u[part], out=products[part]), 16)
-    if bias is not None:
-        products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
+
+    def gemms(part: slice) -> None:
+        np.matmul(flat_tiles[part], u[part], out=products[part])
+        if bias is not None and part.start <= 5 < part.stop:
+            products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
+
+    in_parallel(gemms, 16)
     products = products.reshape(4, 4, n, th, tw, m)
     y = np.empty((n, oh, ow, m), dtype=x.dtype)
     finish = activation or (lambda a, out: np.copyto(out, a))
