@@ -21,7 +21,9 @@ spatial tiles, by loop order (the tensor named stays on chip over the inner loop
     weight:  inputs x n_m,  weights x 1,  outputs x (2·n_n - 1)   (partial sums spill)
     input:   inputs x 1,  weights x (n_s if n_m·n_n > 1 else 1),
              outputs x (2·n_n - 1 if n_m > 1 else 1)
-    stream:  inputs x 1,  weights x 1,  outputs x 1   (a streaming engine's line buffer)
+    stream:  inputs x 1,  weights x ceil(E/e),  outputs x 1   (a streaming engine: rows
+             from a line buffer; weights it does not keep on chip are fetched once per
+             tile of e output rows -- once per frame when e = E)
 Inputs are counted with the halo that overlapping windows of neighbouring spatial tiles
 share (read twice), and without padding (never fetched). With no tile (the default) each
 tensor crosses the DRAM interface exactly once.
@@ -189,7 +191,7 @@ def layer_cost(
     traffic = dram_traffic(layer, t, placement)
     memory = int(memory_cycles(traffic.total, target, eng))
     cycles = max(compute, memory) if double_buffered else compute + memory
-    onchip = buffer_bytes(layer, t, double_buffered)
+    onchip = buffer_bytes(layer, t, double_buffered, placement.weights_on_chip)
 
     buffer = target.buffer_of(eng)
     onchip_accesses = traffic.total + compute * plugin.operand_bytes_per_cycle(layer, eng, p)
@@ -265,9 +267,12 @@ def traffic_terms(layer: Workload, m: Any, n: Any, e: Any, f: Any, order: str) -
     resolved sizes) in `order`, with every tensor off chip (see the module docstring)."""
     if layer.op in VIEW_KINDS:
         return 0, 0, 0
-    if order == "stream" or (not layer.has_macs and layer.op not in WINDOWED_KINDS):
-        # Streaming: read the inputs once, write the output once (a line buffer keeps the
-        # window's rows; a streaming engine keeps all weights).
+    if order == "stream":
+        # A streaming engine reads the inputs once and writes the output once (a line
+        # buffer keeps the window's rows); weights not kept on chip pass once per tile of
+        # e output rows.
+        return layer.input_bytes, layer.weight_bytes * ceil_div(layer.out_h, e), layer.output_bytes
+    if not layer.has_macs and layer.op not in WINDOWED_KINDS:
         return layer.input_bytes, layer.weight_bytes, layer.output_bytes
     n_m = ceil_div(layer.out_channels, m)
     n_n = ceil_div(layer.in_channels_per_group, n)
@@ -294,14 +299,31 @@ def dram_traffic(layer: Workload, t: Tile, placement: Placement = OFF_CHIP) -> T
     )
 
 
-def buffer_bytes(layer: Workload, t: Tile, double_buffered: bool = True) -> int:
-    """On-chip bytes of one tile's input, weight and output (accumulator) buffers. A
-    streaming tile (order `stream`) is a line buffer, all weights and one output row, and
-    is not doubled: its buffers are FIFOs."""
+def buffer_bytes(layer: Workload, t: Tile, double_buffered: bool = True, weights_on_chip: bool = True) -> int:
+    """On-chip bytes of one tile's input, weight and output (accumulator) buffers.
+
+    A streaming tile (order `stream`) that keeps its weights on chip is a line buffer (the
+    window's input rows), all weights and one output row, not doubled: its buffers are
+    FIFOs. One that streams its weights from DRAM (`weights_on_chip` False) holds the
+    input rows and the accumulators of a tile of e output rows -- doubled: the next rows
+    arrive while the weights pass over these -- and a double-buffered weight FIFO of one
+    filter."""
     assert t.m and t.n and t.e and t.f
     if t.order == "stream":
-        return int(tile_buffer_bytes(layer, layer.out_channels, layer.in_channels_per_group, 1, layer.out_w))
+        if weights_on_chip or not layer.weight_bytes:
+            return int(tile_buffer_bytes(layer, layer.out_channels, layer.in_channels_per_group, 1, layer.out_w))
+        return int(streamed_weights_buffer_bytes(layer, t.e))
     return int(tile_buffer_bytes(layer, t.m, t.n, t.e, t.f)) * (2 if double_buffered else 1)
+
+
+def streamed_weights_buffer_bytes(layer: Workload, rows: Any) -> Any:
+    """On-chip bytes of a streaming engine whose weights pass from DRAM once per tile of
+    `rows` output rows (an int or an array): the tile's input rows and output accumulators
+    of all channels, doubled, and a double-buffered FIFO of one filter's weights."""
+    m, n = layer.out_channels, layer.in_channels_per_group
+    weights = m * n * layer.window * layer.weight_elem_bytes if layer.has_macs else 0
+    rows_bytes = tile_buffer_bytes(layer, m, n, rows, layer.out_w) - weights
+    return 2 * rows_bytes + 2 * n * layer.window * layer.weight_elem_bytes
 
 
 def tile_buffer_bytes(layer: Workload, m: Any, n: Any, e: Any, f: Any) -> Any:

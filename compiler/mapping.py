@@ -25,9 +25,13 @@ cycles, their tensors in DRAM).
 
 Memory plans (plan-memory), all on the target's on-chip memory (all memories together):
 - always on chip: the reused engine's ping-pong tile buffers (its tiles may use at most
-  TILE_SHARE of its buffer memory), each pipeline engine's line buffer and its weights
-  (a streaming engine keeps its weights), and a double buffer for every feature map that
-  crosses between the pipeline and the reused engine;
+  TILE_SHARE of its buffer memory), each pipeline engine's buffers, and a double buffer
+  for every feature map that crosses between the pipeline and the reused engine. A
+  pipeline engine keeps its weights where they fit; one that does not streams them from
+  DRAM once per tile of e output rows, buffering those rows (a `StageLadder` of options
+  from e = 1 to resident; the rungs are climbed by DRAM bytes saved per on-chip byte in
+  the room the rest leaves: `_pipeline_options`). Its stage is charged that traffic, and
+  the DRAM floor counts it;
 - `ping-pong`: nothing else -- the reused engine's feature maps and weights in DRAM;
 - `weights-resident`: the reused engine's layers keep their weights on chip where they
   fit, first layers first (loaded once, not per frame);
@@ -56,6 +60,7 @@ from compiler.cost import (
     buffer_bytes,
     layer_cost,
     memory_cycles,
+    streamed_weights_buffer_bytes,
     tile_buffer_bytes,
     traffic_terms,
 )
@@ -323,6 +328,7 @@ class RoleCosts:
     traffic: np.ndarray  # layers x 3: input, weight, output bytes with everything off chip
     buffers: np.ndarray  # on-chip bytes of the layer's own buffers (tiles / line buffer)
     supported: np.ndarray  # bool per layer
+    ladders: tuple[StageLadder | None, ...] = ()  # pipeline layers' memory options (SESL)
 
     @property
     def zero_work(self) -> np.ndarray:
@@ -330,9 +336,50 @@ class RoleCosts:
         return self.curves[:, -1] == 0
 
 
+@dataclass(frozen=True)
+class StageLadder:
+    """A pipeline layer's memory options (the plan chooses one): its weights streamed from
+    DRAM once per tile of `rows` output rows (the rows' buffers on chip) or resident (rows
+    0: a line buffer and all weights on chip). Only the lower convex hull of (on-chip
+    bytes, DRAM bytes) is kept, cheapest on chip first: each step up saves DRAM bytes, at
+    a falling rate per on-chip byte, so the plan can take steps by benefit."""
+
+    rows: np.ndarray
+    onchip: np.ndarray  # bytes on chip
+    dram: np.ndarray  # weight bytes fetched per frame
+
+    @staticmethod
+    def of(layer: Workload) -> StageLadder:
+        resident = buffer_bytes(layer, stream_tile(layer))
+        if not layer.weight_bytes:
+            return StageLadder(np.zeros(1, np.int64), np.array([resident], np.int64), np.zeros(1, np.int64))
+        # For each number of passes, the fewest rows that take that many.
+        streamed = np.unique(ceil_div(layer.out_h, np.arange(1, layer.out_h + 1)))
+        rows = np.append(streamed, 0)
+        onchip = np.append(streamed_weights_buffer_bytes(layer, streamed), resident).astype(np.int64)
+        dram = np.append(layer.weight_bytes * ceil_div(layer.out_h, streamed), 0).astype(np.int64)
+        hull: list[int] = []
+        for j in np.lexsort((dram, onchip)):  # by bytes on chip, then DRAM bytes
+            if hull and dram[j] >= dram[hull[-1]]:
+                continue  # no fewer DRAM bytes for more on-chip ones
+            # Drop the last point while it lies on or above the segment to this one.
+            while len(hull) >= 2 and _turn(onchip, dram, hull[-2], hull[-1], int(j)) <= 0:
+                hull.pop()
+            hull.append(int(j))
+        return StageLadder(rows[hull], onchip[hull], dram[hull])
+
+
+def _turn(x: np.ndarray, y: np.ndarray, a: int, b: int, c: int) -> float:
+    """Cross product of (b - a) and (c - a): positive when a -> b -> c turns left (convex
+    from below)."""
+    return float(x[b] - x[a]) * float(y[c] - y[a]) - float(y[b] - y[a]) * float(x[c] - x[a])
+
+
 def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
                tiles: Sequence[Tile | None] | None = None) -> RoleCosts:  # fmt: skip
-    """Per-layer costs of `role` (SEML: tiles from `best_tile` unless given; SESL: stream)."""
+    """Per-layer costs of `role` (SEML: tiles from `best_tile` unless given; SESL: the
+    stream tile and the memory options, whatever tiles are given: the plan picks the rows
+    of a stage that streams its weights)."""
     engine = reused_engine(target) if role == SEML else pipeline_engine(target)
     assert engine is not None
     plugin = engine.kind_plugin
@@ -348,7 +395,7 @@ def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
             chosen.append(None)
             continue
         supported[i] = True
-        given = tiles[i] if tiles is not None else None
+        given = tiles[i] if tiles is not None and role == SEML else None
         tile = given if given is not None else tile_for(layer, target, engine, role, max_pes)
         chosen.append(tile)
         if fixed is None:
@@ -356,9 +403,12 @@ def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
         elif fixed * engine.count <= max_pes:
             curves[i, fixed * engine.count - 1 :] = plugin.compute_cycles(layer, engine, fixed, tile)
         assert tile.m and tile.n and tile.e and tile.f
-        traffic[i] = [int(t) for t in traffic_terms(layer, tile.m, tile.n, tile.e, tile.f, tile.order)]
+        # A pipeline layer's weights: one pass (the plan says how many a frame takes).
+        rows = layer.out_h if role == SESL else tile.e
+        traffic[i] = [int(t) for t in traffic_terms(layer, tile.m, tile.n, rows, tile.f, tile.order)]
         buffers[i] = buffer_bytes(layer, tile) * (engine.count if role == SEML else 1)
-    return RoleCosts(engine, role, tuple(chosen), curves, traffic, buffers, supported)
+    ladders = tuple(StageLadder.of(w) if ok else None for w, ok in zip(graph.layers, supported, strict=True)) if role == SESL else ()
+    return RoleCosts(engine, role, tuple(chosen), curves, traffic, buffers, supported, ladders)
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,6 +479,13 @@ class MemoryPlan:
     feasible: bool
     weights_on_chip: frozenset[int] = frozenset()  # layers whose weights are allocated
     fmaps_on_chip: frozenset[int] = frozenset()  # layers whose output is allocated
+    stream_rows: tuple[int, ...] = ()  # a pipeline layer's tile rows (0: not a pipeline layer)
+    weight_passes: tuple[int, ...] = ()  # times a layer's off-chip weights are read per frame
+
+    def stream_tile(self, i: int, layer: Workload) -> Tile:
+        """Pipeline layer i's tile: one output row from a line buffer, or the rows it
+        buffers per pass of its streamed weights."""
+        return Tile(e=max(1, self.stream_rows[i]), order="stream").resolved(layer)
 
     @property
     def peak(self) -> int:
@@ -438,16 +495,36 @@ class MemoryPlan:
         return next((a for a in self.allocations if a.layer == i and a.kind in kinds), None)
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What every plan of one assignment keeps on chip (allocated from offset 0): the
+    reused engine's tiles, each pipeline layer's buffers (and its weights where they fit),
+    the double buffers between the two parts; and the pipeline layers' rows."""
+
+    allocations: tuple[Allocation, ...]
+    top: int
+    weights_on: frozenset[int]
+    fmaps_on: frozenset[int]
+    rows: tuple[int, ...]
+    passes: tuple[int, ...]
+
+
 def plan_memory(graph: LayerGraph, target: Target, roles: Sequence[str], plan: str,
-                costs_m: RoleCosts | None, costs_s: RoleCosts | None) -> MemoryPlan:  # fmt: skip
+                costs_m: RoleCosts | None, costs_s: RoleCosts | None, held: _Held | None = None) -> MemoryPlan:  # fmt: skip
     """Placements and on-chip allocations of `plan` for layers in `roles` (see the module
-    docstring); infeasible when the always-on-chip part does not fit."""
+    docstring); infeasible when the always-on-chip part does not fit. `held` is that part
+    when already worked out for these roles (the search tries every plan per split)."""
     if plan not in PLANS:
         raise LayerloomError(f"unknown memory plan '{plan}' (one of {', '.join(PLANS)}, or auto)", "plan")
     n, capacity = len(graph), target.onchip_bytes
     last = n - 1
-    allocs: list[Allocation] = []
-    top = 0
+    if held is None:
+        held = _held_on_chip(graph, target, roles, costs_m, costs_s)
+    allocs = list(held.allocations)
+    top = held.top
+    weights_on, fmaps_on = set(held.weights_on), set(held.fmaps_on)
+    seml_layers = [i for i in range(n) if roles[i] == SEML]
+    readers, escapes = graph.readers, graph.escapes
 
     def put(name: str, kind: str, size: int, layer: int = -1) -> None:
         nonlocal top
@@ -455,25 +532,6 @@ def plan_memory(graph: LayerGraph, target: Target, roles: Sequence[str], plan: s
             allocs.append(Allocation(name, kind, top, int(size), 0, last, layer))
             top += int(size)
 
-    # Always on chip.
-    seml_layers = [i for i in range(n) if roles[i] == SEML]
-    if seml_layers and costs_m is not None:
-        put(f"{costs_m.engine.name} tiles", "tiles", int(costs_m.buffers[seml_layers].max()))
-    weights_on: set[int] = set()
-    for i in range(n):
-        if roles[i] == SESL and costs_s is not None:
-            w = graph.layers[i].weight_bytes
-            put(f"{graph.layers[i].name} line buffer", "line-buffer", int(costs_s.buffers[i]) - w, i)
-            if w:
-                put(f"{graph.layers[i].name} weights", "weights", w, i)
-                weights_on.add(i)
-    readers, escapes = graph.readers, graph.escapes
-    fmaps_on: set[int] = set()
-    for i in range(n):
-        crosses = roles[i] in (SEML, SESL) and any(roles[j] not in (roles[i], HOST) for j in readers[i])
-        if crosses and i not in escapes and all(roles[j] != HOST for j in readers[i]):
-            put(f"{graph.layers[i].name} double buffer", "double-buffer", 2 * graph.layers[i].output_bytes, i)
-            fmaps_on.add(i)
     feasible = top <= capacity
 
     # The plan's choices for the reused engine's layers.
@@ -514,7 +572,88 @@ def plan_memory(graph: LayerGraph, target: Target, roles: Sequence[str], plan: s
         inputs_on = bool(producers) and all(p != GRAPH_INPUT and stays[p] for p in producers)
         on_chip = roles[i] != HOST
         placements.append(Placement(on_chip and inputs_on, on_chip and i in weights_on, on_chip and stays[i]))
-    return MemoryPlan(plan, tuple(placements), tuple(allocs), capacity, feasible, frozenset(weights_on), frozenset(fmaps_on))
+    return MemoryPlan(plan, tuple(placements), tuple(allocs), capacity, feasible, frozenset(weights_on), frozenset(fmaps_on),
+                      held.rows, held.passes)  # fmt: skip
+
+
+def _held_on_chip(graph: LayerGraph, target: Target, roles: Sequence[str],
+                  costs_m: RoleCosts | None, costs_s: RoleCosts | None) -> _Held:  # fmt: skip
+    """The part of every plan that is on chip whatever the plan (see `_Held`): pipeline
+    layers climb their ladders in the room the tiles and double buffers leave."""
+    n, capacity = len(graph), target.onchip_bytes
+    last = n - 1
+    allocs: list[Allocation] = []
+    top = 0
+
+    def put(name: str, kind: str, size: int, layer: int = -1) -> None:
+        nonlocal top
+        if size > 0:
+            allocs.append(Allocation(name, kind, top, int(size), 0, last, layer))
+            top += int(size)
+
+    seml_layers = [i for i in range(n) if roles[i] == SEML]
+    piped = [i for i in range(n) if roles[i] == SESL and costs_s is not None]
+    tiles = int(costs_m.buffers[seml_layers].max()) if seml_layers and costs_m is not None else 0
+    readers, escapes = graph.readers, graph.escapes
+    crossing = [i for i in range(n) if roles[i] in (SEML, SESL) and i not in escapes
+                and any(roles[j] not in (roles[i], HOST) for j in readers[i]) and all(roles[j] != HOST for j in readers[i])]  # fmt: skip
+    doubles = sum(2 * graph.layers[i].output_bytes for i in crossing)
+    option = _pipeline_options(costs_s, piped, capacity - tiles - doubles) if costs_s is not None else {}
+    if seml_layers and costs_m is not None:
+        put(f"{costs_m.engine.name} tiles", "tiles", tiles)
+    weights_on: set[int] = set()
+    rows = [0] * n
+    passes = [1] * n
+    for i in piped:
+        assert costs_s is not None
+        ladder, layer = costs_s.ladders[i], graph.layers[i]
+        assert ladder is not None
+        j = option[i]
+        rows[i] = int(ladder.rows[j])
+        w = layer.weight_bytes
+        if rows[i] == 0 and w:  # resident: a line buffer and the weights
+            put(f"{layer.name} line buffer", "line-buffer", int(ladder.onchip[j]) - w, i)
+            put(f"{layer.name} weights", "weights", w, i)
+            weights_on.add(i)
+        else:  # streamed weights (or none): the rows' buffers
+            put(f"{layer.name} line buffer", "line-buffer", int(ladder.onchip[j]), i)
+            passes[i] = ceil_div(layer.out_h, rows[i]) if rows[i] else 1
+        rows[i] = max(rows[i], 1)
+    for i in crossing:
+        put(f"{graph.layers[i].name} double buffer", "double-buffer", 2 * graph.layers[i].output_bytes, i)
+    return _Held(tuple(allocs), top, frozenset(weights_on), frozenset(crossing), tuple(rows), tuple(passes))
+
+
+def _pipeline_options(costs: RoleCosts, piped: Sequence[int], room: int) -> dict[int, int]:
+    """Each pipeline layer's option on its ladder: the cheapest on chip for all, then steps
+    up by benefit -- most DRAM bytes saved per on-chip byte first -- while they fit in
+    `room` bytes (a step that does not fit ends its layer's climb). Everything fits: all
+    weights resident."""
+    ladders: dict[int, StageLadder] = {}
+    for i in piped:
+        ladder = costs.ladders[i]
+        assert ladder is not None
+        ladders[i] = ladder
+    option = dict.fromkeys(piped, 0)
+    left = room - sum(int(ladder.onchip[0]) for ladder in ladders.values())
+    steps = [(i, j) for i, ladder in ladders.items() for j in range(1, len(ladder.rows))]
+    if not steps or left < 0:
+        return option
+    layer, to = np.array(steps).T
+    grow = np.array([ladders[i].onchip[j] - ladders[i].onchip[j - 1] for i, j in steps])
+    save = np.array([ladders[i].dram[j - 1] - ladders[i].dram[j] for i, j in steps])
+    if grow.sum() <= left:
+        return {i: len(ladder.rows) - 1 for i, ladder in ladders.items()}
+    stuck: set[int] = set()
+    for s in np.lexsort((layer, -save / np.maximum(grow, 1))):
+        i, j = int(layer[s]), int(to[s])
+        if i in stuck or option[i] != j - 1:
+            continue
+        if grow[s] <= left:
+            option[i], left = j, left - int(grow[s])
+        else:
+            stuck.add(i)
+    return option
 
 
 def _first_fit(placed: list[Allocation], floor: int, size: int, first: int, last: int) -> int:
@@ -536,25 +675,30 @@ def _first_fit(placed: list[Allocation], floor: int, size: int, first: int, last
 INFEASIBLE = 1 << 50  # PEs a stage would need when no PE count makes it fast enough
 
 
-def placed_traffic(costs: RoleCosts, placements: Sequence[Placement], layers: Sequence[int]) -> np.ndarray:
-    """DRAM bytes of `layers` with their placements (tensors on chip move nothing)."""
+def placed_traffic(costs: RoleCosts, plan: MemoryPlan, layers: Sequence[int]) -> np.ndarray:
+    """DRAM bytes of `layers` under `plan` (tensors on chip move nothing; weights in DRAM
+    pass as often as the plan says)."""
     if not layers:
         return np.zeros(0, dtype=np.int64)
-    off = np.array([[not p.input_on_chip, not p.weights_on_chip, not p.output_on_chip] for p in (placements[i] for i in layers)])
+    off = np.array([[not p.input_on_chip, not p.weights_on_chip, not p.output_on_chip] for p in (plan.placements[i] for i in layers)],
+                   dtype=np.int64)  # fmt: skip
+    off[:, 1] *= np.asarray([plan.weight_passes[i] for i in layers], dtype=np.int64)
     return (costs.traffic[list(layers)] * off).sum(axis=1)
 
 
 @dataclass
 class _PipelineTable:
-    """For every split k and every candidate stage time T: the fewest PEs that make each of
-    the first k layers' stages at most T (prefix sums over the layers)."""
+    """For every split k and every candidate compute time T: the fewest PEs that make each
+    of the first k layers compute in at most T cycles (prefix sums over the layers). A
+    stage's time is max(compute, memory), and its memory time does not depend on its PEs:
+    a split's pipeline under a plan runs in max(T, the slowest stage's memory time)."""
 
-    times: np.ndarray  # candidate stage times (cycles), ascending
+    times: np.ndarray  # candidate compute times (cycles), ascending
     prefix: np.ndarray  # (layers + 1) x len(times): PEs the first k layers need
 
     @staticmethod
-    def build(costs: RoleCosts, memory: np.ndarray, first: int) -> _PipelineTable:
-        stages = np.maximum(costs.curves, memory[:, None])
+    def build(costs: RoleCosts, first: int) -> _PipelineTable:
+        stages = costs.curves
         rows = np.flatnonzero(costs.supported)
         times = np.unique(np.concatenate([stages[rows].ravel(), [0]]))
         times = times[times < UNREACHABLE]
@@ -571,10 +715,10 @@ class _PipelineTable:
         np.cumsum(need, axis=0, out=prefix[1:])
         return _PipelineTable(times, prefix)
 
-    def pes_at(self, costs: RoleCosts, memory: np.ndarray, first: int, k: int, u: int) -> list[int]:
-        """PEs of each of the first k layers for stage time times[u]."""
+    def pes_at(self, costs: RoleCosts, first: int, k: int, u: int) -> list[int]:
+        """PEs of each of the first k layers for compute time times[u]."""
         t = self.times[u]
-        stages = np.maximum(costs.curves, memory[:, None])
+        stages = costs.curves
         out = []
         for i in range(k):
             if not costs.supported[i]:
@@ -603,31 +747,31 @@ def assign(graph: LayerGraph, target: Target, arch: str, budget: int | None = No
     costs_s = role_costs(graph, target, SESL, total) if arch != SEML else None
     n = len(graph)
     splits = {SEML: [0], SESL: [n], "hybrid": list(range(n + 1))}[arch]
-    table = first = memory_s = None
+    table = first = None
     if costs_s is not None:
         first = int(np.flatnonzero(costs_s.supported)[0]) if costs_s.supported.any() else -1
-        all_pipeline = roles_for_split(graph, n, costs_m, costs_s)
-        streamed = plan_memory(graph, target, all_pipeline, PLANS[0], costs_m, costs_s)
-        traffic = placed_traffic(costs_s, streamed.placements, range(n))
-        memory_s = np.asarray(memory_cycles(traffic, target, costs_s.engine), dtype=np.int64)
-        table = _PipelineTable.build(costs_s, memory_s, first)
-    if costs_s is not None:
-        # The pipeline keeps its weights and line buffers on chip: splits past the first
-        # that cannot hold them cannot hold them either.
-        held = np.cumsum(np.where(costs_s.supported, costs_s.buffers, 0))
-        splits = [k for k in splits if k == 0 or held[k - 1] <= target.onchip_bytes]
+        table = _PipelineTable.build(costs_s, first)
+        # Each pipeline layer keeps at least its cheapest option on chip: splits past the
+        # first that cannot hold those cannot hold them either.
+        least = np.cumsum([ladder.onchip[0] if ladder is not None else 0 for ladder in costs_s.ladders])
+        splits = [k for k in splits if k == 0 or least[k - 1] <= target.onchip_bytes]
     best: _Candidate | None = None
     for k in splits:
         roles = roles_for_split(graph, k, costs_m, costs_s)
-        for plan_index, plan in enumerate(PLANS):
+        held = _held_on_chip(graph, target, roles, costs_m, costs_s)
+        if held.top > target.onchip_bytes:
+            continue  # no plan fits
+        # Plans differ only for the reused engine's layers.
+        plans = PLANS if SEML in roles else PLANS[:1]
+        for plan_index, plan in enumerate(plans):
             candidate = _best_for_split(graph, target, arch, total, k, roles, plan, plan_index,
-                                        costs_m, costs_s, table, memory_s, first)  # fmt: skip
+                                        costs_m, costs_s, table, first, held)  # fmt: skip
             if candidate is not None and (best is None or candidate.key < best.key):
                 best = candidate
     if best is None:
         raise LayerloomError(
-            f"arch {arch} does not fit target '{target.name}': the pipeline's weights and line buffers "
-            f"exceed its {target.onchip_bytes} bytes of on-chip memory",
+            f"arch {arch} does not fit target '{target.name}': the pipeline's line buffers exceed its "
+            f"{target.onchip_bytes} bytes of on-chip memory, even with its weights streamed from DRAM",
             target.source,
         )
     tiles = [_tile_of(role, i, costs_m, costs_s) for i, role in enumerate(best.assignment.roles)]
@@ -645,21 +789,19 @@ def _tile_of(role: str, i: int, costs_m: RoleCosts | None, costs_s: RoleCosts | 
 def _best_for_split(
     graph: LayerGraph, target: Target, arch: str, total: int, k: int, roles: tuple[str, ...], plan: str,
     plan_index: int, costs_m: RoleCosts | None, costs_s: RoleCosts | None, table: _PipelineTable | None,
-    memory_s: np.ndarray | None, first: int | None,
+    first: int | None, held: _Held,
 ) -> _Candidate | None:  # fmt: skip
-    memory = plan_memory(graph, target, roles, plan, costs_m, costs_s)
+    memory = plan_memory(graph, target, roles, plan, costs_m, costs_s, held)
     if not memory.feasible:
         return None
     reused = [i for i, r in enumerate(roles) if r == SEML]
     piped = [i for i, r in enumerate(roles) if r == SESL]
-    if plan_index > 0 and not reused:
-        return None  # plans differ only for the reused engine's layers
     dram = 0
     reused_time: Callable[[int], float] = lambda pes: 0.0  # noqa: E731
     need_m = 0
     if reused:
         assert costs_m is not None
-        bytes_m = placed_traffic(costs_m, memory.placements, reused)
+        bytes_m = placed_traffic(costs_m, memory, reused)
         dram += int(bytes_m.sum())
         mem_m = np.asarray(memory_cycles(bytes_m, target, costs_m.engine), dtype=np.int64)
         curves = costs_m.curves[reused]
@@ -670,9 +812,12 @@ def _best_for_split(
         def reused_time(pes: int) -> float:
             return float(np.maximum(curves[:, pes - 1], mem_m).astype(np.float64).sum()) * scale
 
+    memory_s = 0  # the slowest pipeline stage's memory cycles
     if piped:
         assert costs_s is not None
-        dram += int(placed_traffic(costs_s, memory.placements, piped).sum())
+        bytes_s = placed_traffic(costs_s, memory, piped)
+        dram += int(bytes_s.sum())
+        memory_s = int(np.max(memory_cycles(bytes_s, target, costs_s.engine)))
     floor = dram / target.dram.bandwidth
 
     if not piped:
@@ -681,17 +826,22 @@ def _best_for_split(
         assignment = Assignment(arch, total, roles, (0,) * len(roles), pes)
         return _Candidate((period, dram, pes, plan_index, k), assignment, memory)
 
-    assert table is not None and costs_s is not None and memory_s is not None and first is not None
+    assert table is not None and costs_s is not None and first is not None
     clock_s = target.clock_of(costs_s.engine)
     prefix = table.prefix[k]
     room = total - need_m  # PEs the pipeline may take
     u_min = int(np.searchsorted(-prefix, -room, side="left"))
     if u_min >= len(table.times):
         return None
+    # Computing faster than the slowest stage's memory time gains nothing: at least the
+    # largest compute time within it (times[0] = 0 is).
+    u_min = max(u_min, int(np.searchsorted(table.times, memory_s, side="right")) - 1)
+
+    def pipeline_at(u: int) -> float:
+        return max(float(table.times[u]), memory_s) / clock_s
 
     def period_at(u: int) -> float:
-        pipeline = float(table.times[u]) / clock_s
-        return max(pipeline, reused_time(total - int(prefix[u])) if reused else 0.0, floor)
+        return max(pipeline_at(u), reused_time(total - int(prefix[u])) if reused else 0.0, floor)
 
     if reused:
         # Stage time grows with u while the reused engine (getting the PEs the pipeline
@@ -699,14 +849,14 @@ def _best_for_split(
         lo, hi = u_min, len(table.times) - 1
         while lo < hi:
             mid = (lo + hi) // 2
-            if float(table.times[mid]) / clock_s >= reused_time(total - int(prefix[mid])):
+            if pipeline_at(mid) >= reused_time(total - int(prefix[mid])):
                 hi = mid
             else:
                 lo = mid + 1
         u = min((x for x in (lo - 1, lo) if x >= u_min), key=lambda x: (period_at(x), x))
     else:
         u = u_min
-    stage = table.pes_at(costs_s, memory_s, first, k, u) + [0] * (len(roles) - k)
+    stage = table.pes_at(costs_s, first, k, u) + [0] * (len(roles) - k)
     used = sum(stage)
     reused_pes = (total - used if need_m == 1 else need_m) if reused else 0
     assignment = Assignment(arch, total, roles, tuple(stage), reused_pes)
@@ -847,7 +997,7 @@ def realise(graph: LayerGraph, target: Target, a: Assignment, tiles: Sequence[Ti
         if e is None:
             layers.append(MappedLayer(i, layer, HOST, HOST, 0, 0, None, plan.placements[i], None))
             continue
-        tile = tiles[i]
+        tile = plan.stream_tile(i, layer) if e.role == SESL else tiles[i]
         assert tile is not None
         cost = layer_cost(layer, target, e.engine, pes=e.pes, tile=tile, placement=plan.placements[i])
         layers.append(MappedLayer(i, layer, e.role, e.name, e.pes, slot, tile, plan.placements[i], cost))

@@ -6,8 +6,13 @@ double-buffered tiles or line buffer) and, for the whole module, one plan among
 (weights on chip where they fit, first layers first), `fmaps-on-chip` (feature maps
 between the reused engine's layers on chip where they fit) and `weights+fmaps` -- chosen
 by the cost model (shortest period, then fewest DRAM bytes) unless `plan` names one.
-Pipeline layers always keep their weights and a line buffer on chip and stream feature
-maps; maps crossing between the pipeline and the reused engine get a double buffer.
+Pipeline layers stream feature maps to each other and keep a line buffer on chip, and
+their weights where they fit: a layer whose weights stay in DRAM streams them once per
+tile of e output rows, buffering those rows (from one row up to the whole frame: once
+per frame); which layers keep them, and how many rows the others buffer, is chosen by
+benefit (DRAM bytes saved per on-chip byte) in the room the rest leaves, and written as
+the layer's tile rows. Maps crossing between the pipeline and the reused engine get a
+double buffer.
 On-chip buffers are allocated by liveness (first fit): offsets and peak.
 
 Each accel.layer gets `input` / `weights` / `output` placements ("dram", "onchip" with an
@@ -74,6 +79,9 @@ def write_plan(module: ModuleOp, mapping: NetworkMapping, producers_of: Sequence
         if not isinstance(wrapper, LayerOp):
             continue
         i, p = m.index, m.placement
+        if m.role == SESL and m.tile is not None:  # the rows per pass of streamed weights
+            assert m.tile.m and m.tile.n and m.tile.e and m.tile.f
+            wrapper.set_tile((m.tile.m, m.tile.n, m.tile.e, m.tile.f), m.tile.order)
         wrapper.set_placement("input", ("stream" if m.role == SESL else "onchip") if p.input_on_chip else "dram")
         if m.layer.weight_bytes:
             weights = plan.of_layer(i, ("weights",))

@@ -7,7 +7,8 @@ the layer's DRAM traffic (from the cost model) without idling the engine: among 
 about as fast (max of compute with the lanes the tile leaves and memory time), the least
 traffic (compiler/mapping.py `best_tile`; chosen for the module's PE budget, as
 assign-engines did). On a pipeline engine, the
-streaming tile: one output row from a line buffer (order `stream`). Needs assign-engines
+streaming tile: one output row from a line buffer (order `stream`; plan-memory raises the
+rows of a layer whose weights it leaves in DRAM). Needs assign-engines
 first; `hw` defaults to the target assign-engines recorded.
 """
 

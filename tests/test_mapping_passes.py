@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import import_onnx, run_pipeline
-from compiler.cost import buffer_bytes, dram_traffic, dvfs, layer_cost
+from compiler.cost import Placement, Traffic, buffer_bytes, dram_traffic, dvfs, layer_cost
 from compiler.engines import Tile, Workload
-from compiler.engines.base import best_unroll, unroll_curve
+from compiler.engines.base import best_unroll, ceil_div, unroll_curve
 from compiler.errors import LayerloomError
-from compiler.hw import load_target
+from compiler.hw import load_target, parse_target
 from compiler.mapping import (
     ARCHS,
     GRAPH_INPUT,
@@ -27,6 +27,7 @@ from compiler.mapping import (
     SEML,
     SESL,
     LayerGraph,
+    StageLadder,
     assign,
     best_plan,
     best_tile,
@@ -37,6 +38,11 @@ from compiler.mapping import (
 ROOT = Path(__file__).resolve().parent.parent
 ZCU102 = load_target("zcu102")
 SMALL = load_target(ROOT / "tests" / "filecheck" / "tile_small.hw")
+# 12 KB on chip: pipelines of the random networks below must stream weights from DRAM.
+CRAMPED = parse_target(
+    "target cramped { clock 100 MHz; pe_budget 64; dram { bandwidth 0.4 GB/s; } memory sram { size 12 KB; }"
+    " engine seml { kind seml; buffer sram; } engine sesl { kind sesl; buffer sram; } }"
+)
 
 
 # --- cycles as a function of PEs ----------------------------------------------------------
@@ -147,7 +153,7 @@ def fps(graph: LayerGraph, target: object, arch: str, budget: int) -> float:
 
 
 @settings(max_examples=25, deadline=None)
-@given(graph=networks(), target=st.sampled_from([ZCU102, SMALL]), budgets=st.lists(st.integers(1, 64), min_size=2, max_size=3))
+@given(graph=networks(), target=st.sampled_from([ZCU102, SMALL, CRAMPED]), budgets=st.lists(st.integers(1, 64), min_size=2, max_size=3))
 def test_more_pes_never_lower_throughput_and_hybrid_is_never_worse(graph: LayerGraph, target: object, budgets: list[int]) -> None:
     budgets = sorted(budgets)
     results = {arch: [fps(graph, target, arch, b) for b in budgets] for arch in ARCHS}
@@ -190,6 +196,91 @@ def test_allocations_never_overlap_and_fit(graph: LayerGraph, arch: str) -> None
         for b in allocs[i + 1 :]:
             live_together = a.first <= b.last and b.first <= a.last
             assert not (live_together and a.offset < b.end and b.offset < a.end), (a, b)
+
+
+# --- pipeline weights in DRAM ------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer=conv_layers)
+def test_stage_ladder_climbs_by_falling_benefit(layer: Workload) -> None:
+    """A pipeline layer's options: the cheapest on chip first, each step saving DRAM bytes
+    at a falling rate per on-chip byte, ending with the weights resident; no option off
+    the ladder is below it; and each is what the cost model charges."""
+    ladder = StageLadder.of(layer)
+    rows = [r for r in range(1, layer.out_h + 1)]
+    streamed = [Tile(e=r, order="stream").resolved(layer) for r in rows]
+    options = [(buffer_bytes(layer, t, weights_on_chip=False), layer.weight_bytes * ceil_div(layer.out_h, t.e)) for t in streamed]
+    options.append((buffer_bytes(layer, Tile(e=1, order="stream").resolved(layer)), 0))
+    assert (ladder.rows[-1], ladder.dram[-1]) == (0, 0)
+    assert ladder.onchip[0] == min(b for b, _ in options)
+    assert (np.diff(ladder.onchip) > 0).all() and (np.diff(ladder.dram) < 0).all()
+    rates = -np.diff(ladder.dram) / np.diff(ladder.onchip)
+    assert (np.diff(rates) < 0).all()
+    for b, d in options:  # on or above the ladder's polyline
+        assert d >= np.interp(b, ladder.onchip, ladder.dram) * (1 - 1e-9) or b > ladder.onchip[-1]
+    for r, b, d in zip(ladder.rows, ladder.onchip, ladder.dram, strict=True):
+        if r:
+            tile = Tile(e=int(r), order="stream").resolved(layer)
+            assert buffer_bytes(layer, tile, weights_on_chip=False) == b
+            assert dram_traffic(layer, tile, Placement(input_on_chip=True, output_on_chip=True)).total == d
+
+
+def test_streamed_weights_by_hand() -> None:
+    """A 1x1 conv of 64 -> 256 channels on 8 x 8 (64 KB of float weights) on a pipeline
+    engine: weights resident, a line buffer of one row; streamed once per 2 output rows,
+    4 passes a frame and the 2 rows' buffers doubled plus a one-filter FIFO."""
+    layer = Workload.conv("pw", 64, 256, 8, 8, 1, 1, elem_bytes=4)
+    resident = layer_cost(layer, SMALL, "sesl", pes=16, tile=Tile(e=1, order="stream"), placement=Placement(True, True))
+    assert resident.traffic == Traffic(0, 0, 256 * 64 * 4)
+    assert resident.onchip_bytes == 8 * 64 * 4 + 256 * 64 * 4 + 8 * 256 * 4
+    streamed = layer_cost(layer, SMALL, "sesl", pes=16, tile=Tile(e=2, order="stream"), placement=Placement(True))
+    assert streamed.traffic == Traffic(0, 4 * 256 * 64 * 4, 256 * 64 * 4)
+    assert streamed.onchip_bytes == 2 * (2 * 8 * 64 * 4 + 2 * 8 * 256 * 4) + 2 * 64 * 4 == 41_472
+    assert streamed.memory_cycles == 5 * 65_536 // 4  # 0.4 GB/s at 100 MHz: 4 bytes a cycle
+
+
+@settings(max_examples=25, deadline=None)
+@given(graph=networks(), arch=st.sampled_from(ARCHS), budget=st.integers(4, 64))
+def test_pipelines_stream_what_does_not_fit(graph: LayerGraph, arch: str, budget: int) -> None:
+    """On a cramped chip: a pipeline layer with weights in DRAM reads them once per tile of
+    rows, and is charged for it; every DRAM byte of the frame shares the bandwidth (the
+    period is at least their transfer time); and in a pure pipeline a layer streams its
+    weights only when making them resident would not fit."""
+    try:
+        mapping = assign(graph, CRAMPED, arch, budget)
+    except LayerloomError as e:
+        assert "does not fit" in str(e)
+        return
+    plan = mapping.plan
+    assert plan.peak <= plan.capacity
+    assert mapping.floor_s == pytest.approx(mapping.dram_bytes / CRAMPED.dram.bandwidth)
+    assert mapping.period_s >= mapping.floor_s
+    room = plan.capacity - plan.peak
+    for m in mapping.layers:
+        if m.role != SESL or not m.layer.weight_bytes or m.placement.weights_on_chip:
+            continue
+        assert m.cost is not None and m.tile is not None and m.tile.e is not None
+        assert m.cost.traffic.weights == m.layer.weight_bytes * ceil_div(m.layer.out_h, m.tile.e)
+        if arch == SESL:
+            ladder = StageLadder.of(m.layer)
+            assert ladder.onchip[-1] - m.cost.onchip_bytes > room, m.layer.name
+
+
+def test_mobilenet_v1_pipeline_streams_weights_on_zcu102() -> None:
+    """MobileNetV1's 17 MB of float weights do not fit the zcu102's 4 MB of BRAM: the
+    pipeline keeps the small ones and streams the big pointwise convolutions' and the
+    classifier's from DRAM, which then bounds the period; hybrid beats both."""
+    from examples.models.builders import build
+
+    program = run_pipeline(import_onnx(build("mobilenet_v1")), "canonicalize,fold-batchnorm,fuse-activation")
+    graph, _ = LayerGraph.of_module(program.module)  # type: ignore[attr-defined]
+    fps = {arch: assign(graph, ZCU102, arch, 1024) for arch in ARCHS}
+    sesl = fps[SESL]
+    streamed = {m.layer.name for m in sesl.layers if m.layer.weight_bytes and not m.placement.weights_on_chip}
+    assert {"block13_pw", "output"} <= streamed and "conv1" not in streamed
+    assert sesl.bottleneck == "dram" and sesl.onchip_bytes <= ZCU102.onchip_bytes
+    assert fps["hybrid"].throughput_fps >= max(fps[SEML].throughput_fps, sesl.throughput_fps)
 
 
 # --- the passes on IR ------------------------------------------------------------------

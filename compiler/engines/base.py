@@ -60,7 +60,8 @@ class Tile:
     tile is loaded once; partial sums go back to DRAM), `input` (an input tile is loaded
     once; weights stream, partial sums go back to DRAM), `stream` (a streaming engine of a
     layer pipeline: a line buffer of the window's input rows, all weights and one output
-    row of e = 1; every tensor crosses DRAM once).
+    row of e = 1, every tensor crossing DRAM once; or, with its weights left in DRAM by
+    the memory plan, e rows buffered per pass of the weights).
 
     m: output channels (of all groups), n: input channels of one group, e/f: output rows /
     columns. None means the whole dimension."""

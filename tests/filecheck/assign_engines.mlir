@@ -57,19 +57,20 @@ func.func @main(%x: tensor<1x3x8x8xf32>) -> tensor<1x4xf32> {
 // -----
 
 // Arch hybrid: the first conv (3 input channels: few lanes for a reused engine) goes on a
-// pipeline engine; the 64 KB fc weights cannot stay on a pipeline engine's chip, so fc
-// runs on the reused engine with the PEs the pipeline leaves. The view between them
-// goes with fc.
+// pipeline engine; the 160 KB fc weights cannot stay on the 64 KB chip, and a pipeline
+// engine streaming them from DRAM would hold its 20 KB input and a weight FIFO, both
+// doubled (80 KB), so fc runs on the reused engine (its tiles take 18 KB) with the PEs
+// the pipeline leaves. The view between them goes with fc.
 // HYBRID:      accel.engine @sesl_0 {kind = "sesl", role = "sesl", pes = 4 : i64, stage = 0 : i64, target_engine = "sesl"}
 // HYBRID-NEXT: accel.engine @seml {kind = "seml", role = "seml", pes = 60 : i64, stage = 1 : i64, target_engine = "seml"}
 // HYBRID:      %c = accel.layer @sesl_0(%x) {pes = 4 : i64, slot = 0 : i64}
 // HYBRID:      %f = accel.layer @seml(%c) {pes = 60 : i64, slot = 0 : i64}
 // HYBRID:      %y = accel.layer @seml(%f) {pes = 60 : i64, slot = 1 : i64}
 func.func @main(%x: tensor<1x3x16x16xf32>) -> tensor<1x8xf32> {
-  %w = nn.weight "c1.w" : tensor<8x3x3x3xf32>
-  %c = nn.conv2d %x, %w {name = "c1", strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, dilations = array<i64: 1, 1>, group = 1 : i64, activation = "relu"} : (tensor<1x3x16x16xf32>, tensor<8x3x3x3xf32>) -> tensor<1x8x16x16xf32>
-  %f = nn.reshape %c {name = "flat"} : (tensor<1x8x16x16xf32>) -> tensor<1x2048xf32>
-  %v = nn.weight "fc.w" : tensor<2048x8xf32>
-  %y = nn.gemm %f, %v {name = "fc", trans_a = 0 : i64, trans_b = 0 : i64, alpha = 1.0 : f64, beta = 1.0 : f64} : (tensor<1x2048xf32>, tensor<2048x8xf32>) -> tensor<1x8xf32>
+  %w = nn.weight "c1.w" : tensor<20x3x3x3xf32>
+  %c = nn.conv2d %x, %w {name = "c1", strides = array<i64: 1, 1>, pads = array<i64: 1, 1, 1, 1>, dilations = array<i64: 1, 1>, group = 1 : i64, activation = "relu"} : (tensor<1x3x16x16xf32>, tensor<20x3x3x3xf32>) -> tensor<1x20x16x16xf32>
+  %f = nn.reshape %c {name = "flat"} : (tensor<1x20x16x16xf32>) -> tensor<1x5120xf32>
+  %v = nn.weight "fc.w" : tensor<5120x8xf32>
+  %y = nn.gemm %f, %v {name = "fc", trans_a = 0 : i64, trans_b = 0 : i64, alpha = 1.0 : f64, beta = 1.0 : f64} : (tensor<1x5120xf32>, tensor<5120x8xf32>) -> tensor<1x8xf32>
   func.return %y : tensor<1x8xf32>
 }

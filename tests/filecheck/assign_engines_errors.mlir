@@ -13,10 +13,12 @@
 // NOHW:   layerloom-opt: error: assign-engines: no hardware target: give hw=NAME
 // TWICE:  layerloom-opt: error: assign-engines: the module is already mapped (assign-engines ran before)
 // NOSESL: layerloom-opt: error: {{.*}}zcu102-dpu.hw: target 'zcu102-dpu' has no sesl engine for arch sesl (engines: dpu (dpu))
-// The 64 KB of fc weights cannot live on a pipeline engine of the 64 KB board.
-// NOFIT:  layerloom-opt: error: {{.*}}tile_small.hw: arch sesl does not fit target 'tile_small': the pipeline's weights and line buffers exceed its 65536 bytes of on-chip memory
-func.func @main(%x: tensor<1x8xf32>) -> tensor<1x2048xf32> {
-  %v = nn.weight "fc.w" : tensor<8x2048xf32>
-  %y = nn.gemm %x, %v {name = "fc", trans_a = 0 : i64, trans_b = 0 : i64, alpha = 1.0 : f64, beta = 1.0 : f64} : (tensor<1x8xf32>, tensor<8x2048xf32>) -> tensor<1x2048xf32>
-  func.return %y : tensor<1x2048xf32>
+// The fc's 160 KB of weights cannot live on the 64 KB board, and a pipeline engine that
+// streams them from DRAM holds its 20 KB input row and a one-filter weight FIFO, both
+// doubled: 80 KB.
+// NOFIT:  layerloom-opt: error: {{.*}}tile_small.hw: arch sesl does not fit target 'tile_small': the pipeline's line buffers exceed its 65536 bytes of on-chip memory, even with its weights streamed from DRAM
+func.func @main(%x: tensor<1x5120xf32>) -> tensor<1x8xf32> {
+  %v = nn.weight "fc.w" : tensor<5120x8xf32>
+  %y = nn.gemm %x, %v {name = "fc", trans_a = 0 : i64, trans_b = 0 : i64, alpha = 1.0 : f64, beta = 1.0 : f64} : (tensor<1x5120xf32>, tensor<5120x8xf32>) -> tensor<1x8xf32>
+  func.return %y : tensor<1x8xf32>
 }
