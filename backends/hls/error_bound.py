@@ -6,7 +6,8 @@
 A forward error analysis of the float `nn` program (the one `lower-to-hls{dtype=...}`
 takes), run in float64 NumPy on the actual inputs. Each value carries its exact value (exact
 arithmetic on the float32 model), a worst-case bound on its error, and the variance of its
-error when rounding errors are modelled as independent and uniform in [-u, u] (relative).
+error when rounding errors are modelled as independent and uniform in [-u, u] (relative;
+its magnitudes |x| + CONFIDENCE sqrt(v), not the worst case).
 u is the unit roundoff of the type (2^-24 for float, 2^-11 for half), gamma(n) = n u / (1 - n u):
 
 - the input: error u |x| in half (the port's conversion), none in float;
@@ -14,7 +15,9 @@ u is the unit roundoff of the type (2^-24 for float, 2^-11 for half), gamma(n) =
   the bias, one rounding per product and per sum, plus one for a half weight (converted with
   NumPy's float16) and one for a leaky slope (docs/hls.md):
   worst e_y = |W| e_x + gamma(K + 3) m, with m = |W| (|x| + e_x) + |b|;
-  variance v_y = W^2 v_x + u^2 / 3 (2 W^2 x^2 + (K + 1) m^2) (products and weights, partial sums);
+  variance v_y = W^2 v_x + u^2 / 3 (2 p + (K + 1) (max(b^2, y^2) + p)), p = W^2 (|x| + e_x)^2:
+  the products and weights' roundings, and the K + 1 partial sums', each modelled as drifting
+  from the bias b to the result y plus a random walk of the products (a model, not a bound);
 - average pooling over n taps: e_y = mean(e_x) + gamma(n + 1) mean(|x| + e_x);
 - add: e_y = e_a + e_b + u (|a| + |b| + e_a + e_b);
 - max pooling, relu, clip, concat, reshapes: the error passes through (1-Lipschitz, exact);
@@ -31,7 +34,6 @@ n u >= 1 (K >= 2048 in half): such a layer has no finite worst-case bound.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +68,11 @@ class Tracked:
     def magnitude(self) -> np.ndarray:
         """A bound on the computed value's magnitude."""
         return np.abs(self.value) + self.worst
+
+    @property
+    def likely_magnitude(self) -> np.ndarray:
+        """The computed value's magnitude as the probabilistic model sees it."""
+        return np.abs(self.value) + CONFIDENCE * np.sqrt(self.variance)
 
 
 def error_bound(program: Program, x: np.ndarray, dtype: str, *, probabilistic: bool = False) -> np.ndarray:
@@ -127,9 +134,9 @@ def activate(op: Operation, t: Tracked, u: float) -> Tracked:
         assert alpha is not None
         slope = float(alpha.value.data)
         scale = max(abs(slope), 1.0)
-        rounding = u * abs(slope) * t.magnitude
-        return Tracked(np.where(t.value < 0, slope * t.value, t.value), scale * t.worst + rounding,
-                       scale**2 * t.variance + rounding**2 / 3)
+        rounding = u * abs(slope)
+        return Tracked(np.where(t.value < 0, slope * t.value, t.value), scale * t.worst + rounding * t.magnitude,
+                       scale**2 * t.variance + (rounding * t.likely_magnitude) ** 2 / 3)
     return t
 
 
@@ -139,10 +146,15 @@ Linear = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def contraction(op: Operation, x: Tracked, w: np.ndarray, bias: np.ndarray | None, linear: Linear, k: int,
                 u: float) -> Tracked:
     b = np.zeros(1) if bias is None else bias
+    value = linear(x.value, w) + b
     magnitude = linear(x.magnitude, np.abs(w)) + np.abs(b)
     worst = linear(x.worst, np.abs(w)) + gamma(k + 3, u) * magnitude
-    variance = linear(x.variance, w**2) + u**2 / 3 * (2 * linear(x.value**2, w**2) + (k + 1) * magnitude**2)
-    return activate(op, Tracked(linear(x.value, w) + b, worst, variance), u)
+    # The partial sums run from the bias to the result, plus a random walk of the products:
+    # each of the k + 1 roundings sees at most max(b^2, y^2) + sum of products^2 on average.
+    products = linear(x.likely_magnitude**2, w**2)
+    partial_sums = np.maximum(b**2, value**2) + products
+    variance = linear(x.variance, w**2) + u**2 / 3 * (2 * products + (k + 1) * partial_sums)
+    return activate(op, Tracked(value, worst, variance), u)
 
 
 def conv_rule(op: Operation, inputs: list[Tracked], weights: list[np.ndarray], u: float) -> Tracked:
@@ -184,21 +196,21 @@ def pool_rule(op: Operation, inputs: list[Tracked], weights: list[np.ndarray], u
     if op.kind.data == "max":
         return Tracked(pool(x.value), pool(x.worst), pool(x.variance))
     global_pool = isinstance(op, nn.GlobalPoolOp)
-    taps = int(np.prod(x.value.shape[2:])) if isinstance(op, nn.GlobalPoolOp) else math.prod(nn.int_list(op.kernel))
-    mean = pool(x.magnitude)
+    kernel = x.value.shape[2:] if isinstance(op, nn.GlobalPoolOp) else nn.int_list(op.kernel)
+    taps = int(np.prod(np.asarray(kernel)))
     # The mean of n independent errors has 1/n of their variance; a window's count can be
     # below its kernel size (pads not counted), so windows get no such credit.
-    return Tracked(pool(x.value), pool(x.worst) + gamma(taps + 1, u) * mean,
-                   pool(x.variance) / (taps if global_pool else 1) + u**2 / 3 * (taps + 1) * mean**2)
+    return Tracked(pool(x.value), pool(x.worst) + gamma(taps + 1, u) * pool(x.magnitude),
+                   pool(x.variance) / (taps if global_pool else 1) + u**2 / 3 * (taps + 1) * pool(x.likely_magnitude)**2)
 
 
 def add_rule(op: Operation, inputs: list[Tracked], weights: list[np.ndarray], u: float) -> Tracked:
     a, b = inputs
-    rounding = u * (a.magnitude + b.magnitude)
     # The operands' errors may be correlated (a residual skip and the branch it skips): their
     # standard deviations add.
     spread = (np.sqrt(a.variance) + np.sqrt(b.variance)) ** 2
-    return Tracked(a.value + b.value, a.worst + b.worst + rounding, spread + rounding**2 / 3)
+    return Tracked(a.value + b.value, a.worst + b.worst + u * (a.magnitude + b.magnitude),
+                   spread + (u * (a.likely_magnitude + b.likely_magnitude)) ** 2 / 3)
 
 
 def unary_rule(op: Operation, inputs: list[Tracked], weights: list[np.ndarray], u: float) -> Tracked:
