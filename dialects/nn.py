@@ -13,7 +13,7 @@ the ONNX importer builds result types with them: one rule, used by both.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
@@ -257,23 +257,30 @@ class NNOp(IRDLOperation):
     def layer_name(self) -> str:
         return self.node_name.data if self.node_name is not None else ""
 
-    def check(self, condition: bool, message: str) -> None:
+    def check(self, condition: bool, message: str | Callable[[], str]) -> None:
+        """Fail verification with `message` unless `condition`. A message that prints IR
+        (a type, an attribute) should be a callable: verifiers run on every op after every
+        pass, and printing is slow, so it is built only when the check fails."""
         if not condition:
             where = f" '{self.layer_name}'" if self.layer_name else ""
-            raise VerifyException(f"{self.name}{where}: {message}")
+            text = message if isinstance(message, str) else message()
+            raise VerifyException(f"{self.name}{where}: {text}")
 
     def check_shape(self, expected: Sequence[int], result: SSAValue) -> None:
         got = shape_of(result)
-        self.check(tuple(got) == tuple(expected), f"result shape {got} should be {tuple(expected)}")
+        self.check(tuple(got) == tuple(expected), lambda: f"result shape {got} should be {tuple(expected)}")
 
     def check_same_element_type(self, *values: SSAValue) -> None:
         types = {element_type_of(v) for v in values}
-        self.check(len(types) == 1, f"element types differ: {sorted(str(t) for t in types)}")
+        self.check(len(types) == 1, lambda: f"element types differ: {sorted(str(t) for t in types)}")
+
+    def check_static_tensor(self, v: SSAValue) -> None:
+        self.check(isinstance(v.type, TensorType), lambda: f"expects ranked tensors, got {v.type}")
+        self.check(all(d >= 0 for d in shape_of(v)), lambda: f"dynamic or negative shape {shape_of(v)}")
 
     def verify_(self) -> None:
-        for v in list(self.operands) + list(self.results):
-            self.check(isinstance(v.type, TensorType), f"expects ranked tensors, got {v.type}")
-            self.check(all(d >= 0 for d in shape_of(v)), f"dynamic or negative shape {shape_of(v)}")
+        for v in (*self.operands, *self.results):
+            self.check_static_tensor(v)
         self.verify_op()
 
     def verify_op(self) -> None:
