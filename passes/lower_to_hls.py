@@ -651,19 +651,19 @@ class Lowering:
         replace = {}
         for v in op.operands:
             weight = v.owner
-            if not isinstance(weight, nn.WeightOp):
+            permute = chw is not None and v is op.operands[1]
+            to_half = self.dtype == "half" and is_float(element(v))
+            if not isinstance(weight, nn.WeightOp) or not (permute or to_half):
                 continue
-            w = self.store[weight.handle.data]
-            suffixes = []
-            if chw is not None and v is op.operands[1]:
+            w, suffix = self.store[weight.handle.data], ""
+            if chw is not None and permute:
                 c, h, wd = chw
                 # Column k of the CHW flatten is (c, y, x); the HWC stream delivers (y, x, c) at k'.
                 order = np.arange(c * h * wd).reshape(c, h, wd).transpose(1, 2, 0).reshape(-1)
-                w, suffixes = np.ascontiguousarray(np.take(w, order, axis=1 if transposed(op) else 0)), [".hwc"]
-            if self.dtype == "half" and np.issubdtype(w.dtype, np.floating):
-                w, suffixes = w.astype(np.float16), [*suffixes, ".f16"]
-            if suffixes:
-                replace[v] = new_weight(self.store, w, weight.handle.data + "".join(suffixes), weight.node_name)
+                w, suffix = np.ascontiguousarray(np.take(w, order, axis=1 if transposed(op) else 0)), ".hwc"
+            if to_half:
+                w, suffix = half_weight(w, weight.handle.data), suffix + ".f16"
+            replace[v] = new_weight(self.store, w, weight.handle.data + suffix, weight.node_name)
         return payload(op, replace, activation=activation, retype=self.retype if self.dtype == "half" else None)
 
     @staticmethod
@@ -884,6 +884,15 @@ def lower_to_hls(module: ModuleOp, store: WeightStore, options: Options) -> None
     module.body.block.erase_op(func)
     for key in (TARGET_ATTR, ARCH_ATTR, BUDGET_ATTR, PLAN_ATTR):
         module.attributes.pop(key, None)
+
+
+def half_weight(w: np.ndarray, handle: str) -> np.ndarray:
+    """A float weight rounded to half (NumPy's float16: to nearest, ties to even)."""
+    with np.errstate(over="ignore"):
+        half = w.astype(np.float16)
+    if not np.isfinite(half).all() and np.isfinite(w).all():
+        raise UnsupportedError(f"weight '{handle}' has values beyond half's range (|w| > 65504)", WHERE)
+    return half
 
 
 def data_type(func: FuncOp, options: Options) -> str:

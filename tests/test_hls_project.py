@@ -276,6 +276,32 @@ def test_driver_compiles_the_digits_cnn_in_half(tmp_path: Path, capsys: pytest.C
     assert "the reused engines are int8 only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mobilenet_v1_c_simulation_is_bit_exact(arch: str, tmp_path: Path) -> None:
+    """MobileNetV1 (width 0.25, 128 x 128; 84 layers) through the driver as docs/hls.md shows
+    it: compile (quantize on four random images), run the C simulation, and `--with reference`."""
+    import onnx
+
+    from compiler import cli
+    from examples.models import build
+
+    model = tmp_path / "mbv1.onnx"
+    onnx.save(build("mobilenet_v1", 0.25, 128), model)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", input=rng.normal(size=(4, 3, 128, 128)).astype(np.float32))
+    np.savez(tmp_path / "x.npz", input=rng.normal(size=(1, 3, 128, 128)).astype(np.float32))
+    out = tmp_path / "out"
+    assert cli.main(["compile", str(model), "--target", "hls", "--arch", arch, "--calib", str(tmp_path / "calib.npz"),
+                     "-o", str(out)]) == 0
+    for runner, result in ((["--with", "hls"], "csim.npz"), (["--with", "reference"], "ref.npz")):
+        assert cli.main(["run", str(out), "--input", str(tmp_path / "x.npz"), "--output", str(tmp_path / result),
+                         *runner]) == 0
+    csim, ref = np.load(tmp_path / "csim.npz")["output"], np.load(tmp_path / "ref.npz")["output"]
+    assert csim.shape == (1, 1000) and np.abs(ref).max() > 0
+    assert np.array_equal(csim, ref)
+
+
 def test_driver_needs_calibration_for_the_hls_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from compiler import cli
 
