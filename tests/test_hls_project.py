@@ -107,6 +107,21 @@ def test_float_and_half_c_simulation_within_the_error_bound(model: str, dtype: s
         assert error.max() > 0  # it really computes in half
 
 
+def test_a_half_project_gives_the_same_bits_with_the_half_struct() -> None:
+    """The generated half C++ also builds with half.h's struct (a class type, as Vitis's half
+    is) instead of _Float16, and computes the same bits."""
+    from backends.hls import csim
+    from backends.hls.project import to_stream
+
+    project, _ = float_project("floats", "half")
+    _, x, _ = float_reference("floats")
+    folder = project.folder
+    library = csim.load(csim.build([folder / "top.cpp", folder / "predict.cpp"], project.include_dirs,
+                                   folder / "csim", ["-DLAYERLOOM_SOFT_HALF"], shared=True, name="predict_soft_half"))
+    (y,) = library.predict("layerloom_predict", [to_stream(x)], [((len(x), 5), np.float32)], None, None, len(x))
+    assert np.array_equal(y, project.predict(x))
+
+
 def test_half_testbench_checks_the_tolerance(tmp_path: Path) -> None:
     project, _ = float_project("floats", "half")
     assert "2 image(s), 10 values, all within the tolerance of the reference" in project.testbench()
