@@ -154,6 +154,7 @@ class FloatStage:
     split: np.ndarray | None = None
     limit: float = np.inf  # exact for |a| <= limit
     limit32: float = -1.0  # ... and in float32 too for |a| <= limit32 (pow2 only)
+    neg_d: np.ndarray | None = None  # -d, for the tiled tie correction
 
     def evaluate(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Into the float64 buffer `out` (a's shape)."""
@@ -180,14 +181,15 @@ class FloatStage:
         if self.t is None or self.d is None:
             return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), None, None, self.lo, self.hi,
                               limit=self.limit)
-        # The tie correction as C - D/2 + copysign(D/2, a - T): a - T is a nonzero
-        # half-integer, so its sign is right even where it rounds; D/2 is a power of two.
+        # The tie correction as C - D/2 + sign(a - T) D/2: a - T is a nonzero half-integer,
+        # so its sign is right even where it rounds; D/2 is a power of two.
         half = np.broadcast_to(self.d, self.k.shape) / 2
         if np.any(np.abs(self.t[np.isfinite(self.t)]) >= 2**22):  # T itself must stay a half-integer
             acc_type = np.dtype(np.float64)
+        halves = np.tile(half, rows).astype(acc_type)
         return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo - half, rows),
                           np.tile(np.broadcast_to(self.t, self.k.shape), rows).astype(acc_type),
-                          np.tile(half, rows).astype(acc_type), self.lo, self.hi, limit=self.limit)
+                          halves, self.lo, self.hi, limit=self.limit, neg_d=-halves)
 
     def store(self, a: np.ndarray, out: np.ndarray) -> None:
         """A tiled stage on the flat slab `a` into the flat 8-bit `out`: the floor is the
@@ -195,11 +197,13 @@ class FloatStage:
         clipped to [0, hi - lo]; the byte then gets lo back, modulo 256."""
         n = a.size
         v, extra = scratch(n, self.k.dtype, self.t.dtype if self.t is not None else a.dtype)
-        np.multiply(a, self.k[:n], out=v)
+        np.copyto(v, a)  # then multiply within one type: faster than a mixed-type multiply
+        v *= self.k[:n]
         v += self.c[:n]
-        if self.t is not None and self.d is not None:  # tiled: c holds -D/2, d holds D/2
+        if self.t is not None and self.d is not None and self.neg_d is not None:  # c holds -D/2, d D/2
+            # sign(a - T) * D/2 as clip(a - T, -D/2, D/2): |a - T| >= 1/2 > D/2.
             np.subtract(a, self.t[:n], out=extra)
-            np.copysign(self.d[:n], extra, out=extra)
+            np.clip(extra, self.neg_d[:n], self.d[:n], out=extra)
             v += extra
         np.clip(v, 0, self.hi - self.lo, out=v)
         bytes_ = out.view(np.uint8)
