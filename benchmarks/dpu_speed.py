@@ -74,6 +74,21 @@ def measure(repeats: int = REPEATS) -> list[list[str]]:
     ]
 
 
+SPEED_NOTE = """\
+The goal is missed. About half of the whole run is per-instruction bookkeeping (planning each
+instruction's regions and checks, the hazard check's vector clocks, the cycle-level schedule:
+roughly 0.2 ms per instruction); the other half executes the instructions, mostly the 963
+CONV tiles: per tile an im2col, the weights unpacked from bank layout, one exact GEMM (float32
+BLAS while a tile's partial sums stay below 2^24, else float64: 291 of the 963, the long
+reductions) and the output stage. The reference executor
+runs each layer as one GEMM kept exact in float32 by splitting channels where the weights' L1
+norm demands it, and on two threads; since its rewrite on this day it takes 0.13-0.19 s where it
+took 4-5 s (the simulator was then 0.6x its time). Closing the gap is work on the simulator
+(backends/dpu/simulator.py): reuse the unpacked weights of an output-channel tile across its
+spatial tiles, split long reductions into float32-exact chunks, and vectorise the planning and
+hazard bookkeeping; lower-to-dpu already uses the largest tiles the banks allow."""
+
+
 def speed_section() -> str:
     rows = measure()
     return "\n".join([
@@ -83,6 +98,8 @@ def speed_section() -> str:
         "executor with its own thread pool. Goal: the functional simulation at most 2x the int8 reference.",
         "",
         markdown_table(["run", "seconds", "/ reference"], rows),
+        "",
+        SPEED_NOTE,
     ])
 
 
