@@ -546,6 +546,12 @@ MIN_ELEMENTS_PER_PART = 1 << 15  # elementwise work: below, a part costs more to
 CACHE_BLOCK_ELEMENTS = 1 << 16  # a block of each operand stays in L2 while several passes run over it
 
 
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`np.matmul`: every BLAS product of the kernels goes through here (benchmarks/foundation.py
+    times them)."""
+    return np.matmul(a, b, out=out)
+
+
 def conv2d(
     x: np.ndarray,
     w: np.ndarray,
@@ -606,7 +612,7 @@ def _dense(
         for image in range(n):
             def rows_part(rows: slice, image: int = image) -> None:
                 out = y[image, rows].reshape(-1, m)
-                np.matmul(taps[image, rows].reshape(len(out), -1), weights, out=out)  # reshape: im2col copy
+                gemm(taps[image, rows].reshape(len(out), -1), weights, out=out)  # reshape: im2col copy
                 epilogue(out, bias, activation)
 
             in_parallel(rows_part, oh, -(-MIN_PIXELS_PER_PART // ow))
@@ -619,7 +625,7 @@ def _dense(
     out = y.reshape(-1, m)
 
     def channels_part(part: slice) -> None:
-        np.matmul(cols, weights[:, part], out=out[:, part])
+        gemm(cols, weights[:, part], out=out[:, part])
         epilogue(out[:, part], None if bias is None else bias[part], activation)
 
     in_parallel(channels_part, m, 64)
@@ -646,7 +652,7 @@ def _grouped(
     weights = derived(w, "g-hwio", lambda a: np.ascontiguousarray(a.reshape(group, m // group, c_per_group, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(group, -1, m // group))
     out = np.empty((n * oh * ow, group, m // group), dtype=x.dtype)
     by_groups = out.transpose(1, 0, 2)
-    in_parallel(lambda part: np.matmul(cols[part], weights[part], out=by_groups[part]), group)
+    in_parallel(lambda part: gemm(cols[part], weights[part], out=by_groups[part]), group)
     return out.reshape(n, oh, ow, m)
 
 
@@ -780,7 +786,7 @@ def winograd_conv3x3(
     products = np.empty((16, flat_tiles.shape[1], m), dtype=x.dtype)
 
     def gemms(part: slice) -> None:
-        np.matmul(flat_tiles[part], u[part], out=products[part])
+        gemm(flat_tiles[part], u[part], out=products[part])
         if bias is not None and part.start <= 5 < part.stop:
             products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
 
@@ -819,9 +825,9 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b; for 2-d operands with many columns, by blocks of columns on the pool."""
     if a.ndim != 2 or b.ndim != 2 or THREADS < 2 or a.shape[0] * b.size < 2 * MIN_ELEMENTS_PER_PART * 16:
-        return np.matmul(a, b)
+        return gemm(a, b)
     y = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    in_parallel(lambda part: np.matmul(a, b[:, part], out=y[:, part]), b.shape[1], 64)
+    in_parallel(lambda part: gemm(a, b[:, part], out=y[:, part]), b.shape[1], 64)
     return y
 
 
