@@ -1,6 +1,6 @@
 """The reference executor's fast paths: Winograd F(2x2, 3x3) convolution against the direct
-(im2col) convolution and onnxruntime, the kernels' split over their thread pool against
-onnxruntime and NumPy, and an elementwise op run with the activation after it."""
+(im2col) convolution and onnxruntime, and the kernels' split over their thread pool against
+onnxruntime and NumPy."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from onnx import helper
-from xdsl.dialects.builtin import ModuleOp
 
-from backends.reference import execute, kernels
-from backends.reference.executor import main_function
-from backends.reference.kernels import conv2d, fusible, in_parallel, winograd_applies, winograd_conv3x3
-from compiler.registry import parse_module
+from backends.reference import kernels
+from backends.reference.kernels import conv2d, in_parallel, winograd_applies, winograd_conv3x3
 from tests.test_kernels import assert_same, attr_text, check_conv, check_pool, conv_attrs, nn_run, onnx_run, random
 
 
@@ -196,60 +193,3 @@ def test_elementwise_and_matmul_split_over_threads(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("case", range(len(conv_cases())))
 def test_conv_on_one_thread_matches_onnxruntime(case: int) -> None:
     check_conv(*conv_cases()[case])
-
-
-# ---------------------------------------------------------------------------------------
-# An elementwise op and the activation after it, as one kernel
-# ---------------------------------------------------------------------------------------
-
-
-def residual_module(shape_b: str, activation: str, attrs: str = "", extra_use: bool = False, dtype: str = "f32") -> ModuleOp:
-    """y = activation(x + b) (and, with `extra_use`, also z = x + b as a second output)."""
-    t = f"tensor<2x16x48x48x{dtype}>"
-    tb = f"tensor<{shape_b}x{dtype}>"
-    outputs = f"({t} {{nn.name = \"y\"}}" + (f", {t} {{nn.name = \"z\"}})" if extra_use else ")")
-    returns = f"%y, %s : {t}, {t}" if extra_use else f"%y : {t}"
-    return parse_module(f"""builtin.module {{ func.func @main(%x: {t} {{nn.name = "x"}}, %b: {tb} {{nn.name = "b"}}) -> {outputs} {{
-        %s = nn.add %x, %b : ({t}, {tb}) -> {t}
-        %y = {activation} %s {attrs} : ({t}) -> {t}
-        func.return {returns} }} }}""")
-
-
-@pytest.mark.parametrize(
-    "activation, attrs, expected",
-    [
-        ("nn.relu", "", lambda s: np.maximum(s, 0)),
-        ("nn.clip", "{min = -0.5 : f64, max = 1.0 : f64}", lambda s: np.clip(s, -0.5, 1.0)),
-        ("nn.leaky_relu", "{alpha = 0.25 : f64}", lambda s: np.where(s < 0, 0.25 * s, s)),
-    ],
-    ids=["relu", "clip", "leaky_relu"],
-)
-@pytest.mark.parametrize("shape_b", ["2x16x48x48", "1x16x1x1"])  # same shape (fused), broadcast (two kernels)
-def test_add_then_activation_runs_as_one_kernel(activation: str, attrs: str, expected: object, shape_b: str) -> None:
-    module = residual_module(shape_b, activation, attrs)
-    ops = list(main_function(module).body.block.ops)
-    assert fusible(ops[0], ops[1])
-    x = random(2, 16, 48, 48, seed=1)
-    b = random(*map(int, shape_b.split("x")), seed=2)
-    out = execute(module, {"x": x, "b": b})
-    np.testing.assert_allclose(out["y"], expected(x + b), rtol=1e-6)  # type: ignore[operator]
-    assert list(out) == ["y"]
-
-
-def test_add_used_again_is_not_fused() -> None:
-    module = residual_module("2x16x48x48", "nn.relu", extra_use=True)
-    ops = list(main_function(module).body.block.ops)
-    assert not fusible(ops[0], ops[1])
-    x, b = random(2, 16, 48, 48, seed=1), random(2, 16, 48, 48, seed=2)
-    out = execute(module, {"x": x, "b": b})
-    np.testing.assert_allclose(out["z"], x + b)
-    np.testing.assert_allclose(out["y"], np.maximum(x + b, 0))
-
-
-def test_integer_add_then_relu_is_not_fused() -> None:
-    module = residual_module("2x16x48x48", "nn.relu", dtype="i32")
-    ops = list(main_function(module).body.block.ops)
-    assert not fusible(ops[0], ops[1])
-    x = np.arange(-36864, 36864, dtype=np.int32).reshape(2, 16, 48, 48)
-    out = execute(module, {"x": x, "b": x})
-    np.testing.assert_array_equal(out["y"], np.maximum(2 * x, 0))

@@ -16,7 +16,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, SSAValue
 
-from backends.reference.kernels import fusible, read_only, run_fused, run_kernel, single_threaded_blas, weight_array
+from backends.reference.kernels import read_only, run_kernel, single_threaded_blas, weight_array
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names, weights_of
 from compiler.tensors import dtype_of
@@ -47,35 +47,25 @@ def execute(
     for arg in dying.get(None, ()):
         _drop(env, owners, arg)
 
-    ops = list(block.ops)
-    # An elementwise op whose result only feeds the activation right after it runs with
-    # that activation as one kernel (kernels.run_fused); its result is never bound.
-    fused = {op: then for op, then in zip(ops, ops[1:], strict=False) if fusible(op, then)}
-    ran_with_producer = set(fused.values())
     with single_threaded_blas():  # the kernels run their own threads (kernels.py, Threads)
-        for op in ops:
+        for op in block.ops:
             if isinstance(op, ReturnOp):
                 results = [env[v] for v in op.operands]
                 return {name: _owned(a) for name, a in zip(output_names, results, strict=True)}
-            if op in ran_with_producer:
-                continue
             if isinstance(op, WeightOp):
-                outs, results = [weight_array(op, store)], op.results
+                outs = [weight_array(op, store)]
             else:
                 ends_here = dying.get(op, ())
                 args = [
                     env[v] if v in ends_here and op.operands.count(v) == 1 and owners[id(_memory(env[v]))] == 1 else read_only(env[v])
                     for v in op.operands
                 ]
-                then = fused.get(op)
-                outs = [run_fused(op, then, args)] if then is not None else run_kernel(op, args)
-                results = then.results if then is not None else op.results
+                outs = run_kernel(op, args)
                 del args
-            for value, array in zip(results, outs, strict=True):
+            for value, array in zip(op.results, outs, strict=True):
                 _bind(env, owners, value, array)
             for value in dying.get(op, ()):
-                if value in env:  # a fused op's result was never bound
-                    _drop(env, owners, value)
+                _drop(env, owners, value)
     raise LayerloomError("@main has no func.return", source)
 
 

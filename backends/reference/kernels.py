@@ -184,27 +184,24 @@ def reusable(op: Operation, *args: np.ndarray) -> np.ndarray | None:
 
 
 def elementwise(fn: Callable[..., object], args: Sequence[np.ndarray], out: np.ndarray | None) -> np.ndarray:
-    """`fn(*args, out=out)` (a fresh `out` when None), over blocks of the outermost axis in
-    memory, on the pool, when the arguments all have one float shape (no broadcasting) and
-    are big: each block is then a run of memory, small enough to stay in cache while `fn`
-    makes several passes over it."""
+    """`fn(*args, out=out)` (a fresh `out` when None); on the pool, over blocks of the
+    outermost axis in memory (each block a run of memory), when the arguments all have one
+    float shape (no broadcasting) and are big."""
     shape = args[0].shape
     dtype = np.result_type(*args)
-    if (len(shape) == 0 or any(a.shape != shape for a in args)
+    if (THREADS < 2 or len(shape) == 0 or any(a.shape != shape for a in args)
             or args[0].size < 2 * MIN_ELEMENTS_PER_PART or dtype.kind != "f"):
         return fn(*args, out=out)  # type: ignore[return-value]
     if out is None:
         out = np.empty_like(args[0], dtype=dtype)  # in the first argument's memory layout
     axis = int(np.argmax([abs(stride) if size > 1 else 0 for size, stride in zip(shape, out.strides, strict=True)]))
-    step = max(1, CACHE_BLOCK_ELEMENTS * shape[axis] // out.size)
     target = out
 
     def part(rows: slice) -> None:
-        for start in range(rows.start, rows.stop, step):
-            index = (slice(None),) * axis + (slice(start, min(start + step, rows.stop)),)
-            fn(*(a[index] for a in args), out=target[index])
+        index = (slice(None),) * axis + (rows,)
+        fn(*(a[index] for a in args), out=target[index])
 
-    in_parallel(part, shape[axis], step)
+    in_parallel(part, shape[axis], MIN_ELEMENTS_PER_PART * shape[axis] // out.size + 1)
     return out
 
 
@@ -389,48 +386,6 @@ def _binary(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     return [elementwise(_BINARY[type(op)], args, reusable(op, *args))]
 
 
-def activation_of(op: Operation) -> Activation | None:
-    """A standalone relu / clip / leaky_relu op as `f(x, out)`; None for other ops."""
-    if isinstance(op, nn.ReluOp):
-        return relu
-    if isinstance(op, nn.ClipOp):
-        lo, hi = _float(op.min), _float(op.max)
-        return lambda x, out: clip(x, lo, hi, out)
-    if isinstance(op, nn.LeakyReluOp):
-        alpha = float(op.alpha.value.data)
-        return lambda x, out: leaky_relu(x, alpha, out)
-    return None
-
-
-def fusible(op: Operation, then: Operation) -> bool:
-    """Whether `then` is an activation whose operand is the float result of the binary
-    elementwise `op`, used by nothing else: the executor then runs both as one kernel."""
-    result = op.results[0] if len(op.results) == 1 else None
-    return (
-        type(op) in _BINARY and result is not None and activation_of(then) is not None
-        and then.operands[0] is result and result.has_one_use()
-        and result.type == then.results[0].type and dtype_of(result.type).kind == "f"
-    )
-
-
-def run_fused(op: Operation, then: Operation, args: list[np.ndarray]) -> np.ndarray:
-    """`then(op(*args))` for a `fusible` pair, block by block while each block is in cache
-    (a ResNet's residual add and ReLU), or the two kernels one after the other when the
-    operands broadcast; `args` as for `run_kernel(op, args)`."""
-    binary, activation = _BINARY[type(op)], activation_of(then)
-    assert activation is not None
-
-    def both(*operands: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        y = binary(*operands, out=out)
-        activation(y, y)
-        return y
-
-    with np.errstate(all="ignore"):
-        if all(a.shape == _result_shape(op) and a.dtype == dtype_of(op.results[0].type) for a in args):
-            return elementwise(both, args, reusable(op, *args))
-    return run_kernel(then, run_kernel(op, args))[0]
-
-
 @kernel(nn.SoftmaxOp)
 def _softmax(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.SoftmaxOp)
@@ -543,7 +498,6 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
 # rows: with a row split every part would stream (and repack) all of the weights.
 MIN_PIXELS_PER_PART = 256
 MIN_ELEMENTS_PER_PART = 1 << 15  # elementwise work: below, a part costs more to hand out than to do
-CACHE_BLOCK_ELEMENTS = 1 << 16  # a block of each operand stays in L2 while several passes run over it
 
 
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
