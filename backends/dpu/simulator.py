@@ -47,6 +47,7 @@ from backends.dpu.memory import (
     dw_weight_word_count,
     read_records,
 )
+from backends.reference import qnn_kernels as qk
 from backends.reference.kernels import window_view
 from compiler.errors import LayerloomError
 from compiler.quant import intmath as im
@@ -111,6 +112,24 @@ class Machine:
         }
         self.memories["weights"] = np.zeros(depth * config.weights_word, np.uint8)
         self.memories["bias"] = np.zeros(depth * 8, np.uint8)
+        # What compute instructions derive from weight / bias words (unpacked matrices,
+        # output stages), per space and (addr, count, key); a LOAD drops what it overwrites.
+        self.derived: dict[str, dict[tuple[int, int, Any], Any]] = {"weights": {}, "bias": {}}
+
+    def unpacked(self, space: str, addr: int, count: int, key: Any, make: Callable[[], Any]) -> Any:
+        """`make()` of words addr .. addr+count-1 of `space`, kept until a LOAD overwrites them."""
+        entries = self.derived[space]
+        value = entries.get((addr, count, key))
+        if value is None:
+            value = entries[(addr, count, key)] = make()
+        return value
+
+    def loaded(self, space: str, addr: int, count: int) -> None:
+        """Forget what was derived from words a LOAD overwrote."""
+        entries = self.derived.get(space)
+        if entries:
+            for k in [k for k in entries if k[0] < addr + count and addr < k[0] + k[1]]:
+                del entries[k]
 
     def words(self, space: str, addr: int, count: int) -> np.ndarray:
         """(count, word bytes) uint8 view of words addr .. addr+count-1."""
@@ -163,6 +182,28 @@ def activation_bounds(cfg: Instruction) -> tuple[int, int]:
     if cfg.act == "clip":
         return cfg.clip_lo, cfg.clip_hi
     return INT8
+
+
+@dataclass(frozen=True)
+class GemmWeights:
+    """An unpacked (K, oc) int8 weight matrix as float32 and the largest L1 norm of its
+    columns: every partial sum of x @ w is at most max|x| times that (the reference
+    kernels' bound), so one float32 GEMM is exact far beyond K * max|x| * max|w| < 2^24."""
+
+    matrix: np.ndarray
+    l1: int
+
+    @staticmethod
+    def of(w: np.ndarray) -> GemmWeights:
+        l1 = int(np.abs(w.astype(np.int32)).sum(axis=0).max(initial=0))
+        return GemmWeights(w.astype(np.float32), l1)
+
+    def matmul(self, x: np.ndarray) -> np.ndarray:
+        """x @ w exactly (int64) for an int8 x."""
+        a = x.astype(np.float32)
+        if qk.max_abs(a) * self.l1 < qk.FLOAT32_EXACT:
+            return np.matmul(a, self.matrix).astype(np.int64)
+        return im.ints(qk.exact_matmul(a, self.matrix))
 
 
 def pow2(multipliers: Any, shifts: Any) -> im.Requant:
@@ -258,6 +299,7 @@ class Planner:
         plain = rows == i.rows and cols == i.cols and p * width == i.chans
 
         def run(m: Machine) -> None:
+            m.loaded(space, i.addr, rows * cols * p)
             data = m.ddr.box(m.ddr.base(i.reg) + i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
             tile = m.words(space, i.addr, rows * cols * p).reshape(rows, cols, p * width)
             if plain:
@@ -320,9 +362,12 @@ class Planner:
         def run(m: Machine) -> None:
             x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic]
             patches = windows(x, kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
-            w = conv_weight_matrix(m.words("weights", i.addr_w, n_words), i.oc, i.ic, *kernel, c)
-            acc = im.exact_int_matmul(patches, w)
-            bias, stage = output_stage(m, step, cfg, i.addr_bias, i.oc)
+            w = m.unpacked("weights", i.addr_w, n_words, ("conv", i.oc, i.ic, kernel),
+                           lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
+                                                                     i.oc, i.ic, *kernel, c)))
+            acc = w.matmul(patches)
+            bias, stage = m.unpacked("bias", i.addr_bias, i.oc, ("stage", cfg.act, cfg.alpha, activation_bounds(cfg)),
+                                     lambda: output_stage(m, step, cfg, i.addr_bias, i.oc))
             acc += bias
             write_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), apply(step, stage, acc).reshape(*shape, i.oc))
 
