@@ -27,6 +27,7 @@ import heapq
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -668,12 +669,14 @@ def schedule(
     its bytes when the DDR (one channel shared by all cores) is free. Queue heads go in
     the order they become ready (ties: lower index, then lower core)."""
     n = len(steps)
-    start = np.full((cores, n), -1, np.int64)
-    end = np.full((cores, n), -1, np.int64)
+    start = [[-1] * n for _ in range(cores)]  # lists, not arrays: this loop reads them one number at a time
+    end = [[-1] * n for _ in range(cores)]
     signallers: list[list[int]] = [[] for _ in range(n)]
     for t in pairs:
         signallers[t.waiter].append(t.signaller)
     queues = [[s.index for s in steps if s.queue == q] for q in range(len(QUEUES))]
+    durations = [step_cycles(s, timing) for s in steps]  # compute: cycles; LOAD / SAVE: DDR transfer
+    bank_uses = [tuple(Counter(s.banks).items()) for s in steps]
     head = [[0] * len(QUEUES) for _ in range(cores)]
     free = [[0] * len(QUEUES) for _ in range(cores)]
     ports = [[[0] * timing.ports for _ in range(banks)] for _ in range(cores)]
@@ -688,45 +691,56 @@ def schedule(
         i = queues[q][head[core][q]]
         if finished is not None and finished not in signallers[i]:
             return
-        ends = [int(end[core, s]) for s in signallers[i]]
-        if ends and min(ends) < 0:
-            return
-        heapq.heappush(heap, (max([free[core][q], *ends]), i, core, q))
+        ready = free[core][q]
+        ends = end[core]
+        for s in signallers[i]:
+            if ends[s] < 0:
+                return
+            ready = max(ready, ends[s])
+        heapq.heappush(heap, (ready, i, core, q))
 
     for core in range(cores):
         for q in range(len(QUEUES)):
             offer(core, q)
     while heap:
         ready, i, core, q = heapq.heappop(heap)
-        step = steps[i]
-        uses: dict[int, int] = {}
-        for b in step.banks:
-            uses[b] = uses.get(b, 0) + 1
+        uses = bank_uses[i]
         t0, slow = ready, 1
-        for b, k in uses.items():  # k accesses need k ports; more than the bank has: slower
+        for b, k in uses:  # k accesses need k ports; more than the bank has: slower
             t0 = max(t0, sorted(ports[core][b])[min(k, timing.ports) - 1])
             slow = max(slow, math.ceil(k / timing.ports))
         if q != COMPUTE:
             data = max(t0 + timing.ddr_latency, ddr_free)
-            t1 = ddr_free = data + math.ceil(step.ddr_bytes / timing.ddr_bytes_per_cycle)
-        elif step.ins.mnemonic.endswith("INIT"):
-            t1 = t0 + timing.init_cycles
+            t1 = ddr_free = data + durations[i]
         else:
-            t1 = t0 + (step.cycles + timing.compute_latency) * slow
-        for b, k in uses.items():
+            t1 = t0 + durations[i] * slow
+        for b, k in uses:
             taken = sorted(ports[core][b])
             used = min(k, timing.ports)
             ports[core][b] = [t1] * used + taken[used:]
-        start[core, i], end[core, i] = t0, t1
+        start[core][i], end[core][i] = t0, t1
         free[core][q] = t1
         head[core][q] += 1
         offer(core, q)
         for other in range(len(QUEUES)):
             if other != q:
                 offer(core, other, finished=i)
-    if int((start < 0).sum()) != cores * sum(1 for s in steps if s.queue is None):
+    start_array, end_array = np.array(start, np.int64).reshape(cores, n), np.array(end, np.int64).reshape(cores, n)
+    if int((start_array < 0).sum()) != cores * sum(1 for s in steps if s.queue is None):
         raise AssertionError("schedule: an instruction never became ready (the token rules prevent this)")
-    return start, end
+    return start_array, end_array
+
+
+def step_cycles(step: Step, timing: Timing) -> int:
+    """A LOAD / SAVE's DDR transfer cycles, an INIT's cycles, a compute instruction's
+    cycles with its pipeline fill (before the slow-down of shared bank ports)."""
+    if step.queue is None:
+        return 0
+    if step.queue != COMPUTE:
+        return math.ceil(step.ddr_bytes / timing.ddr_bytes_per_cycle)
+    if step.ins.mnemonic.endswith("INIT"):
+        return timing.init_cycles
+    return step.cycles + timing.compute_latency
 
 
 # ---------------------------------------------------------------------------------------
