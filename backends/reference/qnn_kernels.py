@@ -1,24 +1,26 @@
 """NumPy kernels for the `qnn` dialect, exactly per docs/quantization.md.
 
 `compiler.quant.intmath` is the spec's one implementation; the kernels compute the same
-integers, fast:
+integers, fast (tests/test_qnn_kernels.py checks them against it and against int64
+references, bit for bit):
 
-- Contractions run in float BLAS, which is exact whenever every partial sum is an integer
-  below 2^24 (float32): a K-long dot product of values bounded by `bx` and `bw` is exact in
-  float32 when K * bx * bw < 2^24. Longer reductions are cut into chunks that each stay
-  below it (input channels for conv, the inner axis for matmul) and the chunks are summed
-  in float64 (exact below 2^53); int64 beyond that. Convolution reuses the float kernel
-  (`kernels.conv2d`: im2col + GEMM, channels-last) on the raw input padded with its zero
-  point; the zero point's share, z_x * sum(w) per output channel, is subtracted with the
-  bias (the folding of docs/quantization.md section 1, done at run time).
-- Requantization uses `requantize`, the spec's roundings rewritten with fewer NumPy passes
-  (SaturatingRoundingDoublingHighMul with a non-negative multiplier is a round-half-up
-  shift; RoundingDivideByPOT a round-half-away shift); tests/test_qnn_kernels.py checks it
-  against intmath bit for bit. It runs slab by slab so that its int64 temporaries stay in
-  cache. Where an accumulator could leave int32 (a huge imported bias), intmath itself
-  runs, and raises.
+- Contractions run in float32 BLAS, exact while every partial sum is an integer below
+  2^24. A partial sum, whatever order BLAS adds in, is at most max|x| times the L1 norm
+  of the weights summed, so convolutions cut their input channels into chunks that keep
+  that bound (`channel_chunks`; matmul cuts its inner axis by K * max|a| * max|b|) and sum
+  the chunks in float64; int64 beyond float64's reach. Convolution reuses the float
+  kernel (`kernels.conv2d`: im2col + GEMM, channels-last) on the raw input padded with its
+  zero point; the zero point's share, z_x * sum(w) per output channel, joins the bias (the
+  folding of docs/quantization.md section 1, done at run time).
+- The output stage (requantize, zero point, clamp) is one floor per element in float64
+  (`FloatStage`; float32 for pow2 where exact), derived below from the spec's roundings;
+  where float64 is not exact, `requantize` / `output_stage` do the same in int64 with fewer
+  passes than intmath. Stages run on flat slabs (cache-sized, on a thread pool) with
+  per-op constants compiled once. Where an accumulator could leave int32 (a huge imported
+  bias), intmath itself runs, and raises.
+- Add, concat, requantize and lookup tables are functions of the operand bytes: tables
+  (65536 entries for add) built with `output_stage`, then one gather per element.
 """
-
 from __future__ import annotations
 
 import math
