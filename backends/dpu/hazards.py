@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,11 +26,11 @@ Clock = tuple[int, int, int]
 NO_CLOCK: Clock = (-1, -1, -1)
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """A (rows, cols, chans) box of entries of `space` from entry `start` with entry
     strides; on-chip runs of words are (1, 1, count) boxes. Spaces: `fmap<bank>`,
-    `weights`, `bias` (entries are words) and `ddr:<region>` (entries are bytes)."""
+    `weights`, `bias` (entries are words) and `ddr:<region>` (entries are bytes).
+    A NamedTuple, not a dataclass: the planner makes two or three per instruction."""
 
     space: str
     start: int
