@@ -147,9 +147,11 @@ def test_random_models_int8_stay_close_to_float(seed: int, scheme: str, activati
     assert [n for n in ops_of(q) if n.startswith("nn.") and n not in ("nn.reshape",)] == []
     for batch in calibration[:2]:
         want, got = execute(program, batch)["y"], execute(q, batch)["y"]
-        spread = float(want.max() - want.min())
-        # Every layer rounds to half a step of its own range; a few layers, a few percent.
-        assert np.abs(got - want).max() <= 0.08 * spread + 1e-6, (np.abs(got - want).max(), spread)
+        scale = max(float(want.max() - want.min()), float(np.abs(want).max()))
+        # Every layer rounds to half a step of its own range; over four or five layers that
+        # is a few percent on average (a wrong scale or rounding rule costs far more).
+        error = np.abs(got - want)
+        assert error.mean() <= 0.04 * scale + 1e-6 and error.max() <= 0.15 * scale + 1e-6, (error.max(), scale)
 
 
 # ---------------------------------------------------------------------------------------
