@@ -117,7 +117,9 @@ class HazardTracker:
         self.spaces: dict[str, _Space] = {}
 
     def _space(self, r: Region) -> _Space:
-        space = self.spaces.setdefault(r.space, _Space())
+        space = self.spaces.get(r.space)
+        if space is None:
+            space = self.spaces[r.space] = _Space()
         space.ensure(r.stop)
         return space
 
@@ -129,16 +131,11 @@ class HazardTracker:
         found: list[Conflict] = []
         for r in reads:
             space = self._space(r)
-            written = False
-            for q in range(len(QUEUES)):
-                writers = space.view("w", q, r)
-                if writers is None:
-                    continue
-                latest = int(writers.max())
-                written = written or latest >= 0
-                if q != queue and latest > clock[q]:
+            writers = [(q, v) for q in range(len(QUEUES)) if (v := space.view("w", q, r)) is not None]
+            for q, v in writers:
+                if q != queue and (latest := int(v.max())) > clock[q]:
                     found.append(Conflict(latest, index, "RAW", r))
-            if r.onchip and not self._all_written(space, r, written):
+            if r.onchip and not all_written([v for _, v in writers]):
                 found.append(Conflict(-1, index, "uninitialised", r))
         for r in writes:
             space = self._space(r)
@@ -151,19 +148,20 @@ class HazardTracker:
                         found.append(Conflict(latest, index, name, r))
         return found
 
-    def _all_written(self, space: _Space, r: Region, any_written: bool) -> bool:
-        if not any_written:
-            return False
-        views = [v for q in range(len(QUEUES)) if (v := space.view("w", q, r)) is not None]
-        latest = views[0] if len(views) == 1 else np.maximum.reduce(views)
-        return bool(latest.min() >= 0)
-
     def record(self, index: int, queue: int, reads: Sequence[Region], writes: Sequence[Region]) -> None:
         for kind, regions in (("r", reads), ("w", writes)):
             for r in regions:
                 view = self._space(r).view(kind, queue, r, create=True)
                 assert view is not None
                 view[...] = index
+
+
+def all_written(writers: list[np.ndarray]) -> bool:
+    """Whether every entry has a writer, given each queue's last writers of the entries."""
+    if not writers:
+        return False
+    latest = writers[0] if len(writers) == 1 else np.maximum.reduce(writers)
+    return bool(latest.min() >= 0)
 
 
 def clocks(queues: Sequence[int | None], token_pairs: Sequence[Token]) -> list[Clock]:
