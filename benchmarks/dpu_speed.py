@@ -75,18 +75,18 @@ def measure(repeats: int = REPEATS) -> list[list[str]]:
 
 
 SPEED_NOTE = """\
-The goal is missed. About half of the whole run is per-instruction bookkeeping (planning each
-instruction's regions and checks, the hazard check's vector clocks, the cycle-level schedule:
-roughly 0.2 ms per instruction); the other half executes the instructions, mostly the 963
-CONV tiles: per tile an im2col, the weights unpacked from bank layout, one exact GEMM (float32
-BLAS while a tile's partial sums stay below 2^24, else float64: 291 of the 963, the long
-reductions) and the output stage. The reference executor
-runs each layer as one GEMM kept exact in float32 by splitting channels where the weights' L1
-norm demands it, and on two threads; since its rewrite on this day it takes 0.13-0.19 s where it
-took 4-5 s (the simulator was then 0.6x its time). Closing the gap is work on the simulator
-(backends/dpu/simulator.py): reuse the unpacked weights of an output-channel tile across its
-spatial tiles, split long reductions into float32-exact chunks, and vectorise the planning and
-hazard bookkeeping; lower-to-dpu already uses the largest tiles the banks allow."""
+The goal is missed. Executing the instructions is mostly the 963 CONV tiles: per tile an
+im2col, one float32 GEMM and the output stage. The unpacked weights (float32, with their
+columns' largest L1 norm) and the output stage are kept per bank-word range until a LOAD
+overwrites them, so an output-channel tile's weights are unpacked once for all its spatial
+tiles; a GEMM is one float32 BLAS call whenever max|x| times that L1 norm stays below 2^24,
+else the reference kernels' float32 chunks (no float64 GEMMs). The rest of the whole run is
+per-instruction bookkeeping in Python: planning each instruction's regions and checks, the
+hazard check's per-word tables, the cycle-level schedule, decoding the program and pairing
+its tokens (roughly 0.1-0.15 ms per instruction), plus copying the 29 MB DDR image. The
+reference executor runs each layer as one GEMM on two threads. What is left: the hazard check
+off where the program is our own lowering's, checked at compile time (the driver's run path),
+interval-based hazard tables, and planning vectorised over instructions."""
 
 
 def speed_section() -> str:
