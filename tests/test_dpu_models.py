@@ -112,14 +112,17 @@ def dpu_conv(draw: Draw, b: NetBuilder, x: str) -> str:
     _, c, h, w = b.shapes[x]
     depthwise = draw(st.booleans())
     out_channels = c if depthwise else draw(st.integers(1, 12))
-    pads = [draw(st.integers(0, 2)) for _ in range(4)]
-    kernel, dilation, stride, out = [], [], [], []
-    for size, begin, end in ((h, pads[0], pads[2]), (w, pads[1], pads[3])):
+    kernel, dilation, stride, out, begins, ends = [], [], [], [], [], []
+    for size in (h, w):
         d = draw(st.integers(1, 2))
-        k = draw(st.integers(1, max(1, min(3, (size + begin + end - 1) // d + 1))))
+        k = draw(st.integers(1, max(1, min(3, (size - 1) // d + 1))))
+        # Padding up to the window's reach: a wider pad makes outputs that read only
+        # padding, which the DPU's tiles refuse (backends/dpu/builder.py).
+        begin, end = draw(st.integers(0, min(2, d * (k - 1)))), draw(st.integers(0, min(2, d * (k - 1))))
         s = draw(st.integers(1, 2))
-        kernel.append(k), dilation.append(d), stride.append(s)
+        kernel.append(k), dilation.append(d), stride.append(s), begins.append(begin), ends.append(end)
         out.append(window_output(size, k, s, begin, end, d, False))
+    pads = [begins[0], begins[1], ends[0], ends[1]]
     group = c if depthwise else 1
     inputs = [x, b.he((out_channels, c // group, *kernel), (c // group) * kernel[0] * kernel[1])]
     if draw(st.booleans()):
