@@ -1,19 +1,15 @@
-"""The reference executor's fast paths: Winograd F(2x2, 3x3) convolution against the direct
-(im2col) convolution and onnxruntime, and the kernels' split over their thread pool against
-onnxruntime and NumPy."""
+"""The reference executor's Winograd F(2x2, 3x3) convolution against the direct (im2col)
+convolution and onnxruntime."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from onnx import helper
 
 from backends.reference import kernels
-from backends.reference.kernels import conv2d, in_parallel, winograd_applies, winograd_conv3x3
-from tests.test_kernels import assert_same, attr_text, check_conv, check_pool, conv_attrs, nn_run, onnx_run, random
+from backends.reference.kernels import conv2d, winograd_applies, winograd_conv3x3
+from tests.test_kernels import assert_same, check_conv, conv_attrs, nn_run, onnx_run, random
 
 
 def he_weights(m: int, c: int, seed: int) -> np.ndarray:
@@ -101,95 +97,3 @@ def test_conv2d_op_with_fused_relu_on_the_winograd_path() -> None:
     conv = helper.make_node("Conv", ["x0", "x1", "x2"], ["t"], pads=[1, 1, 1, 1])
     expected = onnx_run([conv, helper.make_node("Relu", ["t"], ["y"])], {f"x{i}": a for i, a in enumerate(operands)})
     assert_same(nn_run("nn.conv2d", conv_attrs(pads=(1, 1, 1, 1), activation="relu"), operands, expected), expected)
-
-
-# ---------------------------------------------------------------------------------------
-# Threads
-# ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def three_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The kernels as on a three-core machine, whatever this one has."""
-    with ThreadPoolExecutor(2) as pool:
-        monkeypatch.setattr(kernels, "THREADS", 3)
-        monkeypatch.setattr(kernels, "_POOL", pool)
-        yield
-
-
-@pytest.fixture
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "THREADS", 1)
-    monkeypatch.setattr(kernels, "_POOL", None)
-
-
-@pytest.mark.usefixtures("three_threads")
-@pytest.mark.parametrize("size, grain, parts", [(40, 1, 12), (10, 1, 10), (10, 4, 2), (10, 20, 1), (2, 1, 2), (0, 1, 1)])
-def test_in_parallel_covers_the_range_once(size: int, grain: int, parts: int) -> None:
-    seen: list[slice] = []
-    in_parallel(seen.append, size, grain)
-    assert len(seen) == parts
-    covered = sorted(i for part in seen for i in range(size)[part])
-    assert covered == list(range(size))
-    assert all(part.stop - part.start >= min(grain, size) for part in seen)
-
-
-@pytest.mark.usefixtures("three_threads")
-def test_in_parallel_runs_nested_calls_in_place_and_raises() -> None:
-    inner: list[int] = []
-    in_parallel(lambda part: in_parallel(lambda p: inner.append(p.stop - p.start), 9), 3)
-    # Parts the caller takes split again; parts on the pool's threads run whole (never waiting for the pool).
-    assert sum(inner) == 27 and set(inner) <= {1, 9}
-
-    def fail(part: slice) -> None:
-        if part.start > 0:
-            raise ValueError("part failed")
-
-    with pytest.raises(ValueError, match="part failed"):
-        in_parallel(fail, 9)
-
-
-def conv_cases() -> list[tuple]:
-    """(x, w, bias, strides, pads, dilations, group) reaching each split of the conv kernels."""
-    return [
-        (random(1, 8, 40, 36, seed=1), random(12, 8, 3, 3, seed=2), random(12, seed=3), (1, 1), (1, 1, 1, 1), (2, 1), 1),
-        (random(2, 16, 34, 33, seed=1), random(16, 16, 1, 1, seed=2), None, (1, 1), (0, 0, 0, 0), (1, 1), 1),
-        (random(1, 16, 31, 33, seed=1), random(140, 16, 1, 1, seed=2), random(140, seed=3), (2, 2), (0, 0, 0, 0), (1, 1), 1),
-        (random(1, 32, 9, 8, seed=1), random(130, 32, 3, 3, seed=2), random(130, seed=3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
-        (random(1, 16, 60, 58, seed=1), he_weights(16, 16, seed=2), random(16, seed=3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
-        (random(1, 12, 20, 20, seed=1), random(12, 4, 3, 3, seed=2), random(12, seed=3), (1, 1), (1, 1, 1, 1), (1, 1), 3),
-        (random(1, 24, 80, 80, seed=1), random(48, 1, 3, 3, seed=2), random(48, seed=3), (2, 2), (1, 1, 1, 1), (1, 1), 24),
-    ]
-
-
-@pytest.mark.parametrize("case", range(len(conv_cases())))
-def test_conv_split_over_threads_matches_onnxruntime(case: int, three_threads: None) -> None:
-    check_conv(*conv_cases()[case])
-
-
-@pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_split_over_threads_matches_onnxruntime(kind: str, three_threads: None) -> None:
-    check_pool(kind, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0, 0, random(1, 32, 113, 113, seed=4))
-
-
-def test_elementwise_and_matmul_split_over_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    a, b = random(1, 64, 40, 40, seed=1), random(1, 64, 40, 40, seed=2)
-    left, right = random(3, 700, seed=3), random(700, 300, seed=4)
-    with ThreadPoolExecutor(2) as pool:
-        monkeypatch.setattr(kernels, "THREADS", 3)
-        monkeypatch.setattr(kernels, "_POOL", pool)
-        split_sum = kernels.elementwise(np.add, [a, b], None)
-        in_place = a.copy()
-        assert kernels.elementwise(np.add, [in_place, b], in_place) is in_place
-        split_product = kernels.matmul(left, right)
-        split_relu = nn_run("nn.relu", attr_text(name="r"), [a], [a])[0]
-    np.testing.assert_array_equal(split_sum, a + b)
-    np.testing.assert_array_equal(in_place, a + b)
-    np.testing.assert_allclose(split_product, left @ right, rtol=1e-6, atol=1e-5)
-    np.testing.assert_array_equal(split_relu, np.maximum(a, 0))
-
-
-@pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("case", range(len(conv_cases())))
-def test_conv_on_one_thread_matches_onnxruntime(case: int) -> None:
-    check_conv(*conv_cases()[case])

@@ -16,7 +16,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, SSAValue
 
-from backends.reference.kernels import read_only, run_kernel, single_threaded_blas, weight_array
+from backends.reference.kernels import read_only, run_kernel, weight_array
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names, weights_of
 from compiler.tensors import dtype_of
@@ -47,25 +47,24 @@ def execute(
     for arg in dying.get(None, ()):
         _drop(env, owners, arg)
 
-    with single_threaded_blas():  # the kernels run their own threads (kernels.py, Threads)
-        for op in block.ops:
-            if isinstance(op, ReturnOp):
-                results = [env[v] for v in op.operands]
-                return {name: _owned(a) for name, a in zip(output_names, results, strict=True)}
-            if isinstance(op, WeightOp):
-                outs = [weight_array(op, store)]
-            else:
-                ends_here = dying.get(op, ())
-                args = [
-                    env[v] if v in ends_here and op.operands.count(v) == 1 and owners[id(_memory(env[v]))] == 1 else read_only(env[v])
-                    for v in op.operands
-                ]
-                outs = run_kernel(op, args)
-                del args
-            for value, array in zip(op.results, outs, strict=True):
-                _bind(env, owners, value, array)
-            for value in dying.get(op, ()):
-                _drop(env, owners, value)
+    for op in block.ops:
+        if isinstance(op, ReturnOp):
+            results = [env[v] for v in op.operands]
+            return {name: _owned(a) for name, a in zip(output_names, results, strict=True)}
+        if isinstance(op, WeightOp):
+            outs = [weight_array(op, store)]
+        else:
+            ends_here = dying.get(op, ())
+            args = [
+                env[v] if v in ends_here and op.operands.count(v) == 1 and owners[id(_memory(env[v]))] == 1 else read_only(env[v])
+                for v in op.operands
+            ]
+            outs = run_kernel(op, args)
+            del args
+        for value, array in zip(op.results, outs, strict=True):
+            _bind(env, owners, value, array)
+        for value in dying.get(op, ()):
+            _drop(env, owners, value)
     raise LayerloomError("@main has no func.return", source)
 
 

@@ -13,13 +13,8 @@ pool) are vectorised NumPy: im2col from a strided view plus one BLAS GEMM per gr
 
 from __future__ import annotations
 
-import itertools
-import os
-import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -67,8 +62,7 @@ def read_only(array: np.ndarray) -> np.ndarray:
 def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Run `op` on `args` (never modified); results have the element types of the op's
     result types."""
-    with single_threaded_blas():
-        return run_kernel(op, [read_only(a) for a in args])
+    return run_kernel(op, [read_only(a) for a in args])
 
 
 def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -84,80 +78,6 @@ def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         array = np.asarray(array)
         out.append(array if array.dtype == dtype else array.astype(dtype))
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# Threads: the kernels split their big loops and GEMMs over a pool of their own, and BLAS
-# runs single-threaded inside each part. OpenBLAS's own threading splits one GEMM statically
-# and busy-waits for its workers: on a shared machine where another process holds a core,
-# each GEMM then waits for a scheduler time slice (8 ms per call measured, 15x slower).
-# ---------------------------------------------------------------------------------------
-
-
-def thread_count() -> int:
-    """LAYERLOOM_THREADS, else the BLAS thread variables, else the CPUs this process may use."""
-    for variable in ("LAYERLOOM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(variable, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-THREADS = thread_count()
-_POOL = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="kernels") if THREADS > 1 else None
-# Parts per thread: a part a preempted pool thread holds keeps the caller waiting, and smaller
-# parts make that rarer (ResNet-50 on two threads beside a busy process: 110 ms with 4 parts
-# per thread, 180-210 ms with 1; the same CPU time).
-CHUNKS_PER_THREAD = 4
-_IN_POOL = threading.local()  # set on the pool's threads: a part never waits for the pool it runs on
-
-
-def in_parallel(work: Callable[[slice], object], size: int, grain: int = 1) -> None:
-    """`work(part)` for consecutive parts covering range(size), up to CHUNKS_PER_THREAD per
-    thread, each at least `grain` long. NumPy and BLAS release the GIL. The calling thread
-    works too, taking parts until none is left, and waits only for parts a pool thread has
-    begun: when another process holds the other core, the caller does the work instead of
-    waiting its turn."""
-    parts = min(THREADS * CHUNKS_PER_THREAD, size // max(grain, 1))
-    if parts < 2 or _POOL is None or getattr(_IN_POOL, "active", False):
-        work(slice(0, size))
-        return
-    bounds = [size * i // parts for i in range(parts + 1)]
-    claims = itertools.count()  # next() on it is atomic under the GIL
-
-    def take_parts() -> None:
-        while (i := next(claims)) < parts:
-            work(slice(bounds[i], bounds[i + 1]))
-
-    helpers = [_POOL.submit(_pool_part, take_parts) for _ in range(min(THREADS, parts) - 1)]
-    try:
-        take_parts()
-    finally:
-        for helper in helpers:
-            if not helper.cancel():  # it has begun: wait for its part
-                helper.result()
-
-
-def _pool_part(work: Callable[[], object]) -> None:
-    _IN_POOL.active = True
-    work()
-
-
-_BLAS: list[object] = []  # threadpoolctl's controller of the loaded BLAS libraries, made once
-
-
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread inside (the kernels' parts run BLAS side by side); no-op with one thread."""
-    if THREADS < 2:
-        yield
-        return
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    with _BLAS[0].limit(limits=1):  # type: ignore[attr-defined]
-        yield
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,28 +106,6 @@ def reusable(op: Operation, *args: np.ndarray) -> np.ndarray | None:
     assert isinstance(t, TensorType)
     shape, dtype = tuple(t.get_shape()), dtype_of(t)
     return next((a for a in args if a.flags.writeable and a.shape == shape and a.dtype == dtype), None)
-
-
-def elementwise(fn: Callable[..., object], args: Sequence[np.ndarray], out: np.ndarray | None) -> np.ndarray:
-    """`fn(*args, out=out)` (a fresh `out` when None); on the pool, over blocks of the
-    outermost axis in memory (each block a run of memory), when the arguments all have one
-    float shape (no broadcasting) and are big."""
-    shape = args[0].shape
-    dtype = np.result_type(*args)
-    if (THREADS < 2 or len(shape) == 0 or any(a.shape != shape for a in args)
-            or args[0].size < 2 * MIN_ELEMENTS_PER_PART or dtype.kind != "f"):
-        return fn(*args, out=out)  # type: ignore[return-value]
-    if out is None:
-        out = np.empty_like(args[0], dtype=dtype)  # in the first argument's memory layout
-    axis = int(np.argmax([abs(stride) if size > 1 else 0 for size, stride in zip(shape, out.strides, strict=True)]))
-    target = out
-
-    def part(rows: slice) -> None:
-        index = (slice(None),) * axis + (rows,)
-        fn(*(a[index] for a in args), out=target[index])
-
-    in_parallel(part, shape[axis], MIN_ELEMENTS_PER_PART * shape[axis] // out.size + 1)
-    return out
 
 
 def _compute_dtype(x: np.ndarray) -> np.dtype:
@@ -313,21 +211,19 @@ def _identity(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 
 @kernel(nn.ReluOp)
 def _relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [elementwise(relu, args[:1], reusable(op, args[0]))]
+    return [relu(args[0], out=reusable(op, args[0]))]
 
 
 @kernel(nn.ClipOp)
 def _clip(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.ClipOp)
-    lo, hi = _float(op.min), _float(op.max)
-    return [elementwise(lambda x, out: clip(x, lo, hi, out), args[:1], reusable(op, args[0]))]
+    return [clip(args[0], _float(op.min), _float(op.max), out=reusable(op, args[0]))]
 
 
 @kernel(nn.LeakyReluOp)
 def _leaky_relu(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.LeakyReluOp)
-    alpha = float(op.alpha.value.data)
-    return [elementwise(lambda x, out: leaky_relu(x, alpha, out), args[:1], reusable(op, args[0]))]
+    return [leaky_relu(args[0], float(op.alpha.value.data), out=reusable(op, args[0]))]
 
 
 @kernel(nn.SigmoidOp)
@@ -388,7 +284,7 @@ _BINARY: dict[type[Operation], Callable[..., np.ndarray]] = {
 
 @kernel(*_BINARY)
 def _binary(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    return [elementwise(_BINARY[type(op)], args, reusable(op, *args))]
+    return [_BINARY[type(op)](args[0], args[1], out=reusable(op, *args))]
 
 
 @kernel(nn.SoftmaxOp)
@@ -459,8 +355,7 @@ def pad_nhwc(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Seque
     xp = np.empty((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
     for border in (xp[:, :top], xp[:, top + h :], xp[:, top : top + h, :left], xp[:, top : top + h, left + w :]):
         border.fill(fill)
-    inside, rows = xp[:, top : top + h, left : left + w], x.transpose(0, 2, 3, 1)
-    in_parallel(lambda part: np.copyto(inside[:, part], rows[:, part]), h, MIN_ELEMENTS_PER_PART // (n * w * c) + 1)
+    xp[:, top : top + h, left : left + w] = x.transpose(0, 2, 3, 1)
     return xp
 
 
@@ -499,12 +394,6 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
     return value
 
 
-# Below this many output pixels per part, a conv's GEMM is split by output channels, not by
-# rows: with a row split every part would stream (and repack) all of the weights.
-MIN_PIXELS_PER_PART = 256
-MIN_ELEMENTS_PER_PART = 1 << 15  # elementwise work: below, a part costs more to hand out than to do
-
-
 def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """`np.matmul`: every BLAS product of the kernels goes through here (benchmarks/foundation.py
     times them)."""
@@ -526,68 +415,27 @@ def conv2d(
     `activation` applied. Channels-last makes im2col rows runs of KW*C contiguous inputs and
     lets the GEMM write (pixels x channels) directly; the next conv reads the result without
     a copy. A 1x1 kernel is a plain GEMM; depthwise is a multiply-add per kernel tap; other
-    groups batch one GEMM each. Exact in the sense the qnn kernels rely on: every output is
-    one dot product over (kernel tap, input channel) in BLAS (no Winograd here)."""
+    groups batch one GEMM each. Every output is one dot product over (kernel tap, input
+    channel) in BLAS (no Winograd here), which the qnn kernels' exact integer sums rely on."""
     n, c, _, _ = x.shape
-    m, c_per_group, _, _ = w.shape
-    if group == 1:
-        return _dense(x, w, strides, pads, dilations, out_hw, bias, activation)
+    m, c_per_group, kh, kw = w.shape
+    oh, ow = out_hw
     if group == c and c_per_group == 1:
         y = _depthwise(x, w, strides, pads, dilations, out_hw)
-    else:
+    elif group > 1:
         y = _grouped(x, w, strides, pads, dilations, group, out_hw)
-    rows = y.reshape(-1, m)
-    in_parallel(lambda part: epilogue(rows[part], bias, activation), len(rows), MIN_ELEMENTS_PER_PART // m + 1)
-    return y
-
-
-def _dense(
-    x: np.ndarray,
-    w: np.ndarray,
-    strides: Sequence[int],
-    pads: Sequence[int],
-    dilations: Sequence[int],
-    out_hw: Sequence[int],
-    bias: np.ndarray | None,
-    activation: Activation | None,
-) -> np.ndarray:
-    """im2col + one GEMM + the epilogue, over blocks of output rows on the pool (over blocks
-    of output channels when the map is small)."""
-    n, c, _, _ = x.shape
-    m, _, kh, kw = w.shape
-    oh, ow = out_hw
-    matrix = None  # the GEMM's left operand when it needs no copy
-    if kh == kw == 1 and not any(pads):
-        x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
-        taps = x.transpose(0, 2, 3, 1)[:, :, :, None, None, :]  # (N, OH, OW, 1, 1, C): no copy
-        if x.transpose(0, 2, 3, 1).flags.c_contiguous:  # channels-last memory, stride 1
-            matrix = x.transpose(0, 2, 3, 1).reshape(n * oh * ow, c)
     else:
-        taps = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)  # (N, OH, OW, KH, KW, C)
-    # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
-    weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
-    y = np.empty((n, oh, ow, m), dtype=x.dtype)
-    if oh * ow >= MIN_PIXELS_PER_PART * min(THREADS, 2):
-        for image in range(n):
-            def rows_part(rows: slice, image: int = image) -> None:
-                out = y[image, rows].reshape(-1, m)
-                gemm(taps[image, rows].reshape(len(out), -1), weights, out=out)  # reshape: im2col copy
-                epilogue(out, bias, activation)
-
-            in_parallel(rows_part, oh, -(-MIN_PIXELS_PER_PART // ow))
-        return y
-    cols = matrix
-    if cols is None:  # im2col by rows, then the GEMM by output channels
-        cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
-        windows = cols.reshape(taps.shape)
-        in_parallel(lambda rows: np.copyto(windows[:, rows], taps[:, rows]), oh)
-    out = y.reshape(-1, m)
-
-    def channels_part(part: slice) -> None:
-        gemm(cols, weights[:, part], out=out[:, part])
-        epilogue(out[:, part], None if bias is None else bias[part], activation)
-
-    in_parallel(channels_part, m, 64)
+        if kh == kw == 1 and not any(pads):
+            x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
+            cols = channels_last(x).reshape(n * oh * ow, c)
+        else:
+            windows = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)
+            cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+            cols.reshape(windows.shape)[...] = windows
+        # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
+        weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
+        y = gemm(cols, weights).reshape(n, oh, ow, m)
+    epilogue(y.reshape(-1, m), bias, activation)
     return y
 
 
@@ -600,7 +448,7 @@ def _grouped(
     group: int,
     out_hw: Sequence[int],
 ) -> np.ndarray:
-    """Grouped convolution: im2col with the columns of each group together, a batched GEMM (groups over the pool)."""
+    """Grouped convolution: im2col with the columns of each group together, one batched GEMM."""
     n, c, _, _ = x.shape
     m, c_per_group, kh, kw = w.shape
     oh, ow = out_hw
@@ -610,8 +458,7 @@ def _grouped(
     cols = np.ascontiguousarray(by_group).reshape(group, n * oh * ow, kh * kw * c_per_group)
     weights = derived(w, "g-hwio", lambda a: np.ascontiguousarray(a.reshape(group, m // group, c_per_group, kh, kw).transpose(0, 3, 4, 2, 1)).reshape(group, -1, m // group))
     out = np.empty((n * oh * ow, group, m // group), dtype=x.dtype)
-    by_groups = out.transpose(1, 0, 2)
-    in_parallel(lambda part: gemm(cols[part], weights[part], out=by_groups[part]), group)
+    gemm(cols, weights, out=out.transpose(1, 0, 2))
     return out.reshape(n, oh, ow, m)
 
 
@@ -624,7 +471,7 @@ def _depthwise(
     out_hw: Sequence[int],
 ) -> np.ndarray:
     """One input channel per group (channel multiplier m / c): a multiply-add per kernel tap,
-    each over the whole channels-last tensor (blocks of output rows over the pool)."""
+    each over the whole channels-last tensor."""
     n, c, _, _ = x.shape
     m, _, kh, kw = w.shape
     xp = pad_nhwc(x, pads)
@@ -632,18 +479,13 @@ def _depthwise(
         xp = np.repeat(xp, m // c, axis=3)
     windows = window_view(xp, (kh, kw), strides, dilations, out_hw)
     taps = derived(w, "hwo", lambda a: np.ascontiguousarray(a[:, 0].transpose(1, 2, 0)))  # (KH, KW, M)
-    out = np.empty((n, *out_hw, m), dtype=x.dtype)
-
-    def rows_part(rows: slice) -> None:
-        block, term = out[:, rows], np.empty_like(out[:, rows])
-        np.multiply(windows[:, rows, :, 0, 0], taps[0, 0], out=block)
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    np.multiply(windows[:, rows, :, i, j], taps[i, j], out=term)
-                    block += term
-
-    in_parallel(rows_part, out_hw[0], MIN_ELEMENTS_PER_PART // (n * out_hw[1] * m) + 1)
+    out = np.multiply(windows[:, :, :, 0, 0], taps[0, 0])
+    term = np.empty_like(out)
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                np.multiply(windows[:, :, :, i, j], taps[i, j], out=term)
+                out += term
     return out
 
 
@@ -653,7 +495,7 @@ def _depthwise(
 # instead of 36. Summed over input channels, the 16 elementwise products are 16 GEMMs
 # (tiles x C) @ (C x M). B and A hold only 0 and +-1 and G only 0, +-1/2 and 1, so the
 # transforms add and subtract (halving is exact) and the rounding error stays that of the
-# direct GEMM (tests/test_kernels.py checks it); F(4x4, 3x3) would save more multiply-adds
+# direct GEMM (tests/test_fast_kernels.py checks it); F(4x4, 3x3) would save more multiply-adds
 # but needs the fractions 1/6 .. 1/24 and loses about a decimal digit.
 WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 # Measured on ResNet-50 and VGG layers: with fewer tiles (a 7x7 map has 16) or channels, the
@@ -707,8 +549,7 @@ def winograd_conv3x3(
     activation: Activation | None = None,
 ) -> np.ndarray:
     """A 3x3, stride-1 dense convolution of the NCHW-shaped `x` with F(2x2, 3x3) Winograd:
-    a fresh channels-last (N, OH, OW, M) array, bias added and activation applied. The
-    transforms run over blocks of tile rows on the pool, the 16 GEMMs over the pool."""
+    a fresh channels-last (N, OH, OW, M) array, bias added and activation applied."""
     n, c, h, _ = x.shape
     m = w.shape[0]
     oh, ow = out_hw
@@ -718,53 +559,28 @@ def winograd_conv3x3(
     # each operand of the input transform below is then made of whole rows of memory.
     xp = np.zeros((n, 2 * th + 2, 2, tw + 1, c), dtype=x.dtype)
     rows = x.transpose(0, 2, 3, 1)
-
-    def split_columns(part: slice) -> None:
-        for parity in (0, 1):
-            first = (parity - left) % 2  # the first input column that lands on this parity
-            columns = rows[:, part, first::2]
-            start = (first + left) // 2
-            xp[:, top + part.start : top + part.stop, parity, start : start + columns.shape[2]] = columns
-
-    in_parallel(split_columns, h, MIN_ELEMENTS_PER_PART // (n * x.shape[3] * c) + 1)
+    for parity in (0, 1):
+        first = (parity - left) % 2  # the first input column that lands on this parity
+        columns = rows[:, :, first::2]
+        start = (first + left) // 2
+        xp[:, top : top + h, parity, start : start + columns.shape[2]] = columns
+    # B^T d B: along the tiles' rows, then along their columns (column k of tile j is 2j + k).
+    by_rows = np.empty((4, n, th, 2, tw + 1, c), dtype=x.dtype)
+    _winograd_bt([xp[:, k : k + 2 * th : 2] for k in range(4)], by_rows)
     tiles = np.empty((4, 4, n, th, tw, c), dtype=x.dtype)
-    grain = MIN_ELEMENTS_PER_PART // (16 * n * tw * max(c, m)) + 1
-
-    def input_transform(part: slice) -> None:
-        """B^T d B for the tiles of rows `part`: along the rows, then along the columns
-        (column k of tile j is 2j + k)."""
-        first, last = part.start, part.stop
-        by_rows = np.empty((4, n, last - first, 2, tw + 1, c), dtype=x.dtype)
-        _winograd_bt([xp[:, 2 * first + k : 2 * last + k : 2] for k in range(4)], by_rows)
-        by_columns = tiles[:, :, :, part].swapaxes(0, 1)
-        _winograd_bt([by_rows[:, :, :, k % 2, k // 2 : k // 2 + tw] for k in range(4)], by_columns)
-
-    in_parallel(input_transform, th, grain)
-    u = derived(w, "winograd", winograd_weights)
-    flat_tiles = tiles.reshape(16, -1, c)
-    products = np.empty((16, flat_tiles.shape[1], m), dtype=x.dtype)
-
-    def gemms(part: slice) -> None:
-        gemm(flat_tiles[part], u[part], out=products[part])
-        if bias is not None and part.start <= 5 < part.stop:
-            products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
-
-    in_parallel(gemms, 16)
+    _winograd_bt([by_rows[:, :, :, k % 2, k // 2 : k // 2 + tw] for k in range(4)], tiles.swapaxes(0, 1))
+    products = gemm(tiles.reshape(16, -1, c), derived(w, "winograd", winograd_weights))  # (16, N*th*tw, M)
+    if bias is not None:
+        products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
     products = products.reshape(4, 4, n, th, tw, m)
+    _winograd_at(products.swapaxes(0, 1))  # along the tiles' columns: results in products[:, :2]
+    blocks = _winograd_at(products[:, :2])  # then along their rows: (2, 2, N, th, tw, M)
+    # Interleave the 2x2 blocks into the output (dropping the last row / column of odd sizes).
     y = np.empty((n, oh, ow, m), dtype=x.dtype)
     finish = activation or (lambda a, out: np.copyto(out, a))
-
-    def output_transform(part: slice) -> None:
-        """A^T (products) A for the tiles of rows `part`, interleaved into the output rows."""
-        block = products[:, :, :, part]
-        _winograd_at(block.swapaxes(0, 1))  # along the tiles' columns: results in block[:, :2]
-        outputs = _winograd_at(block[:, :2])  # then along their rows: (2, 2, N, tile rows, tw, M)
-        for i in (0, 1):
-            out_rows = y[:, 2 * part.start + i : min(2 * part.stop, oh) : 2]  # the odd last row is dropped
-            for j in (0, 1):
-                finish(outputs[i, j, :, : out_rows.shape[1], : (ow - j + 1) // 2], out_rows[:, :, j::2])
-
-    in_parallel(output_transform, th, grain)
+    for i in (0, 1):
+        for j in (0, 1):
+            finish(blocks[i, j, :, : (oh - i + 1) // 2, : (ow - j + 1) // 2], y[:, i::2, j::2])
     return y
 
 
@@ -781,22 +597,13 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, fused_activation(op)))]
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b; for 2-d operands with many columns, by blocks of columns on the pool."""
-    if a.ndim != 2 or b.ndim != 2 or THREADS < 2 or a.shape[0] * b.size < 2 * MIN_ELEMENTS_PER_PART * 16:
-        return gemm(a, b)
-    y = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    in_parallel(lambda part: gemm(a, b[:, part], out=y[:, part]), b.shape[1], 64)
-    return y
-
-
 @kernel(nn.GemmOp)
 def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.GemmOp)
     a, b = args[0], args[1]
     dtype = _compute_dtype(a)
     a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
-    y = matmul(a.T if _int(op.trans_a) else a, b.T if _int(op.trans_b) else b)
+    y = gemm(a.T if _int(op.trans_a) else a, b.T if _int(op.trans_b) else b)
     alpha, beta = float(op.alpha.value.data), float(op.beta.value.data)
     if alpha != 1.0:
         y *= dtype.type(alpha)
@@ -810,7 +617,7 @@ def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 @kernel(nn.MatMulOp)
 def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     dtype = _compute_dtype(args[0])
-    return [matmul(args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False))]
+    return [gemm(args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -846,18 +653,12 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         fill = 0
     dtype = x.dtype if is_max else _compute_dtype(x)
     windows = window_view(pad_nhwc(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
-    out = np.empty((n, oh, ow, c), dtype=dtype)
+    out = windows[:, :, :, 0, 0].copy()
     reduce = np.maximum if is_max else np.add
-
-    def rows_part(rows: slice) -> None:
-        block = out[:, rows]
-        np.copyto(block, windows[:, rows, :, 0, 0])
-        for i in range(kh):
-            for j in range(kw):
-                if i or j:
-                    reduce(block, windows[:, rows, :, i, j], out=block)
-
-    in_parallel(rows_part, oh, MIN_ELEMENTS_PER_PART // (n * ow * c) + 1)
+    for i in range(kh):
+        for j in range(kw):
+            if i or j:
+                reduce(out, windows[:, :, :, i, j], out=out)
     if not is_max:
         # The divisor counts valid inputs, plus the declared pads with count_include_pad.
         lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
