@@ -7,6 +7,7 @@ the store of the module they transform through `weights_of(module)`.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import tempfile
@@ -67,7 +68,7 @@ class WeightStore:
         # Arrays are treated as immutable (passes store new arrays), so sharing is safe.
         return WeightStore(self._arrays)
 
-    def keep_only(self, handles: set[str]) -> None:
+    def keep_only(self, handles: builtins.set[str]) -> None:
         for h in [h for h in self._arrays if h not in handles]:
             del self._arrays[h]
 
@@ -75,7 +76,7 @@ class WeightStore:
         return sum(a.nbytes for a in self._arrays.values())
 
     def save(self, path: str | Path) -> None:
-        atomic_write_with(Path(path), lambda tmp: np.savez(tmp, **self._arrays))
+        atomic_write_with(Path(path), lambda tmp: np.savez(tmp, **self._arrays))  # type: ignore[arg-type]
 
     @staticmethod
     def load(path: str | Path) -> WeightStore:
@@ -209,7 +210,7 @@ def dense_attr_of(array: np.ndarray, t: TensorType) -> DenseIntOrFPElementsAttr:
     raw = np.ascontiguousarray(array, dtype=dtype)
     if dtype == np.bool_:
         raw = raw.astype(np.uint8)
-    return DenseIntOrFPElementsAttr(t, BytesAttr(raw.tobytes()))
+    return DenseIntOrFPElementsAttr(t, BytesAttr(raw.tobytes()))  # type: ignore[arg-type]
 
 
 def internalize_inline_weights(module: ModuleOp, store: WeightStore) -> None:

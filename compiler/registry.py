@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from importlib.metadata import entry_points
 
 from xdsl.context import Context
@@ -62,11 +62,19 @@ def pass_refs() -> dict[str, str]:
 
 
 def all_dialects() -> dict[str, Callable[[], Dialect]]:
-    return {name: (lambda ref=ref: _as_dialect(_load(ref))) for name, ref in dialect_refs().items()}
+    return {name: partial(_load_dialect, ref) for name, ref in dialect_refs().items()}
 
 
 def all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
-    return {name: (lambda ref=ref: _as_pass(_load(ref))) for name, ref in pass_refs().items()}
+    return {name: partial(_load_pass, ref) for name, ref in pass_refs().items()}
+
+
+def _load_dialect(ref: str) -> Dialect:
+    return _as_dialect(_load(ref))
+
+
+def _load_pass(ref: str) -> type[ModulePass]:
+    return _as_pass(_load(ref))
 
 
 def _as_dialect(obj: object) -> Dialect:

@@ -71,11 +71,11 @@ def i64attr(value: int) -> IntegerAttr:
 
 
 def int_list(attr: DenseArrayBase | None) -> tuple[int, ...]:
-    return () if attr is None else tuple(int(v) for v in attr.get_values())
+    return () if attr is None else tuple(int(v) for v in attr.iter_values())  # type: ignore[misc]
 
 
 def float_list(attr: DenseArrayBase | None) -> tuple[float, ...]:
-    return () if attr is None else tuple(float(v) for v in attr.get_values())
+    return () if attr is None else tuple(float(v) for v in attr.iter_values())  # type: ignore[misc]
 
 
 def shape_of(value: SSAValue | Attribute) -> tuple[int, ...]:

@@ -44,8 +44,8 @@ def execute(
     for arg, array in zip(block.args, checked_inputs(main, input_names, inputs, source), strict=True):
         _bind(env, owners, arg, array)
     dying = last_uses(block)
-    for arg in dying.get(None, ()):
-        _drop(env, owners, arg)
+    for unused in dying.get(None, ()):
+        _drop(env, owners, unused)
 
     for op in block.ops:
         if isinstance(op, ReturnOp):

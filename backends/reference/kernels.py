@@ -390,7 +390,7 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
         return hit[1]
     value = make(array)
     value.flags.writeable = False
-    _DERIVED[key] = (weakref.ref(root, lambda _, key=key, cache=_DERIVED: cache.pop(key, None)), value)
+    _DERIVED[key] = (weakref.ref(root, lambda _, key=key, cache=_DERIVED: cache.pop(key, None)), value)  # type: ignore[misc]
     return value
 
 
@@ -746,7 +746,7 @@ def _pad(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     mode = op.mode.data
     if mode == "constant":
         return [np.pad(x, widths, mode="constant", constant_values=x.dtype.type(float(op.value.value.data)))]
-    return [np.pad(x, widths, mode=mode)]
+    return [np.pad(x, widths, mode=mode)]  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------------------------------
