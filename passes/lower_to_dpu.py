@@ -203,6 +203,10 @@ def plan_layers(region: Sequence[Operation], store: WeightStore, config: DpuConf
             if op in refused:
                 raise refused[op]
             plan = plan_layer(op, i, store, config, flattened)
+            if any(isinstance(v.owner, nn.WeightOp) for v in plan.reads):
+                # A folded constant read as a feature map has no producer to state its
+                # int8 scale at the program's interface: leave such a layer to the host.
+                raise UnsupportedError("it reads a constant as a feature map", layer_label(op, i))
         except LayerloomError as e:
             name = layer_label(op, i)
             error = e if isinstance(e, UnsupportedError) else UnsupportedError(
