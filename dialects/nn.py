@@ -286,6 +286,25 @@ class NNOp(IRDLOperation):
     def verify_op(self) -> None:
         """Op-specific rules; tensor-ness and static shapes are already checked."""
 
+    def check_pool_window(
+        self, k: Sequence[int], st: Sequence[int], pd: Sequence[int], dl: Sequence[int], ceil_mode: bool,
+        pads_below_kernel: bool = False,
+    ) -> tuple[int, ...] | None:
+        """The window rules nn.pool and qnn.pool share; the expected result shape, or None
+        when the window does not fit (already reported)."""
+        self.check(len(k) == 2 and min(k) >= 1, f"kernel {k} must be two positive integers")
+        self.check(len(st) == 2 and min(st) >= 1, f"strides {st} must be two positive integers")
+        self.check(len(dl) == 2 and min(dl) >= 1, f"dilations {dl} must be two positive integers")
+        self.check(len(pd) == 4 and min(pd) >= 0, f"pads {pd} must be four non-negative integers")
+        if pads_below_kernel:
+            self.check(max(pd[0], pd[2]) < k[0] * dl[0] and max(pd[1], pd[3]) < k[1] * dl[1],
+                       f"pads {pd} must be smaller than the kernel {k}")
+        try:
+            return pool_output_shape(shape_of(self.operands[0]), k, st, pd, dl, ceil_mode)
+        except ValueError as e:
+            self.check(False, str(e))
+            return None
+
 
 class FusedActivation:
     """Mixin: an optional activation fused into conv2d / gemm by `fuse-activation`."""
@@ -590,19 +609,12 @@ class PoolOp(NNOp):
     def verify_op(self) -> None:
         k, st, pd, dl = int_list(self.kernel), int_list(self.strides), int_list(self.pads), int_list(self.dilations)
         self.check(self.kind.data in ("max", "avg"), f"kind '{self.kind.data}' must be max or avg")
-        self.check(len(k) == 2 and min(k) >= 1, f"kernel {k} must be two positive integers")
-        self.check(len(st) == 2 and min(st) >= 1, f"strides {st} must be two positive integers")
-        self.check(len(dl) == 2 and min(dl) >= 1, f"dilations {dl} must be two positive integers")
-        self.check(len(pd) == 4 and min(pd) >= 0, f"pads {pd} must be four non-negative integers")
-        self.check(max(pd[0], pd[2]) < k[0] * dl[0] and max(pd[1], pd[3]) < k[1] * dl[1] or self.kind.data == "avg",
-                   f"pads {pd} must be smaller than the kernel {k}")
+        expected = self.check_pool_window(
+            k, st, pd, dl, bool(self.ceil_mode.value.data), pads_below_kernel=self.kind.data == "max"
+        )
         self.check_same_element_type(self.input, self.result)
-        try:
-            expected = pool_output_shape(shape_of(self.input), k, st, pd, dl, bool(self.ceil_mode.value.data))
-        except ValueError as e:
-            self.check(False, str(e))
-            return
-        self.check_shape(expected, self.result)
+        if expected is not None:
+            self.check_shape(expected, self.result)
 
 
 @irdl_op_definition

@@ -676,14 +676,8 @@ class PoolOp(QuantizedPoolOp):
 
     def verify_op(self) -> None:
         k, st, pd, dl = int_list(self.kernel), int_list(self.strides), int_list(self.pads), int_list(self.dilations)
-        self.check(len(k) == 2 and min(k) >= 1, f"kernel {k} must be two positive integers")
-        self.check(len(st) == 2 and min(st) >= 1, f"strides {st} must be two positive integers")
-        self.check(len(dl) == 2 and min(dl) >= 1, f"dilations {dl} must be two positive integers")
-        self.check(len(pd) == 4 and min(pd) >= 0, f"pads {pd} must be four non-negative integers")
-        try:
-            expected = nn.pool_output_shape(shape_of(self.input), k, st, pd, dl, bool(self.ceil_mode.value.data))
-        except ValueError as e:
-            self.check(False, str(e))
+        expected = self.check_pool_window(k, st, pd, dl, bool(self.ceil_mode.value.data))
+        if expected is None:
             return
         self.check_shape(expected, self.result)
         self.verify_pool(range(1, k[0] * k[1] + 1))
