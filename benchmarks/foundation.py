@@ -140,10 +140,10 @@ def child_profile(path: str, repeats: int) -> dict[str, object]:
     in_gemm = [0.0]
     plain_gemm = kernels.gemm
 
-    def timed_gemm(a: object, b: object, out: object = None) -> object:
+    def timed_gemm(a: object, b: object, out: object = None, accumulate: bool = False) -> object:
         start = time.perf_counter()
         try:
-            return plain_gemm(a, b, out=out)  # type: ignore[arg-type]
+            return plain_gemm(a, b, out=out, accumulate=accumulate)  # type: ignore[arg-type]
         finally:
             in_gemm[0] += time.perf_counter() - start
 

@@ -5,21 +5,30 @@ xDSL Interpreter, which keeps every value alive to the end): each SSA value is d
 after its last use, so peak memory is that of the live feature maps, not of all of them.
 At its last use a value is handed to the kernel writeable, when no other live value shares
 its memory, so elementwise kernels (relu, add, ...) can write their result into it.
+
+The walk is planned once per module and kept while the module stays as it was (`_Plan`):
+values live in numbered slots, each op's kernel has read its attributes (`kernels.prepare`),
+weights are looked up once, and a convolution whose only reader is an add (a residual
+connection), optionally followed by a relu, runs as one step that accumulates its GEMM into
+the other addend (`kernels.prepare_residual`): no pass over the map for the add or the relu.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
-from xdsl.ir import Block, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
-from backends.reference.kernels import read_only, run_kernel, weight_array
+from backends.reference.kernels import KERNELS, Prepared, prepare, prepare_residual, read_only, weight_array
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names, weights_of
 from compiler.tensors import dtype_of
+from dialects import nn
 from dialects.nn import WeightOp
 
 
@@ -34,38 +43,167 @@ def execute(
     else:
         module, source = program, ""
         store = weights if weights is not None else weights_of(program)
+    plan = _plan_of(module, source)
+    arrays = checked_inputs(plan.main, plan.input_names, inputs, source)
+    return plan.run(arrays, store)
+
+
+@dataclass(frozen=True)
+class _Step:
+    run: Prepared
+    operands: tuple[int, ...]  # slots
+    handover: tuple[bool, ...]  # the operand's last use, and its only one in this step
+    results: tuple[int, ...]
+    dtypes: tuple[np.dtype, ...]  # of the results
+    drops: tuple[int, ...]  # slots whose last use this step is
+
+
+class _Plan:
+    """The walk over one function body, with every per-op decision taken in advance."""
+
+    def __init__(self, main: FuncOp, source: str) -> None:
+        self.main, self.source = main, source
+        block = main.body.block
+        self.input_names = _io_names(main.arg_attrs, "input", len(block.args))
+        self.output_names = _io_names(main.res_attrs, "output", len(main.function_type.outputs))
+        self.signature = _signature(main)
+        slots: dict[SSAValue, int] = {}
+
+        def slot(value: SSAValue) -> int:
+            return slots.setdefault(value, len(slots))
+
+        self.inputs = [slot(arg) for arg in block.args]
+        self.weights: list[tuple[int, WeightOp]] = []
+        steps: list[tuple[Prepared, list[SSAValue], Sequence[SSAValue], Operation]] = []
+        fused = _residual_fusions(block)
+        absorbed = {op for key, pattern in fused.items() for op in pattern if op is not None and op is not key}
+        returned: list[SSAValue] = []
+        for op in block.ops:
+            if isinstance(op, ReturnOp):
+                returned = list(op.operands)
+                break
+            if isinstance(op, WeightOp):
+                if op.result.uses:
+                    self.weights.append((slot(op.result), op))
+            elif op in fused:
+                conv, add, act = fused[op]
+                residual = add.operands[1] if add.operands[0] is conv.results[0] else add.operands[0]
+                run = prepare_residual(conv, add, act)
+                assert run is not None
+                steps.append((run, [*conv.operands, residual], (act or add).results, act or add))
+            elif op not in absorbed:
+                steps.append((prepare(op), list(op.operands), op.results, op))
+        self.outputs = [slot(v) for v in returned]
+        # The last step that reads each value; values nobody reads die where they are made.
+        last: dict[SSAValue, int] = {arg: -1 for arg in block.args}
+        for index, (_, operands, results, _) in enumerate(steps):
+            last.update(dict.fromkeys(results, index))
+            last.update(dict.fromkeys(operands, index))
+        for value in returned:
+            last.pop(value, None)
+        constant = {op.result for _, op in self.weights}
+        drops: dict[int, list[int]] = {}
+        for value, index in last.items():
+            if value not in constant:
+                drops.setdefault(index, []).append(slot(value))
+        self.unused_inputs = drops.pop(-1, [])
+        self.steps = [
+            _Step(
+                run,
+                tuple(slot(v) for v in operands),
+                tuple(last.get(v) == index and operands.count(v) == 1 and v not in constant for v in operands),
+                tuple(slot(v) for v in results),
+                tuple(dtype_of(v.type) for v in results),
+                tuple(drops.get(index, ())),
+            )
+            for index, (run, operands, results, _) in enumerate(steps)
+        ]
+        self.slot_count = len(slots)
+        self._weights_seen: dict[int, tuple[object, np.ndarray]] = {}
+
+    def run(self, inputs: list[np.ndarray], store: object) -> dict[str, np.ndarray]:
+        env: list[Any] = [None] * self.slot_count  # slot -> its live array (None: not live)
+        owners: dict[int, int] = {}  # id of a memory block -> how many live values use it
+        for s, array in zip(self.inputs, inputs, strict=True):
+            _bind(env, owners, s, array)
+        for s in self.unused_inputs:
+            _drop(env, owners, s)
+        for s, op in self.weights:
+            env[s] = self._weight(s, op, store)
+        with np.errstate(all="ignore"):  # inf/nan are ONNX semantics, not errors
+            for step in self.steps:
+                args = [
+                    env[s] if hand and owners[id(_memory(env[s]))] == 1 else read_only(env[s])
+                    for s, hand in zip(step.operands, step.handover, strict=True)
+                ]
+                outs = step.run(args)
+                del args
+                for s, array, dtype in zip(step.results, outs, step.dtypes, strict=True):
+                    array = np.asarray(array)
+                    _bind(env, owners, s, array if array.dtype == dtype else array.astype(dtype))
+                for s in step.drops:
+                    _drop(env, owners, s)
+        return {name: _owned(env[s]) for name, s in zip(self.output_names, self.outputs, strict=True)}
+
+    def _weight(self, s: int, op: WeightOp, store: object) -> np.ndarray:
+        """The weight's read-only array, checked once for each array the store holds."""
+        raw = op.value if op.value is not None else store[op.handle.data]  # type: ignore[index]
+        seen = self._weights_seen.get(s)
+        if seen is not None and seen[0] is raw:
+            return seen[1]
+        array = weight_array(op, store)
+        self._weights_seen[s] = (raw, array)
+        return array
+
+
+def _signature(main: FuncOp) -> tuple:
+    """What a plan depends on: every op of the body, its operands, properties and result
+    types, and its kernel (identical objects: a pass that changes anything changes this)."""
+    parts: list[object] = [main, *main.properties.items(), *(a.type for a in main.body.block.args)]
+    for op in main.body.block.ops:
+        parts += (op, KERNELS.get(type(op)), *op.operands, *op.properties.items(), *(r.type for r in op.results))
+    return tuple(parts)
+
+
+def _plan_of(module: ModuleOp, source: str) -> _Plan:
+    """The module's plan, kept on the module itself (a plan refers to the module's ops, so a
+    table of plans would keep every module alive) and made again when the module changed."""
     main = main_function(module, source)
-    block = main.body.block
-    input_names = _io_names(main.arg_attrs, "input", len(block.args))
-    output_names = _io_names(main.res_attrs, "output", len(main.function_type.outputs))
+    plan: _Plan | None = getattr(module, _PLAN_ATTRIBUTE, None)
+    if plan is None or plan.main is not main or plan.source != source or plan.signature != _signature(main):
+        plan = _Plan(main, source)
+        setattr(module, _PLAN_ATTRIBUTE, plan)
+    return plan
 
-    env: dict[SSAValue, np.ndarray] = {}
-    owners: dict[int, int] = {}  # id of a memory block -> how many live values use it
-    for arg, array in zip(block.args, checked_inputs(main, input_names, inputs, source), strict=True):
-        _bind(env, owners, arg, array)
-    dying = last_uses(block)
-    for unused in dying.get(None, ()):
-        _drop(env, owners, unused)
 
-    for op in block.ops:
-        if isinstance(op, ReturnOp):
-            results = [env[v] for v in op.operands]
-            return {name: _owned(a) for name, a in zip(output_names, results, strict=True)}
-        if isinstance(op, WeightOp):
-            outs = [weight_array(op, store)]
-        else:
-            ends_here = dying.get(op, ())
-            args = [
-                env[v] if v in ends_here and op.operands.count(v) == 1 and owners[id(_memory(env[v]))] == 1 else read_only(env[v])
-                for v in op.operands
-            ]
-            outs = run_kernel(op, args)
-            del args
-        for value, array in zip(op.results, outs, strict=True):
-            _bind(env, owners, value, array)
-        for value in dying.get(op, ()):
-            _drop(env, owners, value)
-    raise LayerloomError("@main has no func.return", source)
+_PLAN_ATTRIBUTE = "_reference_executor_plan"
+
+
+def _residual_fusions(block: Block) -> dict[Operation, tuple[Operation, Operation, Operation | None]]:
+    """Residual connections to run as one step, keyed by the op where that step runs (the
+    add, or the activation after it): (conv, add, activation or None). The conv's result
+    must be read by the add alone and the add's other operand must have its shape; of two
+    such convs the later one fuses (the other's result is ready by then)."""
+    order = {op: i for i, op in enumerate(block.ops)}
+    fusions: dict[Operation, tuple[Operation, Operation, Operation | None]] = {}
+    for add in block.ops:
+        if not isinstance(add, nn.AddOp) or add.operands[0] is add.operands[1]:
+            continue
+        candidates = [
+            v.owner for v in add.operands
+            if isinstance(v.owner, nn.Conv2dOp) and v.has_one_use() and v.type == add.results[0].type
+            and add.operands[0].type == add.operands[1].type
+        ]
+        if not candidates:
+            continue
+        conv = max(candidates, key=order.__getitem__)
+        user = add.results[0].get_user_of_unique_use()
+        act = user if isinstance(user, (nn.ReluOp, nn.ClipOp, nn.LeakyReluOp)) else None
+        if act is not None and prepare_residual(conv, add, act) is None:
+            act = None
+        if prepare_residual(conv, add, act) is not None:
+            fusions[act or add] = (conv, add, act)
+    return fusions
 
 
 def _memory(array: np.ndarray) -> np.ndarray:
@@ -75,14 +213,16 @@ def _memory(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _bind(env: dict[SSAValue, np.ndarray], owners: dict[int, int], value: SSAValue, array: np.ndarray) -> None:
-    env[value] = array
+def _bind(env: list[Any], owners: dict[int, int], s: int, array: np.ndarray) -> None:
+    env[s] = array
     key = id(_memory(array))
     owners[key] = owners.get(key, 0) + 1
 
 
-def _drop(env: dict[SSAValue, np.ndarray], owners: dict[int, int], value: SSAValue) -> None:
-    key = id(_memory(env.pop(value)))
+def _drop(env: list[Any], owners: dict[int, int], s: int) -> None:
+    array = env[s]
+    env[s] = None
+    key = id(_memory(array))
     owners[key] -= 1
     if not owners[key]:
         del owners[key]
@@ -97,24 +237,6 @@ def main_function(module: ModuleOp, source: str = "") -> FuncOp:
     if len(funcs) == 1:
         return funcs[0]
     raise LayerloomError("module has no func.func @main", source)
-
-
-def last_uses(block: Block) -> dict[object, list[SSAValue]]:
-    """For each op, the values to drop after it (`None`: block arguments nobody uses).
-    Values the return op uses are never dropped."""
-    last: dict[SSAValue, object] = {arg: None for arg in block.args}
-    for op in block.ops:
-        for result in op.results:
-            last[result] = op  # dropped right away if nothing uses it
-        if not isinstance(op, ReturnOp):
-            for value in op.operands:
-                last[value] = op
-    for value in block.last_op.operands if block.last_op is not None else ():
-        last.pop(value, None)
-    dying: dict[object, list[SSAValue]] = {}
-    for value, op in last.items():
-        dying.setdefault(op, []).append(value)
-    return dying
 
 
 def checked_inputs(

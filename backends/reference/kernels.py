@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import as_strided
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, TensorType
 from xdsl.ir import Operation
 
+from backends.reference.blas import accumulate_product
 from backends.reference.resize import resize
 from compiler.errors import LayerloomError, UnsupportedError
 from compiler.program import array_of, weights_of
@@ -28,6 +29,7 @@ from compiler.tensors import dtype_of
 from dialects import nn
 
 Kernel = Callable[[Operation, list[np.ndarray]], list[np.ndarray]]
+Prepared = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 KERNELS: dict[type[Operation], Kernel] = {}
 
@@ -63,6 +65,34 @@ def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Run `op` on `args` (never modified); results have the element types of the op's
     result types."""
     return run_kernel(op, [read_only(a) for a in args])
+
+
+def prepare(op: Operation) -> Prepared:
+    """`op`'s kernel as a function of its operands alone, for running the op many times
+    (the executor's plan): hot kernels read their attributes once here. Results are not
+    cast to the result types (`run_kernel` does that)."""
+    fn = KERNELS.get(type(op))
+    if fn is None:
+        raise UnsupportedError(f"the reference executor has no kernel for '{op.name}'", layer_name(op) or op.name)
+    if fn is _conv2d:
+        assert isinstance(op, nn.Conv2dOp)
+        return conv2d_kernel(op)
+    return lambda args: fn(op, args)
+
+
+def prepare_residual(conv: Operation, add: Operation, activation: Operation | None) -> Prepared | None:
+    """conv -> add -> activation (optional) as one function of the conv's operands and the
+    add's other operand: the convolution accumulates into that addend (see `conv2d`), so
+    neither the add nor the activation makes a pass of its own. None unless all three ops
+    have their built-in kernels; the caller checks that the add's other operand has the
+    conv result's shape and that nothing else reads the conv or add result."""
+    if not (isinstance(conv, nn.Conv2dOp) and KERNELS.get(nn.Conv2dOp) is _conv2d and KERNELS.get(type(add)) is _binary
+            and isinstance(add, nn.AddOp) and conv.properties.get("activation") is None):
+        return None
+    fn = None if activation is None else activation_of(activation)
+    if activation is not None and fn is None:
+        return None
+    return conv2d_kernel(conv, residual=True, activation=fn)
 
 
 def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -108,9 +138,10 @@ def reusable(op: Operation, *args: np.ndarray) -> np.ndarray | None:
     return next((a for a in args if a.flags.writeable and a.shape == shape and a.dtype == dtype), None)
 
 
-def _compute_dtype(x: np.ndarray) -> np.dtype:
+def _compute_dtype(x: np.ndarray | np.dtype) -> np.dtype:
     """Half floats are computed in float32 (NumPy has no half-precision BLAS)."""
-    return np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+    dtype = np.dtype(x.dtype if isinstance(x, np.ndarray) else x)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,29 +210,40 @@ def leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray | None = None) -> np
 Activation = Callable[[np.ndarray, np.ndarray], object]
 
 
-def fused_activation(op: Operation) -> Activation | None:
-    """A conv2d / gemm op's fused activation as `f(x, out)` (`out` may be `x`), None without one."""
-    act = op.properties.get("activation")
-    if act is None:
-        return None
-    kind = act.data  # type: ignore[attr-defined]
+def make_activation(kind: str, lo: float | None = None, hi: float | None = None, alpha: float = 0.0) -> Activation:
+    """relu, clip (to [lo, hi]) or leaky_relu (slope `alpha`) as `f(x, out)` (`out` may be `x`)."""
     if kind == "relu":
         return lambda x, out: np.maximum(x, x.dtype.type(0), out=out)
     if kind == "clip":
-        lo, hi = _float(op.properties.get("act_min")), _float(op.properties.get("act_max"))  # type: ignore[arg-type]
         return lambda x, out: clip(x, lo, hi, out=out)
     if kind == "leaky_relu":
-        alpha = _float(op.properties.get("act_alpha")) or 0.0  # type: ignore[arg-type]
         return lambda x, out: leaky_relu(x, alpha, out=out)
     raise AssertionError(f"unknown fused activation {kind}")  # the verifier rejects it
 
 
-def epilogue(y: np.ndarray, bias: np.ndarray | None, activation: Activation | None) -> None:
-    """Add `bias` (broadcast over the rows of the 2-d `y`) and apply `activation`, in place."""
-    if bias is not None:
-        np.add(y, bias, out=y)
-    if activation is not None:
-        activation(y, y)
+def fused_activation(op: Operation) -> Activation | None:
+    """A conv2d / gemm op's fused activation, None without one."""
+    act = op.properties.get("activation")
+    if act is None:
+        return None
+    return make_activation(
+        act.data,  # type: ignore[attr-defined]
+        _float(op.properties.get("act_min")),  # type: ignore[arg-type]
+        _float(op.properties.get("act_max")),  # type: ignore[arg-type]
+        _float(op.properties.get("act_alpha")) or 0.0,  # type: ignore[arg-type]
+    )
+
+
+def activation_of(op: Operation) -> Activation | None:
+    """A relu / clip / leaky_relu op (with its built-in kernel) as an `Activation`, to fuse
+    into the op before it; None for any other op."""
+    if isinstance(op, nn.ReluOp) and KERNELS.get(nn.ReluOp) is _relu:
+        return make_activation("relu")
+    if isinstance(op, nn.ClipOp) and KERNELS.get(nn.ClipOp) is _clip:
+        return make_activation("clip", _float(op.min), _float(op.max))
+    if isinstance(op, nn.LeakyReluOp) and KERNELS.get(nn.LeakyReluOp) is _leaky_relu:
+        return make_activation("leaky_relu", alpha=float(op.alpha.value.data))
+    return None
 
 
 @kernel(nn.IdentityOp)
@@ -394,10 +436,33 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
     return value
 
 
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """`np.matmul`: every BLAS product of the kernels goes through here (benchmarks/foundation.py
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumulate: bool = False) -> np.ndarray:
+    """`np.matmul`, or with `accumulate` out += a @ b in one BLAS call (2-d operands, see
+    blas.py): every BLAS product of the kernels goes through here (benchmarks/foundation.py
     times them)."""
+    if accumulate:
+        assert out is not None
+        return accumulate_product(a, b, out)
     return np.matmul(a, b, out=out)
+
+
+def initial_output(rows: int, bias: np.ndarray | None, residual: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
+    """The (rows, M) array a GEMM accumulates into: `bias` broadcast over the rows plus the
+    channels-last `residual` (written in place when writeable and contiguous), or None with
+    neither (the GEMM then writes a fresh array)."""
+    if residual is not None:
+        if residual.flags.c_contiguous and residual.flags.writeable and residual.dtype == dtype:
+            flat = residual.reshape(rows, -1)
+        else:
+            flat = np.array(residual, dtype=dtype, order="C").reshape(rows, -1)
+        if bias is not None:
+            np.add(flat, bias, out=flat)
+        return flat
+    if bias is None:
+        return None
+    out = np.empty((rows, bias.shape[0]), dtype=dtype)
+    np.copyto(out, bias)
+    return out
 
 
 def conv2d(
@@ -410,13 +475,16 @@ def conv2d(
     out_hw: Sequence[int],
     bias: np.ndarray | None = None,
     activation: Activation | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
-    """NCHW x OIHW -> a fresh channels-last (N, OH, OW, M) array, `bias` added and
-    `activation` applied. Channels-last makes im2col rows runs of KW*C contiguous inputs and
-    lets the GEMM write (pixels x channels) directly; the next conv reads the result without
-    a copy. A 1x1 kernel is a plain GEMM; depthwise is a multiply-add per kernel tap; other
-    groups batch one GEMM each. Every output is one dot product over (kernel tap, input
-    channel) in BLAS (no Winograd here), which the qnn kernels' exact integer sums rely on."""
+    """NCHW x OIHW -> a channels-last (N, OH, OW, M) array: the convolution plus `bias` plus
+    `residual` (channels-last (N, OH, OW, M), overwritten with the result when writeable and
+    contiguous), then `activation`. Channels-last makes im2col rows runs of KW*C contiguous
+    inputs and lets the GEMM write (pixels x channels) directly; the next conv reads the
+    result without a copy. A 1x1 kernel is a plain GEMM, accumulated into the bias and
+    residual (no pass of its own for either); depthwise is a multiply-add per kernel tap;
+    other groups batch one GEMM each. Every output is one dot product over (kernel tap,
+    input channel) in BLAS (no Winograd here), which the qnn kernels' exact integer sums rely on."""
     n, c, _, _ = x.shape
     m, c_per_group, kh, kw = w.shape
     oh, ow = out_hw
@@ -434,9 +502,22 @@ def conv2d(
             cols.reshape(windows.shape)[...] = windows
         # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
         weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
-        y = gemm(cols, weights).reshape(n, oh, ow, m)
-    epilogue(y.reshape(-1, m), bias, activation)
+        out = initial_output(n * oh * ow, bias, residual, x.dtype)
+        y = gemm(cols, weights) if out is None else gemm(cols, weights, out=out, accumulate=True)
+        y = y.reshape(n, oh, ow, m)
+        bias = residual = None  # both are in y already
+    finish(y, bias, residual, activation)
     return y
+
+
+def finish(y: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, activation: Activation | None) -> None:
+    """Add `bias` and `residual` to the channels-last `y` and apply `activation`, in place."""
+    if bias is not None:
+        np.add(y, bias, out=y)
+    if residual is not None:
+        np.add(y, residual, out=y)
+    if activation is not None:
+        activation(y, y)
 
 
 def _grouped(
@@ -547,9 +628,11 @@ def winograd_conv3x3(
     out_hw: Sequence[int],
     bias: np.ndarray | None = None,
     activation: Activation | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """A 3x3, stride-1 dense convolution of the NCHW-shaped `x` with F(2x2, 3x3) Winograd:
-    a fresh channels-last (N, OH, OW, M) array, bias added and activation applied."""
+    a fresh channels-last (N, OH, OW, M) array, bias and the channels-last `residual`
+    added and activation applied."""
     n, c, h, _ = x.shape
     m = w.shape[0]
     oh, ow = out_hw
@@ -577,24 +660,45 @@ def winograd_conv3x3(
     blocks = _winograd_at(products[:, :2])  # then along their rows: (2, 2, N, th, tw, M)
     # Interleave the 2x2 blocks into the output (dropping the last row / column of odd sizes).
     y = np.empty((n, oh, ow, m), dtype=x.dtype)
-    finish = activation or (lambda a, out: np.copyto(out, a))
+    interleave = activation if activation is not None and residual is None else (lambda a, out: np.copyto(out, a))
     for i in (0, 1):
         for j in (0, 1):
-            finish(blocks[i, j, :, : (oh - i + 1) // 2, : (ow - j + 1) // 2], y[:, i::2, j::2])
+            interleave(blocks[i, j, :, : (oh - i + 1) // 2, : (ow - j + 1) // 2], y[:, i::2, j::2])
+    if residual is not None:
+        finish(y, None, residual, activation)
     return y
+
+
+def conv2d_kernel(op: nn.Conv2dOp, residual: bool = False, activation: Activation | None = None) -> Prepared:
+    """The conv2d op as a function of its operands, its attributes read once. With
+    `residual` the function takes one operand more, a map of the result's shape added to
+    the convolution (written over when handed in writeable), and applies `activation`
+    instead of the op's fused one (the executor fuses conv -> add -> relu this way)."""
+    strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
+    group, out_hw = _int(op.group), _result_shape(op)[2:]
+    x_type, w_type = op.operands[0].type, op.operands[1].type
+    assert isinstance(x_type, TensorType) and isinstance(w_type, TensorType)
+    dtype = _compute_dtype(dtype_of(x_type))
+    has_bias = len(op.operands) > 2
+    if not residual:
+        activation = fused_activation(op)
+    winograd = winograd_applies(x_type.get_shape(), w_type.get_shape(), strides, dilations, group, out_hw)
+
+    def run(args: list[np.ndarray]) -> list[np.ndarray]:
+        x, w = args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False)
+        bias = args[2].astype(dtype, copy=False) if has_bias else None
+        r = args[-1].transpose(0, 2, 3, 1) if residual else None
+        if winograd:
+            return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, activation, r))]
+        return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, activation, r))]
+
+    return run
 
 
 @kernel(nn.Conv2dOp)
 def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, nn.Conv2dOp)
-    dtype = _compute_dtype(args[0])
-    x, w = args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False)
-    bias = args[2].astype(dtype, copy=False) if len(args) > 2 else None
-    strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
-    group, out_hw = _int(op.group), _result_shape(op)[2:]
-    if winograd_applies(x.shape, w.shape, strides, dilations, group, out_hw):
-        return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, fused_activation(op)))]
-    return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, fused_activation(op)))]
+    return conv2d_kernel(op)(args)
 
 
 @kernel(nn.GemmOp)
@@ -610,7 +714,7 @@ def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     if len(args) > 2 and beta != 0.0:
         c = args[2].astype(dtype, copy=False)
         y += c if beta == 1.0 else c * dtype.type(beta)
-    epilogue(y, None, fused_activation(op))
+    finish(y, None, None, fused_activation(op))
     return [y]
 
 

@@ -1,0 +1,126 @@
+"""`C += A @ B` in one BLAS call: the cblas `?gemm` of NumPy's own BLAS with beta = 1.
+
+`np.matmul` always calls gemm with beta = 0 (OpenBLAS then zero-fills C before adding the
+product), so a bias or a residual added to a product costs one more pass over the result.
+With beta = 1 the GEMM adds its product to what C already holds: the kernels fill C with
+the bias (a pass OpenBLAS would spend zeroing it) or hand in the residual, and that pass
+is gone. NumPy does not export its BLAS, so the cblas symbol is looked up in the library
+NumPy's extension module links (OpenBLAS wheels name it `scipy_cblas_sgemm64_`); each
+candidate must first compute a small product correctly. Where none is found (another
+BLAS, another build), `accumulate_product` is `C += np.matmul(A, B)`: the same values,
+one temporary more.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+from collections.abc import Callable
+
+import numpy as np
+
+# (symbol, integer type): ILP64 builds suffix their names with 64_.
+_CANDIDATES = (
+    ("scipy_cblas_{}gemm64_", ctypes.c_int64),
+    ("cblas_{}gemm64_", ctypes.c_int64),
+    ("scipy_cblas_{}gemm", ctypes.c_int),
+    ("cblas_{}gemm", ctypes.c_int),
+)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+Gemm = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def _numpy_blas() -> ctypes.CDLL | None:
+    """NumPy's extension module as a shared library: its symbols include those of the BLAS it links."""
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):  # NumPy 2, NumPy 1.26
+        try:
+            return ctypes.CDLL(importlib.import_module(name).__file__)
+        except (ImportError, OSError, TypeError):
+            continue
+    return None  # pragma: no cover - a static or unusual build
+
+
+def _cblas_gemm(lib: ctypes.CDLL, letter: str, scalar: type, integer: type) -> Gemm | None:
+    """`gemm(a, b, c)`: c += a @ b through the cblas symbol, if `lib` has it."""
+    for pattern, int_type in _CANDIDATES:
+        if int_type is not integer:
+            continue
+        try:
+            fn = lib[pattern.format(letter)]
+        except AttributeError:
+            continue
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int] * 3 + [int_type] * 3 + [scalar, ctypes.c_void_p, int_type,
+                                                          ctypes.c_void_p, int_type, scalar, ctypes.c_void_p, int_type]
+
+        def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, fn: Callable[..., None] = fn) -> None:
+            size = a.itemsize
+            # b may be a transposed view (columns contiguous), as a Gemm op's weight often is.
+            ldb = _leading_dimension(b)
+            b_trans, ldb = (_NO_TRANS, ldb) if ldb is not None else (_TRANS, b.strides[1] // size)
+            fn(_ROW_MAJOR, _NO_TRANS, b_trans, c.shape[0], c.shape[1], a.shape[1], 1.0,
+               a.ctypes.data, a.strides[0] // size, b.ctypes.data, ldb, 1.0, c.ctypes.data, c.strides[0] // size)
+
+        return gemm
+    return None
+
+
+def _checked(gemm: Gemm | None, dtype: type) -> Gemm | None:
+    """`gemm` if it computes a small product right (a wrong integer width would not)."""
+    if gemm is None:
+        return None
+    rng = np.random.default_rng(0)
+    a: np.ndarray = rng.standard_normal((5, 3)).astype(dtype)
+    b: np.ndarray = rng.standard_normal((4, 3)).astype(dtype).T
+    c: np.ndarray = np.ones((7, 4), dtype)[1:6]  # rows 6 apart: the leading dimension is passed, not assumed
+    expected = c + a @ b
+    gemm(a, b, c)
+    return gemm if np.allclose(c, expected, rtol=1e-5) else None
+
+
+def _find() -> dict[np.dtype, Gemm]:
+    lib = _numpy_blas()
+    found: dict[np.dtype, Gemm] = {}
+    if lib is None:
+        return found
+    for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double)):
+        for integer in (ctypes.c_int64, ctypes.c_int):
+            gemm = _checked(_cblas_gemm(lib, letter, scalar, integer), dtype)
+            if gemm is not None:
+                found[np.dtype(dtype)] = gemm
+                break
+    return found
+
+
+def _leading_dimension(x: np.ndarray, transposed: bool = False) -> int | None:
+    """The cblas leading dimension of the 2-d `x` read row by row (column by column when
+    `transposed`), None when its memory has no such shape (unit steps, rows apart)."""
+    size = x.itemsize
+    inner, outer = (x.strides[0], x.strides[1]) if transposed else (x.strides[1], x.strides[0])
+    columns = x.shape[0] if transposed else x.shape[1]
+    if inner != size or outer % size or outer < columns * size or not x.flags.aligned:
+        return None
+    return outer // size
+
+
+def _blas_ready(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+    """Whether cblas can take the three 2-d operands as they are."""
+    return (
+        a.dtype == b.dtype == c.dtype and c.flags.writeable and 0 not in (*a.shape, *c.shape)
+        and _leading_dimension(a) is not None and _leading_dimension(c) is not None
+        and (_leading_dimension(b) is not None or _leading_dimension(b, transposed=True) is not None)
+    )
+
+
+def accumulate_product(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """c += a @ b for 2-d (P, K) @ (K, M) into the (P, M) `c`, in place; returns `c`."""
+    gemm = CBLAS.get(c.dtype)  # defined below, once the helpers above exist
+    if gemm is not None and _blas_ready(a, b, c):
+        gemm(a, b, c)
+    else:
+        c += np.matmul(a, b)
+    return c
+
+
+CBLAS: dict[np.dtype, Gemm] = _find()

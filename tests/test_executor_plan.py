@@ -1,0 +1,204 @@
+"""The reference executor's plan: residual connections (conv -> add -> activation) fused
+into one step against onnxruntime, the plan made again whenever the module, its weights
+or the kernel table change, and blas.accumulate_product (C += A @ B) on every layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+from xdsl.dialects.builtin import StringAttr
+
+from backends.reference import KERNELS, blas, execute
+from backends.reference.executor import _plan_of
+from compiler import import_onnx, run_pipeline
+from compiler.program import Program
+from dialects import nn
+from tests.test_kernels import assert_same, onnx_run, random
+
+
+def he(m: int, c: int, k: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((m, c, k, k)) * np.sqrt(2 / (c * k * k))).astype(np.float32)
+
+
+def conv(x: str, w: str, y: str, b: str | None = None, **attrs: object) -> object:
+    return helper.make_node("Conv", [x, w] + ([b] if b else []), [y], **attrs)
+
+
+def compiled(nodes: list, feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray], outputs: list[str]) -> Program:
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    return run_pipeline(import_onnx(model), "canonicalize,fuse-activation")
+
+
+def check(nodes: list, feeds: dict[str, np.ndarray], consts: dict[str, np.ndarray], outputs: list[str] | None = None,
+          steps: int | None = None) -> None:
+    """The executor agrees with onnxruntime (twice: the second run reuses the plan), the
+    inputs are not written, and the plan has `steps` steps when given."""
+    outputs = outputs or ["y"]
+    expected = onnx_run(nodes, feeds, consts, outputs=outputs)
+    program = compiled(nodes, feeds, consts, outputs)
+    before = {k: v.copy() for k, v in feeds.items()}
+    for _ in range(2):
+        out = execute(program, feeds)
+        assert_same([out[o] for o in outputs], expected)
+    for k, v in feeds.items():
+        np.testing.assert_array_equal(v, before[k])
+    if steps is not None:
+        assert len(_plan_of(program.module, program.source).steps) == steps
+
+
+def test_identity_block_is_one_step() -> None:
+    """conv -> add (graph input, read-only: copied, not written) -> relu in one step."""
+    x = random(1, 16, 10, 10, seed=1)
+    consts = {"w": he(16, 16, 1, 2), "b": random(16, seed=3)}
+    nodes = [conv("x", "w", "c", "b"), helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    check(nodes, {"x": x}, consts, steps=1)
+
+
+def test_downsample_block_fuses_the_later_conv() -> None:
+    """Both addends are convolutions read only by the add: the later one accumulates into
+    the earlier one's result (handed over writeable at its last use)."""
+    x = random(1, 8, 12, 12, seed=4)
+    consts = {"w1": he(16, 8, 3, 5), "b1": random(16, seed=6), "w2": he(32, 16, 1, 7), "w3": he(32, 8, 1, 8), "b3": random(32, seed=9)}
+    nodes = [
+        conv("x", "w1", "t", "b1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["t"], ["r"]),
+        conv("r", "w2", "u"),
+        conv("x", "w3", "v", "b3", strides=[2, 2]),
+        helper.make_node("Add", ["u", "v"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    check(nodes, {"x": x}, consts, steps=3)
+
+
+def test_residual_still_needed_is_not_overwritten() -> None:
+    """The residual is read again after the add (concat): the fused step must copy it."""
+    x = random(1, 16, 6, 6, seed=10)
+    consts = {"w1": he(16, 16, 1, 11), "w2": he(16, 16, 1, 12), "b2": random(16, seed=13)}
+    nodes = [
+        conv("x", "w1", "t"),
+        conv("t", "w2", "u", "b2"),
+        helper.make_node("Add", ["t", "u"], ["s"]),
+        helper.make_node("Clip", ["s", "lo", "hi"], ["c"]),
+        helper.make_node("Concat", ["c", "t"], ["y"], axis=1),
+    ]
+    consts |= {"lo": np.array(-0.5, np.float32), "hi": np.array(0.75, np.float32)}
+    check(nodes, {"x": x}, consts, steps=3)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [helper.make_node("LeakyRelu", ["s"], ["y"], alpha=0.2), None],
+    ids=["leaky_relu", "none"],
+)
+def test_winograd_conv_with_a_residual(activation: object) -> None:
+    x = random(1, 16, 12, 12, seed=14)
+    consts = {"w": he(16, 16, 3, 15), "b": random(16, seed=16)}
+    nodes = [conv("x", "w", "c", "b", pads=[1, 1, 1, 1]), helper.make_node("Add", ["x", "c"], ["s" if activation else "y"])]
+    check(nodes + ([activation] if activation else []), {"x": x}, consts, steps=1)
+
+
+def test_depthwise_conv_with_a_residual() -> None:
+    x = random(1, 8, 9, 9, seed=17)
+    consts = {"w": he(8, 1, 3, 18), "b": random(8, seed=19)}
+    nodes = [conv("x", "w", "c", "b", pads=[1, 1, 1, 1], group=8), helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    check(nodes, {"x": x}, consts, steps=1)
+
+
+def test_no_fusion_where_it_would_change_the_result() -> None:
+    """A broadcast addend, an add result read twice (one reader an output), and a conv with
+    its own activation are left as separate steps."""
+    x = random(1, 8, 7, 7, seed=20)
+    consts = {"w1": he(8, 8, 1, 21), "w2": he(8, 8, 1, 22), "bias": random(1, 8, 1, 1, seed=23)}
+    nodes = [
+        conv("x", "w1", "c1"),
+        helper.make_node("Add", ["c1", "bias"], ["s1"]),  # broadcast: not fused
+        conv("s1", "w2", "c2"),
+        helper.make_node("Relu", ["c2"], ["r2"]),  # fused into the conv by fuse-activation
+        helper.make_node("Add", ["r2", "x"], ["s"]),  # conv with its own relu: not fused
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    check(nodes, {"x": x}, consts, steps=6 - 1)
+    nodes = [conv("x", "w1", "c1"), helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    check(nodes, {"x": x}, consts, outputs=["y", "s"], steps=2)  # the add fuses, the relu does not
+
+
+# ---------------------------------------------------------------------------------------
+# The plan follows the module, the weights and the kernel table
+# ---------------------------------------------------------------------------------------
+
+
+def small_block(bias_shift: float = 0.0) -> tuple[Program, dict[str, np.ndarray]]:
+    x = random(1, 4, 5, 5, seed=24)
+    consts = {"w": he(4, 4, 1, 25), "b": random(4, seed=26) + np.float32(bias_shift)}
+    nodes = [conv("x", "w", "c", "b"), helper.make_node("Add", ["c", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    return compiled(nodes, {"x": x}, consts, ["y"]), {"x": x}
+
+
+def test_plan_follows_changed_weights() -> None:
+    program, feeds = small_block()
+    first = execute(program, feeds)["y"]
+    handle = next(op.handle.data for op in program.module.walk() if isinstance(op, nn.WeightOp) and op.result.type.get_shape() == (4,))
+    program.weights.set(handle, program.weights[handle] + np.float32(1))
+    second = execute(program, feeds)["y"]
+    assert not np.allclose(first, second)
+    shifted, _ = small_block(bias_shift=1.0)
+    np.testing.assert_allclose(second, execute(shifted, feeds)["y"], rtol=1e-6)
+
+
+def test_plan_follows_an_op_changed_in_place() -> None:
+    program, feeds = small_block()
+    conv_op = next(op for op in program.module.walk() if isinstance(op, nn.Conv2dOp))
+    plain = execute(program, feeds)["y"]
+    conv_op.properties["activation"] = StringAttr("relu")  # no longer fusable, and a different result
+    changed = execute(program, feeds)["y"]
+    assert not np.allclose(plain, changed)
+    del conv_op.properties["activation"]
+    np.testing.assert_allclose(execute(program, feeds)["y"], plain)
+
+
+def test_plan_follows_the_kernel_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    program, feeds = small_block()
+    plain = execute(program, feeds)["y"]
+    monkeypatch.setitem(KERNELS, nn.ReluOp, lambda op, args: [np.zeros_like(args[0])])
+    np.testing.assert_array_equal(execute(program, feeds)["y"], 0)
+    monkeypatch.undo()
+    np.testing.assert_allclose(execute(program, feeds)["y"], plain)
+
+
+# ---------------------------------------------------------------------------------------
+# blas.accumulate_product
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("through_cblas", [True, False])
+@pytest.mark.parametrize(
+    "layout",
+    ["contiguous", "transposed b", "sub-blocks", "strided columns"],
+)
+def test_accumulate_product(dtype: type, through_cblas: bool, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if through_cblas and np.dtype(dtype) not in blas.CBLAS:
+        pytest.fail(f"NumPy's BLAS has no cblas gemm for {np.dtype(dtype)} (blas.py found none)")
+    if not through_cblas:
+        monkeypatch.setattr(blas, "CBLAS", {})
+    a, b, c = random(9, 6, dtype=dtype, seed=1), random(6, 5, dtype=dtype, seed=2), random(9, 5, dtype=dtype, seed=3)
+    if layout == "transposed b":
+        b = np.ascontiguousarray(b.T).T
+    elif layout == "sub-blocks":
+        a, b = random(12, 10, dtype=dtype)[2:11, 3:9], random(8, 7, dtype=dtype)[1:7, 2:7]
+        c = random(11, 9, dtype=dtype, seed=3)[1:10, 4:9]
+    elif layout == "strided columns":  # not a BLAS layout: NumPy computes it
+        a = random(9, 12, dtype=dtype)[:, ::2]
+    expected = c.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    target = c
+    result = blas.accumulate_product(a, b, c)
+    assert result is target
+    np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
