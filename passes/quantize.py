@@ -42,7 +42,9 @@ from compiler.program import Program, WeightStore, weights_of
 from compiler.quant import calibrate
 from compiler.quant import intmath as im
 from compiler.quant.lowering import (
+    DEFAULT_WEIGHT_SCALES,
     TABLE_OPS,
+    WEIGHT_SCALES,
     Activation,
     Lowerer,
     QParams,
@@ -68,10 +70,16 @@ INT, LAYOUT, FLOAT, ABSORBED = "int", "layout", "float", "absorbed"
 @dataclass(frozen=True)
 class Options:
     scheme: str = "fixed"
-    calibrator: str = "minmax"
+    calibrator: str = "mse"
     per_channel: bool = True
-    percentile: float = 99.99
+    percentile: float = calibrate.DEFAULT_PERCENTILE
     keep_float: frozenset[str] = field(default_factory=frozenset)
+    weight_scales: str | None = None  # None: the scheme's default (DEFAULT_WEIGHT_SCALES)
+    bias_correction: bool = True
+
+    @property
+    def weight_method(self) -> str:
+        return self.weight_scales or DEFAULT_WEIGHT_SCALES.get(self.scheme, "max")
 
     def check(self) -> None:
         if self.scheme not in im.SCHEMES:
@@ -81,6 +89,9 @@ class Options:
                                  "quantize")
         if not 50.0 < self.percentile <= 100.0:
             raise LayerloomError(f"percentile {self.percentile} must lie in (50, 100]", "quantize")
+        if self.weight_scales is not None and self.weight_scales not in WEIGHT_SCALES:
+            raise LayerloomError(f"unknown weight-scales '{self.weight_scales}' (one of {', '.join(WEIGHT_SCALES)})",
+                                 "quantize")
 
 
 @dataclass(frozen=True)
@@ -91,17 +102,20 @@ class QuantizePass(ModulePass):
     name = "quantize"
 
     scheme: str = "fixed"
-    calibrator: str = "minmax"
+    calibrator: str = "mse"
     per_channel: bool = True
-    percentile: float = 99.99
+    percentile: float = calibrate.DEFAULT_PERCENTILE
     keep_float: tuple[str, ...] = ()
     calib: str | None = None
+    weight_scales: str | None = None
+    bias_correction: bool = True
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if not self.calib:
             raise LayerloomError('quantize needs calibration data: calib="FILE.npz" in the pipeline, '
                                  "or --calib FILE for layerloom compile", "quantize")
-        options = Options(self.scheme, self.calibrator, self.per_channel, self.percentile, frozenset(self.keep_float))
+        options = Options(self.scheme, self.calibrator, self.per_channel, self.percentile, frozenset(self.keep_float),
+                          self.weight_scales, self.bias_correction)
         quantize_module(op, weights_of(op), calibrate.load_calibration(self.calib), options, self.calib)
 
 
@@ -110,15 +124,18 @@ def quantize(
     calibration: Iterable[Mapping[str, ArrayLike]],
     *,
     scheme: str = "fixed",
-    calibrator: str = "minmax",
+    calibrator: str = "mse",
     per_channel: bool = True,
-    percentile: float = 99.99,
+    percentile: float = calibrate.DEFAULT_PERCENTILE,
     keep_float: Sequence[str] | str = (),
+    weight_scales: str | None = None,
+    bias_correction: bool = True,
 ) -> Program:
     """The int8 version of `program` (a new Program; `program` is not changed), calibrated
     on `calibration`: an iterable of {input name: array} batches."""
     names = keep_float.split(",") if isinstance(keep_float, str) else list(keep_float)
-    options = Options(scheme, calibrator, per_channel, percentile, frozenset(n for n in names if n))
+    options = Options(scheme, calibrator, per_channel, percentile, frozenset(n for n in names if n), weight_scales,
+                      bias_correction)
     result = program.clone()
     quantize_module(result.module, result.weights, calibration, options)
     return result
@@ -157,6 +174,13 @@ def layer_name(op: Operation) -> str:
     return op.layer_name if isinstance(op, nn.NNOp) else ""
 
 
+def im_scales(scales: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """Per-channel scales (or one) shaped to broadcast along `axis` of an ndim-d weight."""
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.asarray(scales, np.float64).reshape(shape)
+
+
 class Quantizer(Lowerer):
     """Plans and rewrites the ops of one function body."""
 
@@ -170,21 +194,24 @@ class Quantizer(Lowerer):
         self.int_of: dict[SSAValue, SSAValue] = {}  # old value -> its int8 version
         self.float_of: dict[SSAValue, SSAValue] = {}  # old int value -> its dequantized version
         self.params: dict[SSAValue, QParams] = {}  # int8 value -> its quantization
+        self.patch_means: dict[Operation, calibrate.PatchMean] = {}  # conv / gemm -> its mean input (bias correction)
 
     # -- planning ------------------------------------------------------------------------
 
     def run(self, module: ModuleOp, data: list[calibrate.Batch]) -> None:
         self.plan()
         wanted = self.needed_ranges()
-        stats = calibrate.observe(module, self.store, wanted, data, self.options.calibrator)
+        if self.options.bias_correction:
+            self.patch_means = self.bias_corrected_ops()
+        means = [(op.operands[0], mean) for op, mean in self.patch_means.items()]
+        stats = calibrate.observe(module, self.store, wanted, data, self.options.calibrator, means)
         # The program's inputs and outputs keep their whole range: the calibrator clips
         # intermediate tensors only (clipping the largest logit changes the prediction;
         # clipping the input saves nothing, its quantize is float).
         edges = set(self.block.args) | (set(self.block.last_op.operands) if self.block.last_op is not None else set())
         for value, s in zip(wanted, stats, strict=True):
-            levels = 256 if self.scheme == "fixed" and s.lo >= 0 else 128
             calibrator = "minmax" if value in edges else self.options.calibrator
-            self.ranges[value] = s.range(calibrator, self.options.percentile, levels)
+            self.ranges[value] = s.range(calibrator, self.options.percentile, self.scheme)
         self.rewrite()
 
     def plan(self) -> None:
@@ -210,6 +237,22 @@ class Quantizer(Lowerer):
             self.kind[op] = kind
             if kind in (INT, LAYOUT):
                 self.int_values.update(self.output_op(op).results)
+
+    def bias_corrected_ops(self) -> dict[Operation, calibrate.PatchMean]:
+        """The int conv2d / gemm ops with constant weights, each with an empty PatchMean
+        of its input."""
+        means: dict[Operation, calibrate.PatchMean] = {}
+        for op, kind in self.kind.items():
+            if kind != INT:
+                continue
+            if isinstance(op, nn.Conv2dOp):
+                kh, kw = nn.shape_of(op.weight)[2:]
+                geometry = ((kh, kw), tuple(nn.int_list(op.strides)), tuple(nn.int_list(op.pads)),
+                            tuple(nn.int_list(op.dilations)))
+                means[op] = calibrate.PatchMean(geometry)  # type: ignore[arg-type]
+            elif isinstance(op, nn.GemmOp) and self.weight(op.b) is not None:
+                means[op] = calibrate.PatchMean()
+        return means
 
     def output_op(self, op: Operation) -> Operation:
         """The op whose result the int op computes (an add's fused activation)."""
@@ -420,13 +463,33 @@ class Quantizer(Lowerer):
     def constant(self, value: SSAValue | None) -> np.ndarray | None:
         return self.weight(value)
 
+    def corrected_bias(self, op: Operation, bias: np.ndarray | None, weights: np.ndarray, scales: np.ndarray,
+                       axis: int, factor: float = 1.0) -> np.ndarray | None:
+        """Bias correction (docs/quantization.md section 11): the bias plus the expected shift
+        of each output that quantizing the weights causes, E[(W - s_w * w_q) x] per output
+        channel, over the calibration data's mean input window."""
+        mean = self.patch_means[op].mean if op in self.patch_means else None
+        if mean is None:
+            return bias
+        w = self.weight(op.operands[1])
+        assert w is not None
+        error = np.asarray(w, np.float64) * np.float32(factor) - weights * im_scales(scales, weights.ndim, axis)
+        if isinstance(op, nn.Conv2dOp):
+            group = int(op.group.value.data)
+            m, per_group = error.shape[:2]
+            windows = mean.reshape(group, per_group, *mean.shape[1:])  # each group's input channels
+            shift = np.einsum("gmcij,gcij->gm", error.reshape(group, m // group, *error.shape[1:]), windows).reshape(m)
+        else:
+            shift = mean @ (error.T if axis == 0 else error)  # weights (N, K) when trans_b, else (K, N)
+        return shift if bias is None else bias + shift
+
     def add_weight(self, array: np.ndarray, before: Operation) -> SSAValue:
         name = before.properties.get("name")
         assert name is None or isinstance(name, StringAttr)
         return self.insert(new_weight(self.store, array, f"{name.data if name else 'w'}.q", name), before).results[0]
 
     def weight_scales(self, w: np.ndarray, axis: int, x: QParams, out: QParams) -> np.ndarray:
-        scales = weight_scales(w, axis, self.options.per_channel, self.scheme)
+        scales = weight_scales(w, axis, self.options.per_channel, self.scheme, self.options.weight_method)
         return pow2_limited_scales(scales, x, out) if self.scheme == "pow2" else scales
 
     def fused_activation(self, op: Operation) -> Activation | None:

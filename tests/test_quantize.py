@@ -28,7 +28,7 @@ sys.path.insert(0, str(EXAMPLES))
 import train_digits  # noqa: E402
 
 SCHEMES = ["fixed", "pow2"]
-CALIBRATORS = ["minmax", "percentile", "entropy"]
+CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
 
 
 def model(nodes: list[onnx.NodeProto], inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, ...]],

@@ -10,9 +10,13 @@ executor). Three calibrators turn what was seen into a range [lo, hi]:
 - `entropy`: TensorRT's KL-divergence threshold: the clipping threshold T of |x| whose
   quantized distribution (`levels` steps over [0, T]) loses the least information
   against the observed one.
+- `mse`: the range whose int8 quantization has the smallest mean squared error over the
+  observed values (clipping against rounding), as Vitis AI's "min-diffs" chooses a
+  power-of-two fix position and NVIDIA's pytorch-quantization its `mse` amax.
 
-Percentile and entropy build a histogram per tensor over [-m, m] (m = max |x| from a
-first min-max pass), so they run the calibration data twice.
+Percentile, entropy and mse build a histogram per tensor over [-m, m] (m = max |x| from a
+first min-max pass), so they run the calibration data twice. The same runs also give the
+mean input window of each convolution (`PatchMean`), which bias correction needs.
 """
 
 from __future__ import annotations
@@ -32,9 +36,15 @@ from xdsl.ir import SSAValue
 
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names
+from compiler.quant import intmath as im
 from compiler.tensors import dtype_of
 
-CALIBRATORS = ("minmax", "percentile", "entropy")
+CALIBRATORS = ("minmax", "percentile", "entropy", "mse")
+DEFAULT_PERCENTILE = 99.999  # what onnxruntime's percentile calibrator keeps
+# Candidate ranges of the mse calibrator: each end of the min-max range scaled by 0.20, 0.25,
+# ..., 1.00 (`fixed`), or the power-of-two scale that covers it and the next finer ones (`pow2`).
+MSE_FRACTIONS = np.arange(4, 21) / 20.0
+MSE_POW2_STEPS = 4
 HISTOGRAM_BINS = 2048  # per sign: the histogram of x has 2 * HISTOGRAM_BINS bins over [-m, m]
 EMPTY = 1e-12  # KL: probability given to a bin Q leaves empty where P is not (a steep but finite cost)
 
@@ -158,7 +168,7 @@ class TensorStats:
         h, _ = np.histogram(x, bins=2 * HISTOGRAM_BINS, range=(-m, m))
         self.histogram = h if self.histogram is None else self.histogram + h
 
-    def range(self, calibrator: str, percentile: float, levels: int) -> tuple[float, float]:
+    def range(self, calibrator: str, percentile: float, scheme: str) -> tuple[float, float]:
         if not np.isfinite(self.lo):
             return 0.0, 0.0
         if calibrator == "minmax" or self.histogram is None or self.magnitude == 0:
@@ -166,10 +176,52 @@ class TensorStats:
         m = self.magnitude
         if calibrator == "percentile":
             lo, hi = percentile_range(self.histogram, m, percentile)
+        elif calibrator == "mse":
+            lo, hi = mse_range(self.histogram, m, self.lo, self.hi, scheme)
         else:
+            levels = 256 if scheme == "fixed" and self.lo >= 0 else 128
             threshold = entropy_threshold(folded(self.histogram), m, levels)
             lo, hi = -threshold, threshold
         return max(self.lo, lo), min(self.hi, hi)
+
+
+@dataclass
+class PatchMean:
+    """The mean input window of a convolution (over images and output positions, zero
+    padding included: (C, kh, kw)) or the mean input row of a gemm (`window` None: the
+    mean over every axis but the last). Bias correction multiplies it by the weights'
+    quantization error."""
+
+    window: tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int], tuple[int, int]] | None = None
+    total: np.ndarray | None = field(default=None, repr=False)
+    count: int = 0
+
+    def observe(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if self.window is None:
+            sums, count = x.reshape(-1, x.shape[-1]).sum(axis=0), x.size // max(x.shape[-1], 1)
+        else:
+            sums, count = self.window_sums(x)
+        self.total = sums if self.total is None else self.total + sums
+        self.count += count
+
+    def window_sums(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Sum over (n, oh, ow) of each tap (c, i, j) of the zero-padded windows."""
+        assert self.window is not None
+        (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw) = self.window
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+        ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+        sums = np.empty((x.shape[1], kh, kw))
+        for i in range(kh):
+            for j in range(kw):
+                tap = xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+                sums[:, i, j] = tap.sum(axis=(0, 2, 3))
+        return sums, x.shape[0] * oh * ow
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        return None if self.total is None or self.count == 0 else self.total / self.count
 
 
 def folded(histogram: np.ndarray) -> np.ndarray:
@@ -186,6 +238,37 @@ def percentile_range(histogram: np.ndarray, m: float, percentile: float) -> tupl
     lo = edges[int(np.searchsorted(cdf, tail, side="right"))]
     hi = edges[min(int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1, histogram.size)]
     return float(lo), float(hi)
+
+
+def quantization_mse(histogram: np.ndarray, m: float, scale: ArrayLike, zero_point: ArrayLike) -> np.ndarray:
+    """Mean squared error of int8 quantization with each (scale, zero point) pair over the
+    histogram's values, each bin standing for its centre."""
+    width = 2 * m / histogram.size
+    seen = np.flatnonzero(histogram)
+    centres, counts = -m + width * (seen + 0.5), histogram[seen].astype(np.float64)
+    s = np.asarray(scale, np.float64).reshape(-1, 1)
+    z = np.asarray(zero_point, np.float64).reshape(-1, 1)
+    q = np.clip(np.rint(centres / s) + z, -128, 127)
+    error = centres - s * (q - z)
+    return (error * error) @ counts / max(counts.sum(), 1)
+
+
+def mse_range(histogram: np.ndarray, m: float, lo: float, hi: float, scheme: str) -> tuple[float, float]:
+    """The candidate range whose quantization (docs/quantization.md section 1) has the
+    smallest error over the histogram: `fixed`, [lo * a, hi * b] for every pair of
+    MSE_FRACTIONS a, b (each end clipped on its own); `pow2`, the range 127 * 2^-f of each
+    power-of-two scale from the one covering max(|lo|, |hi|) to MSE_POW2_STEPS - 1 steps
+    finer. Ties go to the wider range."""
+    if scheme == "pow2":
+        f0 = im.pow2_fraction_bits(m)
+        scales = 2.0 ** -np.arange(f0, f0 + MSE_POW2_STEPS, dtype=np.float64)
+        r = 127.0 * float(scales[int(np.argmin(quantization_mse(histogram, m, scales, 0)))])
+        return -r, r
+    fractions = MSE_FRACTIONS[::-1]
+    candidates = [(lo * a, hi * b) for a in fractions for b in fractions]
+    params = [im.asymmetric_params(a, b) for a, b in candidates]
+    errors = quantization_mse(histogram, m, [p[0] for p in params], [p[1] for p in params])
+    return candidates[int(np.argmin(errors))]
 
 
 def entropy_threshold(abs_histogram: np.ndarray, m: float, levels: int) -> float:
@@ -256,28 +339,35 @@ def progress(total: int, description: str) -> object:
 
 
 def observe(
-    module: ModuleOp, store: WeightStore, values: Sequence[SSAValue], data: Sequence[Batch], calibrator: str
+    module: ModuleOp, store: WeightStore, values: Sequence[SSAValue], data: Sequence[Batch], calibrator: str,
+    means: Sequence[tuple[SSAValue, PatchMean]] = (),
 ) -> list[TensorStats]:
-    """Run the float program over every batch and return the statistics of each value."""
+    """Run the float program over every batch and return the statistics of each value;
+    each (value, PatchMean) of `means` observes its value on the first run."""
     from backends.reference.executor import execute
 
     if calibrator not in CALIBRATORS:
         raise LayerloomError(f"unknown calibrator '{calibrator}' (one of {', '.join(CALIBRATORS)})", "quantize")
     stats = [TensorStats() for _ in values]
-    if not values:
+    probed = list(dict.fromkeys([*values, *(v for v, _ in means)]))
+    if not probed:
         return stats
-    probe = probe_program(module, store, values)
+    index = {v: i for i, v in enumerate(probed)}
+    probe = probe_program(module, store, probed)
     passes = ["range"] + (["histogram"] if calibrator != "minmax" else [])
     bar = progress(len(passes) * len(data), "calibrating")
     try:
         for kind in passes:
             for batch in data:
                 outputs = list(execute(probe, batch).values())
-                for s, x in zip(stats, outputs, strict=True):
+                for s, v in zip(stats, values, strict=True):
                     if kind == "range":
-                        s.observe_range(x)
+                        s.observe_range(outputs[index[v]])
                     else:
-                        s.observe_histogram(x)
+                        s.observe_histogram(outputs[index[v]])
+                if kind == "range":
+                    for v, mean in means:
+                        mean.observe(outputs[index[v]])
                 bar.update(1)  # type: ignore[attr-defined]
     finally:
         bar.close()  # type: ignore[attr-defined]

@@ -77,14 +77,42 @@ def choose_params(lo: float, hi: float, scheme: str) -> QParams:
     return QParams(scale, zero_point)
 
 
-def weight_scales(w: np.ndarray, axis: int, per_channel: bool, scheme: str) -> np.ndarray:
-    """Symmetric weight scales, one per slice along `axis` (or one): max|w| / 127 rounded
-    to float32 (`fixed`) or the finest power of two that holds max|w| (`pow2`)."""
-    moved = np.moveaxis(np.abs(np.asarray(w, dtype=np.float64)), axis, 0).reshape(w.shape[axis], -1)
-    peaks = moved.max(axis=1, initial=0.0) if per_channel else np.array([float(moved.max(initial=0.0))])
+WEIGHT_SCALES = ("max", "mse")
+# Each scheme's default follows its reference toolchain: TFLite / onnxruntime take max|w|
+# (fixed), Vitis AI's quantizer the fix position of least error (pow2).
+DEFAULT_WEIGHT_SCALES = {"fixed": "max", "pow2": "mse"}
+# The mse weight scales' candidates: max|w| / 127 scaled by 0.50, 0.51, ..., 1.00 (`fixed`),
+# or the power of two covering max|w| and the next finer ones (`pow2`).
+MSE_WEIGHT_FRACTIONS = np.arange(50, 101) / 100.0
+MSE_WEIGHT_POW2_STEPS = 3
+
+
+def weight_scales(w: np.ndarray, axis: int, per_channel: bool, scheme: str, method: str = "max") -> np.ndarray:
+    """Symmetric weight scales, one per slice along `axis` (or one): from max|w|, that is
+    max|w| / 127 rounded to float32 (`fixed`) or the finest power of two that holds max|w|
+    (`pow2`); with `method="mse"`, the candidate scale (docs/quantization.md section 1)
+    whose quantized weights are closest to `w` in squared error, per slice."""
+    moved = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0).reshape(w.shape[axis], -1)
+    rows = moved if per_channel else moved.reshape(1, -1)
+    peaks = np.abs(rows).max(axis=1, initial=0.0)
     if scheme == "pow2":
-        return np.array([2.0 ** -im.pow2_fraction_bits(float(p)) for p in peaks])
-    return np.array([im.symmetric_scale(float(p)) for p in peaks])
+        fraction_bits = np.array([im.pow2_fraction_bits(float(p)) for p in peaks])
+        candidates = [2.0 ** -(fraction_bits + k) for k in range(MSE_WEIGHT_POW2_STEPS if method == "mse" else 1)]
+    else:
+        fractions = MSE_WEIGHT_FRACTIONS[::-1] if method == "mse" else [1.0]
+        candidates = [np.array([im.symmetric_scale(float(p) * f) for p in peaks]) for f in fractions]
+    if len(candidates) == 1:
+        return candidates[0]
+    errors = np.stack([weight_error(rows, s) for s in candidates])  # (candidates, slices)
+    best = np.argmin(errors, axis=0)  # ties: the first, i.e. the widest range
+    return np.stack(candidates)[best, np.arange(rows.shape[0])]
+
+
+def weight_error(rows: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Squared error of each row of weights quantized with its scale (values in [-127, 127])."""
+    s = scales[:, None]
+    q = np.clip(np.rint(rows / s), *im.WEIGHT_RANGE)
+    return np.square(rows - q * s).sum(axis=1)
 
 
 def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray:
@@ -301,6 +329,13 @@ class Lowerer(ABC):
     def add_weight(self, array: np.ndarray, before: Operation) -> SSAValue:
         """A new weight holding `array`, placed before `before`."""
 
+    def corrected_bias(self, op: Operation, bias: np.ndarray | None, weights: np.ndarray, scales: np.ndarray,
+                       axis: int, factor: float = 1.0) -> np.ndarray | None:
+        """The float bias (one value per output channel, or None) to quantize for `op`,
+        whose constant weights (times `factor`) became `weights` with `scales` along `axis`:
+        `bias` itself unless a subclass corrects it."""
+        return bias
+
     def lower(self, op: Operation, out: QParams, act: Activation | None = None) -> Operation:
         """The qnn op computing `op` with result quantization `out` (not yet inserted; the
         weights it needs are, before `op`). `act`: an activation that follows `op` (for a
@@ -313,7 +348,7 @@ class Lowerer(ABC):
         if isinstance(op, nn.Conv2dOp):
             x, xq = self.int_operand(op.input, op)
             w, scales, zw = self.quantized_weight(op.weight, 0, xq, out)
-            b_float = self.constant(op.bias)
+            b_float = self.corrected_bias(op, self.constant(op.bias), w, scales, 0)
             operands: list = [x, self.add_weight(w, op)]
             operands.append([] if b_float is None else self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0]), op))
             props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
@@ -322,15 +357,17 @@ class Lowerer(ABC):
         if isinstance(op, nn.GemmOp):
             a, aq = self.int_operand(op.a, op)
             trans_b, n = int(op.trans_b.value.data), nn.shape_of(op.result)[1]
+            c = self.constant(op.c)
+            c_float = None if c is None else gemm_bias(c, n) * float(op.beta.value.data)
             if self.constant(op.b) is None:
                 b, bq = self.int_operand(op.b, op)
                 scales, zw = np.array([bq.scale]), bq.zero_point
             else:
-                w, scales, zw = self.quantized_weight(op.b, 0 if trans_b else 1, aq, out, float(op.alpha.value.data))
+                axis, alpha = 0 if trans_b else 1, float(op.alpha.value.data)
+                w, scales, zw = self.quantized_weight(op.b, axis, aq, out, alpha)
+                c_float = self.corrected_bias(op, c_float, w, scales, axis, alpha)
                 b = self.add_weight(w, op)
-            c = self.constant(op.c)
-            bias = [] if c is None else [self.add_weight(
-                quantize_bias(gemm_bias(c, n) * float(op.beta.value.data), aq.scale, scales, n), op)]
+            bias = [] if c_float is None else [self.add_weight(quantize_bias(c_float, aq.scale, scales, n), op)]
             props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zw, out, self.scheme,
                                                                 act or Activation.of_properties(op.properties))
             return build(qnn.GemmOp, [a, b, bias], props)

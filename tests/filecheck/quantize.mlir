@@ -1,14 +1,20 @@
 // RUN: python -c "import numpy as np; np.savez('%t.npz', x=np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 2, 4, 4))"
 // RUN: layerloom-opt %s --split-input-file -p 'quantize{calib="%t.npz"}' | filecheck %s --check-prefix=FIXED
 // RUN: layerloom-opt %s --split-input-file -p 'quantize{calib="%t.npz" scheme=pow2}' | filecheck %s --check-prefix=POW2
+// RUN: layerloom-opt %s --split-input-file -p 'quantize{calib="%t.npz" bias-correction=false}' | filecheck %s --check-prefix=NOBC
 
 // conv + relu, global average pool, flatten, softmax. The relu fuses into the conv; the
 // input gets the first quantize, the softmax stays float behind a dequantize; the reshape
-// runs on int8. Weights become int8 (per channel), the bias int32.
+// runs on int8. Weights become int8 (per channel), the bias int32. Bias correction moves
+// each bias by the mean shift that rounding the weights causes on the calibration data:
+// conv1's output channel 0 reads input channel 1 (mean +0.516) through -0.25, which becomes
+// -64 * 0.5/127 = -0.251969 (error +0.001969), so the bias gains 0.001969 * 0.516 = 0.001016
+// = 32.9 bias steps (s_x * s_w = 3.088e-5): round(3238.4 + 32.9) = 3271.
 // FIXED-LABEL: func.func @main
 // FIXED-NEXT:    %0 = qnn.quantize %x {scale = {{.*}} : f64, zero_point = -1 : i64, name = "x.quantize"} : (tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xi8>
 // FIXED-NEXT:    %1 = nn.weight "conv1.q" {name = "conv1", value = dense<{{\[\[\[\[}}127]], {{\[\[}}-64]]], {{\[\[\[}}127]], {{\[\[}}16]]], {{\[\[\[}}-127]], {{\[\[}}85]]]]> : tensor<3x2x1x1xi8>} : tensor<3x2x1x1xi8>
-// FIXED-NEXT:    %2 = nn.weight "conv1.q_1" {name = "conv1", value = dense<[3238, -3238, 1079]> : tensor<3xi32>} : tensor<3xi32>
+// FIXED-NEXT:    %2 = nn.weight "conv1.q_1" {name = "conv1", value = dense<[3271, -3247, 1058]> : tensor<3xi32>} : tensor<3xi32>
+// NOBC:          nn.weight "conv1.q_1" {name = "conv1", value = dense<[3238, -3238, 1079]> : tensor<3xi32>}
 // FIXED-NEXT:    %3 = qnn.conv2d %0, %1, %2 {{{.*}}input_zero_point = -1 : i64, weight_scales = array<f64: {{[^,]*}}, {{[^,]*}}, {{[^>]*}}>, scale = {{.*}} : f64, zero_point = -128 : i64, scheme = "fixed", multipliers = array<i64: {{.*}}>, shifts = array<i64: {{.*}}>, activation = "relu", clamp_min = -128 : i64, name = "conv1"}
 // FIXED-NEXT:    %4 = qnn.global_pool %3 {kind = "avg", {{.*}}input_zero_point = -128 : i64, {{.*}}scheme = "fixed", multipliers = array<i64: {{[0-9]+}}>, shifts = array<i64: {{-?[0-9]+}}>, name = "gap"} : (tensor<1x3x4x4xi8>) -> tensor<1x3x1x1xi8>
 // FIXED-NEXT:    %5 = nn.reshape %4 {name = "flatten"} : (tensor<1x3x1x1xi8>) -> tensor<1x3xi8>
