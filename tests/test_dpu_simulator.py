@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from backends.dpu import assemble, encode
 from backends.dpu import builder as bld
+from backends.dpu import simulator as sim
+from backends.dpu.hazards import HazardTracker, Region, clocks, first_hazard
 from backends.dpu.isa import DpuConfig, tokens
 from backends.dpu.memory import (
     DdrImage,
@@ -239,6 +241,62 @@ def test_every_token_is_needed(rng: np.random.Generator) -> None:
         message = str(info.value)
         assert f"instruction {token.waiter} ({case.program[token.waiter].mnemonic})" in message
         assert f"instruction {token.signaller} ({case.program[token.signaller].mnemonic})" in message
+
+
+def first_hazard_by_replay(steps: list, clock: list) -> int | None:
+    """The first instruction the access-by-access tracker (the builder's) objects to."""
+    tracker = HazardTracker()
+    for s in steps:
+        if s.queue is not None:
+            if tracker.conflicts(s.index, s.queue, clock[s.index], s.reads, s.writes):
+                return s.index
+            tracker.record(s.index, s.queue, s.reads, s.writes)
+    return None
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=st.sampled_from(["residual", "concat", "conv", "pool"]), seed=st.integers(0, 2**16),
+       dropped=st.integers(1, 3))
+def test_whole_program_hazard_check_agrees_with_the_tracker(case: str, seed: int, dropped: int) -> None:
+    """`first_hazard` (all accesses at once) finds the instruction the tracker finds, on
+    programs with random tokens dropped (concat's operands interleave in DDR: their boxes'
+    ranges meet but no byte does)."""
+    rng = np.random.default_rng(seed)
+    made = {"residual": lambda: dp.residual_case(rng, B512, 16, 6, 6, tile=bld.Tile(2)),
+            "concat": lambda: dp.concat_case(rng, B512, 12, 8, 8, (10, 7), tile=bld.Tile(4)),
+            "conv": lambda: dp.conv_case(rng, B512, 20, 9, 11, 24, (3, 3), pads=(1, 1, 1, 1), tile=bld.Tile(2, 5, 8)),
+            "pool": lambda: dp.pool_case(rng, B512, 19, 11, 9, bld.Tile(2, 3), kind="max", kernel=(3, 3),
+                                         stride=(2, 2), pads=(1, 1, 1, 1))}[case]()
+    pairs = tokens(made.program)
+    broken = made.program
+    for k in sorted(rng.choice(len(pairs), size=min(dropped, len(pairs)), replace=False).tolist()):
+        broken = dp.without_token(broken, pairs[k])
+    found = []
+    for program in (made.program, broken):
+        steps = sim.plan(program, B512, made.ddr())
+        clock = clocks([s.queue for s in steps], tokens(program))
+        accesses = [(s.index, s.queue, s.reads, s.writes) for s in steps if s.queue is not None]
+        found.append(first_hazard(accesses, clock))
+        assert found[-1] == first_hazard_by_replay(steps, clock)
+    assert found[0] is None
+
+
+def test_interleaved_boxes_meet_only_where_they_share_bytes() -> None:
+    """Concat by placement: two channel slices of one map interleave in DDR; unordered
+    accesses to them conflict only when a byte is shared, and a read of on-chip words
+    needs a write of every word before it."""
+    save = Region("ddr:work", 0, 4, 4, 10, 4 * 12, 12)  # channels 0..9 of a 4x4x12 map
+    tile = Region.words("fmap0", 0, 16)
+
+    def check(reads: list[Region], written: Region = tile) -> int | None:
+        load = (0, 0, [], [written])  # a LOAD that writes bank 0, then a SAVE of it
+        return first_hazard([load, (1, 2, [tile], [save]),
+                             (2, 0, reads, [Region.words("fmap1", 0, 4)])],
+                            [(0, -1, -1), (0, -1, 1), (2, -1, -1)])
+
+    assert check([Region("ddr:work", 10, 4, 4, 2, 4 * 12, 12)]) is None  # channels 10..11
+    assert check([Region("ddr:work", 9, 4, 4, 2, 4 * 12, 12)]) == 2  # channels 9..10
+    assert check([], Region.words("fmap0", 1, 15)) == 1  # the SAVE reads word 0, never written
 
 
 def test_hazard_message_says_which_token(rng: np.random.Generator) -> None:

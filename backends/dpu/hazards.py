@@ -193,3 +193,133 @@ def advance(clock: Clock, queue: int, index: int) -> Clock:
 
 def merge(a: Clock, b: Clock) -> Clock:
     return (max(a[0], b[0]), max(a[1], b[1]), max(a[2], b[2]))
+
+
+# ---------------------------------------------------------------------------------------
+# The whole program at once
+# ---------------------------------------------------------------------------------------
+
+Accesses = tuple[int, int, Sequence[Region], Sequence[Region]]  # (index, queue, reads, writes)
+PAIRS_PER_BLOCK = 1 << 20
+
+
+def first_hazard(accesses: Sequence[Accesses], clock: Sequence[Clock]) -> int | None:
+    """The index of the first instruction that breaks the hazard rule or reads on-chip
+    entries that no earlier instruction wrote (what `HazardTracker.conflicts` finds, in
+    program order), None if none does.
+
+    The whole program at once, without per-entry tables: an access of instruction b can
+    only conflict with an instruction a of another queue q that b's clock does not order,
+    a in (clock_b[q], b) -- with double buffering one or two instructions -- so those
+    pairs are enumerated and their regions compared (bounding ranges, then entry by entry
+    for strided DDR boxes whose ranges meet). Reads of on-chip words are compared with the
+    first instruction that wrote each word."""
+    table = _AccessTable(accesses)
+    if table.size == 0:
+        return None
+    first = [table.first_unordered_overlap(np.asarray(clock, np.int64)), table.first_uninitialised_read()]
+    found = [i for i in first if i is not None]
+    return min(found) if found else None
+
+
+class _AccessTable:
+    """Every region of a program's accesses as arrays, in program order."""
+
+    def __init__(self, accesses: Sequence[Accesses]) -> None:
+        self.regions: list[Region] = []
+        index: list[int] = []
+        queue: list[int] = []
+        writes: list[bool] = []
+        for i, q, reads_, writes_ in accesses:
+            for group, is_write in ((reads_, False), (writes_, True)):
+                self.regions += group
+                index += [i] * len(group)
+                queue += [q] * len(group)
+                writes += [is_write] * len(group)
+        self.size = len(self.regions)
+        self.index, self.queue, self.writes = np.array(index, np.int64), np.array(queue, np.int64), np.array(writes)
+        space_ids: dict[str, int] = {}
+        self.space = np.array([space_ids.setdefault(r.space, len(space_ids)) for r in self.regions], np.int64)
+        self.onchip = np.array([not name.startswith("ddr:") for name in space_ids] or [False])[self.space]
+        numbers = np.array([r[1:] for r in self.regions], np.int64).reshape(-1, 6)
+        start, rows, cols, chans, row_stride, col_stride = numbers.T
+        self.start = start
+        self.stop = start + (rows - 1) * row_stride + (cols - 1) * col_stride + chans
+        self.dense = ((cols == 1) | (col_stride == chans)) & ((rows == 1) | (row_stride == cols * chans))
+
+    def first_unordered_overlap(self, clock: np.ndarray) -> int | None:
+        """The first instruction b with a region meeting one of an instruction a of another
+        queue, a in (clock_b[queue a], b), one of the two a write."""
+        instructions, at = np.unique(self.index, return_index=True)  # regions of an instruction are consecutive
+        counts = np.diff(np.append(at, self.size))
+        queues = self.queue[at]
+        found: int | None = None
+        for q in range(len(QUEUES)):
+            members = instructions[queues == q]
+            others = queues != q
+            b = instructions[others]
+            lo = np.searchsorted(members, clock[b, q], side="right")
+            hi = np.searchsorted(members, b, side="left")
+            # instruction pairs (b, a), then their region pairs
+            pair_b = np.repeat(np.flatnonzero(others), hi - lo)
+            pair_a = np.searchsorted(instructions, members[_ranges(lo, hi)])
+            for block in range(0, pair_b.size, PAIRS_PER_BLOCK):
+                later = self._overlaps(at, counts, pair_b[block : block + PAIRS_PER_BLOCK],
+                                       pair_a[block : block + PAIRS_PER_BLOCK])
+                if later is not None:
+                    found = later if found is None else min(found, later)
+                    break
+        return found
+
+    def _overlaps(self, at: np.ndarray, counts: np.ndarray, pair_b: np.ndarray, pair_a: np.ndarray) -> int | None:
+        """The first instruction b among the pairs (positions into `at`) whose regions meet."""
+        nb, na = counts[pair_b], counts[pair_a]
+        pair = np.repeat(np.arange(pair_b.size), nb * na)
+        k = _ranges(np.zeros_like(nb), nb * na)
+        rb = at[pair_b][pair] + k // na[pair]
+        ra = at[pair_a][pair] + k % na[pair]
+        meet = ((self.space[rb] == self.space[ra]) & (self.writes[rb] | self.writes[ra])
+                & (self.start[rb] < self.stop[ra]) & (self.start[ra] < self.stop[rb]))
+        rb, ra = rb[meet], ra[meet]
+        exact = self.dense[rb] & self.dense[ra]  # runs of entries: the ranges are the entries
+        hits = rb[exact]
+        later = int(self.index[hits].min()) if hits.size else None
+        for i, j in zip(rb[~exact].tolist(), ra[~exact].tolist(), strict=True):
+            if (later is None or self.index[i] < later) and _boxes_meet(self.regions[i], self.regions[j]):
+                later = int(self.index[i])
+        return later
+
+    def first_uninitialised_read(self) -> int | None:
+        """The first instruction reading on-chip words that no earlier instruction wrote."""
+        onchip_writes = np.flatnonzero(self.onchip & self.writes)
+        onchip_reads = np.flatnonzero(self.onchip & ~self.writes)
+        if onchip_reads.size == 0:
+            return None
+        # Per space, the first instruction that wrote each word: paint the writes, latest first.
+        size = np.zeros(int(self.space.max()) + 1, np.int64)
+        np.maximum.at(size, self.space[self.onchip], self.stop[self.onchip])
+        offset = np.concatenate([[0], np.cumsum(size)])
+        written = np.full(int(offset[-1]) + 1, np.iinfo(np.int64).max)
+        lo, hi = self.start + offset[self.space], self.stop + offset[self.space]
+        for w in onchip_writes[::-1].tolist():
+            written[lo[w] : hi[w]] = self.index[w]
+        bounds = np.stack([lo[onchip_reads], hi[onchip_reads]], axis=1).reshape(-1)
+        latest_first = np.maximum.reduceat(written, bounds)[::2]  # over each read's words
+        bad = onchip_reads[latest_first >= self.index[onchip_reads]]
+        return int(self.index[bad].min()) if bad.size else None
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenation of arange(lo[i], hi[i])."""
+    n = hi - lo
+    return np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - lo, n)
+
+
+def _entries(r: Region) -> np.ndarray:
+    return (np.arange(r.rows)[:, None, None] * r.row_stride + np.arange(r.cols)[None, :, None] * r.col_stride
+            + np.arange(r.chans)[None, None, :] + r.start).reshape(-1)
+
+
+def _boxes_meet(a: Region, b: Region) -> bool:
+    """Whether two boxes of one space share an entry."""
+    return bool(np.isin(_entries(a), _entries(b)).any())

@@ -18,6 +18,7 @@ for the dependency fields (`wait=frozenset({"load"})`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -243,9 +244,11 @@ class Opcode:
     fields: tuple[Field, ...]
     by_name: Mapping[str, Field] = field(init=False, repr=False, compare=False)
     used: tuple[int, ...] = field(init=False, repr=False, compare=False)  # used bits per word
+    record: Any = field(init=False, repr=False, compare=False)  # a NamedTuple class of the fields (Instruction.record)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", MappingProxyType({f.name: f for f in self.fields}))
+        object.__setattr__(self, "record", namedtuple(self.mnemonic, [f.name for f in self.fields]))  # noqa: PYI024
         used = [0] * self.words
         used[0] = ((1 << OPCODE_WIDTH) - 1) << OPCODE_LSB
         for f in self.fields:
@@ -281,13 +284,24 @@ class Instruction:
     """One instruction: its mnemonic and the value of every field (table order).
     Immutable and hashable; read fields as attributes (`i.addr_in`) or items (`i["act"]`)."""
 
-    __slots__ = ("mnemonic", "fields")
+    __slots__ = ("mnemonic", "fields", "_record")
     mnemonic: str
     fields: Mapping[str, Value]
 
     def __init__(self, mnemonic: str, fields: Mapping[str, Value]) -> None:
         object.__setattr__(self, "mnemonic", mnemonic)
         object.__setattr__(self, "fields", MappingProxyType(dict(fields)))
+        object.__setattr__(self, "_record", None)
+
+    @property
+    def record(self) -> Any:
+        """The fields as a NamedTuple in table order (`i.record.addr_in`): attribute access
+        at tuple speed, for the simulator's hot paths (a missing field is None)."""
+        record = self._record
+        if record is None:
+            record = self.spec.record._make(map(self.fields.get, self.spec.record._fields))
+            object.__setattr__(self, "_record", record)
+        return record
 
     @staticmethod
     def make(mnemonic: str, **values: Any) -> Instruction:

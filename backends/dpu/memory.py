@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from numpy.typing import ArrayLike, NDArray
 
 from backends.dpu.isa import BIAS_RECORD_BYTES, REGISTERS, DpuConfig
@@ -86,34 +85,54 @@ class FeatureMap:
 
 @dataclass
 class DdrImage:
-    """One byte array holding every region, and the base register of each region.
-    Registers without a region are absent (an instruction using one is an error)."""
+    """The DDR regions, each a byte array of its own, and the base register of each
+    (regions are laid out in register order, each on its own 4 KiB page, as the runtime
+    would place them). Registers without a region are absent (an instruction using one is
+    an error). The `weights` region is read-only: it may be the compiler's blob itself,
+    shared by every copy of the image (no run copies 25 MB of ResNet-50 weights)."""
 
-    data: NDArray[np.uint8]
     regions: dict[str, tuple[int, int]]  # register name -> (base, size)
+    arrays: dict[str, NDArray[np.uint8]]  # register name -> its bytes
 
     @staticmethod
     def allocate(weights: bytes | NDArray[np.uint8] | int = 0, **sizes: int) -> DdrImage:
         """Regions in register order (weights first, then work, input, output, r4..r7),
-        each on its own 4 KiB page; `weights` is the region's contents or its size."""
+        each on its own 4 KiB page; `weights` is the region's contents (kept, not copied)
+        or its size (zeros)."""
         unknown = sorted(set(sizes) - set(REGISTERS))
         if unknown:
             raise LayerloomError(f"'{unknown[0]}' is not a base register ({', '.join(REGISTERS)})")
-        blob = np.frombuffer(bytes(weights), np.uint8) if not isinstance(weights, int) else None
-        wanted = {"weights": blob.size if blob is not None else int(weights), **sizes}
+        if isinstance(weights, int):
+            blob = np.zeros(weights, np.uint8)
+        elif isinstance(weights, np.ndarray):
+            blob = weights.reshape(-1).view(np.uint8)
+        else:
+            blob = np.frombuffer(weights, np.uint8)
+        blob = blob.view()
+        blob.flags.writeable = False
+        wanted = {"weights": blob.size, **sizes}
         regions: dict[str, tuple[int, int]] = {}
+        arrays: dict[str, NDArray[np.uint8]] = {}
         at = 0
         for reg in REGISTERS:
             if reg in wanted:
                 regions[reg] = (at, wanted[reg])
+                arrays[reg] = blob if reg == "weights" else np.zeros(wanted[reg], np.uint8)
                 at = align(at + wanted[reg], REGION_ALIGN)
-        data = np.zeros(max(at, 1), np.uint8)
-        if blob is not None:
-            data[: blob.size] = blob
-        return DdrImage(data, regions)
+        return DdrImage(regions, arrays)
+
+    @property
+    def data(self) -> NDArray[np.uint8]:
+        """The whole image as one byte array (a copy; the gaps between regions are 0)."""
+        out = np.zeros(max(base + size for base, size in self.regions.values()), np.uint8)
+        for reg, (base, size) in self.regions.items():
+            out[base : base + size] = self.arrays[reg]
+        return out
 
     def copy(self) -> DdrImage:
-        return DdrImage(self.data.copy(), dict(self.regions))
+        """Writable regions copied, read-only ones shared."""
+        arrays = {reg: a if not a.flags.writeable else a.copy() for reg, a in self.arrays.items()}
+        return DdrImage(dict(self.regions), arrays)
 
     def base(self, reg: str) -> int:
         if reg not in self.regions:
@@ -121,8 +140,8 @@ class DdrImage:
         return self.regions[reg][0]
 
     def region(self, reg: str) -> NDArray[np.uint8]:
-        base, size = self.regions[reg] if reg in self.regions else (self.base(reg), 0)
-        return self.data[base : base + size]
+        self.base(reg)
+        return self.arrays[reg]
 
     def region_of(self, start: int, stop: int) -> str | None:
         """The region holding the bytes [start, stop), None when no one region does."""
@@ -132,9 +151,12 @@ class DdrImage:
         return None
 
     def box(self, address: int, rows: int, cols: int, chans: int, row_stride: int, col_stride: int) -> NDArray[np.uint8]:
-        """A (rows, cols, chans) strided view of the bytes at an absolute address (no
-        copy; writing it writes the image)."""
-        return strided_box(self.data, address, rows, cols, chans, row_stride, col_stride)
+        """A (rows, cols, chans) strided view of the bytes at an absolute address, inside
+        one region (no copy; writing it writes the image)."""
+        reg = self.region_of(address, box_end(address, rows, cols, chans, row_stride, col_stride))
+        if reg is None:
+            raise LayerloomError(f"the box at {address:#x} is not inside one region of the image")
+        return strided_box(self.arrays[reg], address - self.regions[reg][0], rows, cols, chans, row_stride, col_stride)
 
     def view(self, fmap: FeatureMap) -> NDArray[np.int8]:
         address = self.base(fmap.reg) + fmap.offset
@@ -145,7 +167,8 @@ class DdrImage:
                 f"feature map {fmap.h}x{fmap.w}x{fmap.c} at {fmap.reg} + {fmap.offset:#x} "
                 f"({fmap.nbytes} bytes) does not fit region '{fmap.reg}' of {size} bytes"
             )
-        return self.box(address, fmap.h, fmap.w, fmap.c, fmap.row_stride, fmap.col_stride).view(np.int8)
+        return strided_box(self.arrays[fmap.reg], fmap.offset, fmap.h, fmap.w, fmap.c, fmap.row_stride,
+                           fmap.col_stride).view(np.int8)
 
     def write(self, fmap: FeatureMap, values: ArrayLike) -> None:
         """Place an int8 (h, w, c) array (a (1, c, h, w) NCHW array is accepted too)."""
@@ -164,11 +187,11 @@ class DdrImage:
 def strided_box(
     buffer: np.ndarray, start: int, rows: int, cols: int, chans: int, row_stride: int, col_stride: int
 ) -> np.ndarray:
-    """(rows, cols, chans) view of a 1-d `buffer` from element `start` with element strides."""
+    """(rows, cols, chans) view of a 1-d contiguous `buffer` from element `start` with
+    element strides (read-only when `buffer` is). The box must lie inside the buffer."""
     item = buffer.itemsize
-    return as_strided(
-        buffer[start:], shape=(rows, cols, chans), strides=(row_stride * item, col_stride * item, item)
-    )
+    return np.ndarray((rows, cols, chans), buffer.dtype, buffer, start * item,
+                      (row_stride * item, col_stride * item, item))
 
 
 def box_end(start: int, rows: int, cols: int, chans: int, row_stride: int, col_stride: int) -> int:

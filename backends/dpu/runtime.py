@@ -59,7 +59,7 @@ def ddr_image(program: ProgramOp, weights: bytes | np.ndarray, inputs: Sequence[
     if blob.size != int(program.weights.value.data):
         raise LayerloomError(f"the weights region has {blob.size} bytes, the program expects "
                              f"{program.weights.value.data}", f"@{program.sym_name.data}")
-    ddr = DdrImage.allocate(blob.tobytes(), **region_sizes(program))
+    ddr = DdrImage.allocate(blob, **region_sizes(program))  # the weights region is the blob itself
     for m, array in zip(maps, inputs, strict=True):
         ddr.write(m, np.asarray(array).reshape(1, m.c, m.h, m.w))
     return ddr

@@ -23,11 +23,13 @@ compute instruction a few whole-tile NumPy operations; every rounding is intmath
 
 from __future__ import annotations
 
+import functools
 import gc
 import heapq
 import json
 import math
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backends.dpu.encoding import decode
-from backends.dpu.hazards import Clock, Conflict, HazardTracker, Region, clocks
-from backends.dpu.isa import QUEUES, DpuConfig, Instruction, Token, tokens
+from backends.dpu.hazards import Clock, Conflict, HazardTracker, Region, clocks, first_hazard
+from backends.dpu.isa import OPCODES, QUEUES, DpuConfig, Instruction, Token, tokens
 from backends.dpu.memory import (
     DdrImage,
     box_end,
@@ -49,6 +51,7 @@ from backends.dpu.memory import (
     dw_weight_taps,
     dw_weight_word_count,
     read_records,
+    strided_box,
 )
 from backends.reference import qnn_kernels as qk
 from backends.reference.kernels import window_view
@@ -59,6 +62,8 @@ if TYPE_CHECKING:
     from compiler.hw.model import Target
 
 LOAD, COMPUTE, SAVE = range(3)
+QUEUE_INDEX: dict[str | None, int] = {q: k for k, q in enumerate(QUEUES)}
+FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
 
@@ -115,39 +120,68 @@ class Machine:
         }
         self.memories["weights"] = np.zeros(depth * config.weights_word, np.uint8)
         self.memories["bias"] = np.zeros(depth * 8, np.uint8)
+        self.widths = {space: config.word_bytes("fmap" if space.startswith("fmap") else space) for space in self.memories}
         # What compute instructions derive from weight / bias words (unpacked matrices,
         # output stages), per space and (addr, count, key); a LOAD drops what it overwrites.
         self.derived: dict[str, dict[tuple[int, int, Any], Any]] = {"weights": {}, "bias": {}}
+        # Runs of those words that a LOAD copied byte for byte from read-only DDR:
+        # (addr, count, the DDR bytes). What is derived from them is kept with those bytes,
+        # across runs (`derived_from`), as the reference executor keeps its repacked weights.
+        self.sources: dict[str, list[tuple[int, int, np.ndarray]]] = {"weights": [], "bias": []}
 
     def unpacked(self, space: str, addr: int, count: int, key: Any, make: Callable[[], Any]) -> Any:
         """`make()` of words addr .. addr+count-1 of `space`, kept until a LOAD overwrites them."""
         entries = self.derived[space]
         value = entries.get((addr, count, key))
         if value is None:
-            value = entries[(addr, count, key)] = make()
+            source = next((data[(addr - a) * self.widths[space] : (addr - a + count) * self.widths[space]]
+                           for a, n, data in self.sources[space] if a <= addr and addr + count <= a + n), None)
+            value = make() if source is None else derived_from(source, key, make)
+            entries[(addr, count, key)] = value
         return value
 
-    def loaded(self, space: str, addr: int, count: int) -> None:
-        """Forget what was derived from words a LOAD overwrote."""
-        entries = self.derived.get(space)
-        if entries:
-            for k in [k for k in entries if k[0] < addr + count and addr < k[0] + k[1]]:
-                del entries[k]
+    def loaded(self, space: str, addr: int, count: int, source: np.ndarray | None) -> None:
+        """Forget what was derived from words a LOAD overwrote; `source`: the read-only DDR
+        bytes it copied into them unchanged, if it did."""
+        entries = self.derived[space]
+        for k in [k for k in entries if k[0] < addr + count and addr < k[0] + k[1]]:
+            del entries[k]
+        sources = self.sources[space]
+        sources[:] = [s for s in sources if not (s[0] < addr + count and addr < s[0] + s[1])]
+        if source is not None:
+            sources.append((addr, count, source))
 
     def words(self, space: str, addr: int, count: int) -> np.ndarray:
         """(count, word bytes) uint8 view of words addr .. addr+count-1."""
-        width = self.word_bytes(space)
+        width = self.widths[space]
         return self.memories[space][addr * width : (addr + count) * width].reshape(count, width)
-
-    def word_bytes(self, space: str) -> int:
-        return self.config.word_bytes("fmap" if space.startswith("fmap") else space)
 
     def tile(self, bank: int, addr: int, rows: int, cols: int, pitch: int) -> np.ndarray:
         """(rows, cols, pitch*ICP) int8 view of a feature-map tile."""
-        return self.words(f"fmap{bank}", addr, rows * cols * pitch).view(np.int8).reshape(rows, cols, -1)
+        width = self.config.fmap_word
+        return self.memories[f"fmap{bank}"][addr * width : (addr + rows * cols * pitch) * width].view(np.int8).reshape(
+            rows, cols, pitch * width)
 
 
-@dataclass
+_DERIVED: dict[tuple, tuple[weakref.ref, Any]] = {}
+
+
+def derived_from(data: np.ndarray, key: Any, make: Callable[[], Any]) -> Any:
+    """`make()`, kept per read-only byte range `data` and `key` while the array holding
+    those bytes lives (the compiler's weights region: the same bytes every run)."""
+    root = data
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    k = (id(root), data.__array_interface__["data"][0], data.size, key)
+    hit = _DERIVED.get(k)
+    if hit is not None and hit[0]() is root:
+        return hit[1]
+    value = make()
+    _DERIVED[k] = (weakref.ref(root, lambda _, k=k, cache=_DERIVED: cache.pop(k, None)), value)  # type: ignore[misc]
+    return value
+
+
+@dataclass(slots=True)
 class Step:
     """One planned instruction: its queue (index into QUEUES; None for END), the regions it
     reads and writes, the feature-map banks it holds a port of, DDR bytes moved, compute
@@ -179,7 +213,7 @@ def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dil
     return window_view(x[None], kernel, stride, dilation, out)[0]
 
 
-def activation_bounds(cfg: Instruction) -> tuple[int, int]:
+def activation_bounds(cfg: Any) -> tuple[int, int]:
     if cfg.act == "relu":
         return 0, 127
     if cfg.act == "clip":
@@ -201,12 +235,62 @@ class GemmWeights:
         l1 = int(np.abs(w.astype(np.int32)).sum(axis=0).max(initial=0))
         return GemmWeights(w.astype(np.float32), l1)
 
-    def matmul(self, x: np.ndarray) -> np.ndarray:
-        """x @ w exactly (int64) for an int8 x."""
-        a = x.astype(np.float32)
-        if qk.max_abs(a) * self.l1 < qk.FLOAT32_EXACT:
-            return np.matmul(a, self.matrix).astype(np.int64)
-        return im.ints(qk.exact_matmul(a, self.matrix))
+    def matmul(self, x: np.ndarray, x_bound: int) -> tuple[np.ndarray, int]:
+        """x @ w exactly, for float32 `x` holding integers of magnitude <= x_bound: float32
+        from one BLAS call where that is exact, else the reference kernels' float32 chunks
+        summed in float64 (int64 beyond); and a bound on the products' magnitude."""
+        bound = x_bound * self.l1
+        if bound < qk.FLOAT32_EXACT:
+            return np.matmul(x, self.matrix), bound
+        return qk.exact_matmul(x, self.matrix), bound
+
+
+@dataclass(frozen=True, eq=False)
+class ConvStage:
+    """The output stage of CONV / DWCONV over one run of bias records: the per-channel
+    bias and `intmath.OutputStage` (docs/isa.md section 5). Applied like the reference
+    kernels' contractions (`qnn_kernels.staged_rows`: one floor per element in float
+    where that is exact, intmath's integers otherwise); the object is the key under
+    which they keep its compiled form."""
+
+    bias: np.ndarray
+    stage: im.OutputStage
+    spread: int  # max |bias|
+
+    def __call__(self, step: Step, acc: np.ndarray, bound: int) -> np.ndarray:
+        """int8 outputs of an (pixels, channels) accumulator without its bias, |acc| <= bound."""
+        if bound + self.spread > im.INT32_MAX:
+            bound = min(bound, qk.max_abs(acc))
+        if bound + self.spread > im.INT32_MAX:  # acc + bias may leave int32: intmath checks and raises
+            return apply(step, self.stage, acc.astype(np.int64) + self.bias).astype(np.int8)
+        return qk.staged_rows(self, acc, self.stage, np.dtype(np.int8), self.bias, bound)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DwWeights:
+    """DWCONV's (kh, kw, chans) weights as float32 and the largest L1 norm of a channel's."""
+
+    taps: np.ndarray
+    l1: int
+
+    @staticmethod
+    def of(w: np.ndarray) -> DwWeights:
+        return DwWeights(w.astype(np.float32), int(np.abs(w.astype(np.int32)).sum(axis=(0, 1)).max(initial=0)))
+
+
+@functools.lru_cache(maxsize=64)
+def elew_table(inputs: int, shift_a: int, shift_b: int, shift_out: int, lo: int, hi: int) -> np.ndarray:
+    """ELEW's int8 result (docs/isa.md section 5, by intmath) for every operand byte
+    (inputs=1) or every pair (inputs=2, at byte_a << 8 | byte_b): one lookup per element."""
+    values = qk.byte_values(np.dtype(np.int8))
+    stage = im.OutputStage(pow2(1, shift_out), 0, lo, hi)
+    if inputs == 1:
+        table = im.rescale(pow2(1, -shift_a)(values), 0, stage)
+    else:
+        table = im.add(values[:, None], values[None, :], (0, 0), (pow2(1, -shift_a), pow2(1, -shift_b)), stage)
+    table = table.reshape(-1).astype(np.int8)
+    table.flags.writeable = False
+    return table
 
 
 def pow2(multipliers: Any, shifts: Any) -> im.Requant:
@@ -228,31 +312,35 @@ class Planner:
         self.locate = locate
         self.read_only = read_only
         self.inits: dict[str, Instruction] = {}
+        self.planners = {m: getattr(self, f"plan_{'init' if m.endswith('INIT') else m.lower()}")
+                         for m in OPCODES if m != "END"}
 
     # -- checks shared by the instructions ------------------------------------------------
 
-    def words(self, step: Step, space: str, addr: int, count: int, what: str) -> Region:
+    def words(self, step: Step, space: str, addr: int, count: int, what: str | Callable[[], str]) -> Region:
         depth = self.config.bank_depth
         if addr + count > depth:
             memory = f"fmap bank {space[4:]}" if space.startswith("fmap") else f"the {space} bank"
+            what = what if isinstance(what, str) else what()
             raise self.error(step, f"{what} ({count} words at {addr:#x}) runs past the end of {memory} ({depth} words)")
-        return Region.words(space, addr, count)
+        return Region(space, addr, 1, 1, count, count, count)
 
     def bank(self, step: Step, bank: int, what: str) -> str:
         if bank >= self.config.bank_num:
             raise self.error(step, f"{what} is in bank {bank}, but a core has {self.config.bank_num} feature-map banks")
-        return f"fmap{bank}"
+        return FMAP_SPACES[bank]
 
     def tile(self, step: Step, bank: int, addr: int, rows: int, cols: int, chans: int, what: str) -> Region:
         space = self.bank(step, bank, what)
-        count = rows * cols * pitch(chans, self.config.icp)
-        return self.words(step, space, addr, count, f"{what} ({rows}x{cols} pixels x {chans} channels)")
+        count = rows * cols * -(-chans // self.config.icp)
+        return self.words(step, space, addr, count, lambda: f"{what} ({rows}x{cols} pixels x {chans} channels)")
 
-    def init(self, step: Step, kind: str) -> Instruction:
+    def init(self, step: Step, kind: str) -> Any:
+        """The record of the INIT in force."""
         cfg = self.inits.get(kind)
         if cfg is None:
             raise self.error(step, f"no {kind} before it (a layer's INIT sets its configuration)")
-        return cfg
+        return cfg.record
 
     @staticmethod
     def error(step: Step, message: str) -> LayerloomError:
@@ -266,58 +354,65 @@ class Planner:
     # -- planning --------------------------------------------------------------------------
 
     def plan(self, index: int, ins: Instruction) -> Step:
-        queue = QUEUES.index(ins.queue) if ins.queue is not None else None
+        queue = QUEUE_INDEX.get(ins.spec.queue)
         step = Step(index, ins, queue)
-        if ins.mnemonic.endswith("INIT"):
-            self.plan_init(step)
-        elif ins.mnemonic != "END":
-            getattr(self, f"plan_{ins.mnemonic.lower()}")(step)
+        if queue is not None:
+            self.planners[ins.mnemonic](step)
         return step
 
     def plan_init(self, step: Step) -> None:
         ins = step.ins
-        if "clip_lo" in ins.fields and ins.clip_lo > ins.clip_hi:
-            raise self.error(step, f"clip_lo {ins.clip_lo} is above clip_hi {ins.clip_hi}")
+        i = ins.record
+        if "clip_lo" in ins.fields and i.clip_lo > i.clip_hi:
+            raise self.error(step, f"clip_lo {i.clip_lo} is above clip_hi {i.clip_hi}")
         self.inits[ins.mnemonic] = ins
         step.cycles = 1
 
     def plan_load(self, step: Step) -> None:
-        i = step.ins
+        i = step.ins.record
         width = self.config.word_bytes(i.mem)
         if i.mem != "fmap" and i.bank != 0:
             raise self.error(step, f"bank {i.bank} given for the {i.mem} memory (only fmap has banks)")
         space = self.bank(step, i.bank, "the tile") if i.mem == "fmap" else i.mem
         rows, cols = i.pad_top + i.rows + i.pad_bottom, i.pad_left + i.cols + i.pad_right
-        p = pitch(i.chans, width)
-        dst = self.words(step, space, i.addr, rows * cols * p, f"the tile ({rows}x{cols} pixels x {p} words)")
+        p = -(-i.chans // width)
+        count = rows * cols * p
+        dst = self.words(step, space, i.addr, count, lambda: f"the tile ({rows}x{cols} pixels x {p} words)")
         src_space, src = self.ddr_box(step, i)
+        read_only = src_space in self.read_only
         # Read-only regions are never written, so their reads need no hazard tracking.
-        step.reads = [] if src_space in self.read_only else [Region(src_space, src, i.rows, i.cols, i.chans,
-                                                                     i.row_stride, i.col_stride)]
+        step.reads = [] if read_only else [Region(src_space, src, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)]
         step.writes = [dst]
         step.banks = (i.bank,) if i.mem == "fmap" else ()
         step.ddr_bytes = i.rows * i.cols * i.chans
-        pad = np.uint8(i.pad_value & 0xFF)
-        inner = (slice(i.pad_top, i.pad_top + i.rows), slice(i.pad_left, i.pad_left + i.cols))
+        region, box = src_space[4:], (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        first, stop, shape = i.addr * width, (i.addr + count) * width, (rows, cols, p * width)
         plain = rows == i.rows and cols == i.cols and p * width == i.chans
+        # Words that hold the DDR bytes unchanged (no padding, whole words, dense rows): what
+        # compute derives from weights and bias records loaded so is kept with those bytes.
+        copied = read_only and plain and i.col_stride == i.chans and (i.rows == 1 or i.row_stride == i.cols * i.chans)
+        derives = space in ("weights", "bias")
+        pad = np.uint8(i.pad_value & 0xFF)
+        top, left, chans = i.pad_top, i.pad_left, i.chans
+        bottom, right = top + i.rows, left + i.cols
 
         def run(m: Machine) -> None:
-            m.loaded(space, i.addr, rows * cols * p)
-            data = m.ddr.box(m.ddr.base(i.reg) + i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
-            tile = m.words(space, i.addr, rows * cols * p).reshape(rows, cols, p * width)
+            data = strided_box(m.ddr.arrays[region], src, *box)
+            if derives:
+                m.loaded(space, i.addr, count, data.reshape(-1) if copied else None)
+            tile = m.memories[space][first:stop].reshape(shape)
             if plain:
                 tile[...] = data
                 return
-            tile[:, :, i.chans :] = 0
-            for border in (tile[: i.pad_top], tile[i.pad_top + i.rows :], tile[inner[0], : i.pad_left],
-                           tile[inner[0], i.pad_left + i.cols :]):
-                border[:, :, : i.chans] = pad
-            tile[inner[0], inner[1], : i.chans] = data
+            tile[:, :, chans:] = 0
+            for border in (tile[:top], tile[bottom:], tile[top:bottom, :left], tile[top:bottom, right:]):
+                border[:, :, :chans] = pad
+            tile[top:bottom, left:right, :chans] = data
 
         step.run = run
 
     def plan_save(self, step: Step) -> None:
-        i = step.ins
+        i = step.ins.record
         src = self.tile(step, i.bank, i.addr, i.rows, i.cols, i.chans, "the tile")
         dst_space, dst = self.ddr_box(step, i)
         if dst_space in self.read_only:
@@ -329,23 +424,26 @@ class Planner:
         step.writes = [Region(dst_space, dst, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)]
         step.banks = (i.bank,)
         step.ddr_bytes = i.rows * i.cols * i.chans
-        p = pitch(i.chans, self.config.icp)
+        region, box = dst_space[4:], (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        width = self.config.icp
+        space, first, stop = src.space, src.start * width, src.stop * width
+        shape, chans = (i.rows, i.cols, -(-i.chans // width) * width), i.chans
 
         def run(m: Machine) -> None:
-            box = m.ddr.box(m.ddr.base(i.reg) + i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
-            box[...] = m.tile(i.bank, i.addr, i.rows, i.cols, p)[:, :, : i.chans].view(np.uint8)
+            strided_box(m.ddr.arrays[region], dst, *box)[...] = m.memories[space][first:stop].reshape(shape)[:, :, :chans]
 
         step.run = run
 
-    def ddr_box(self, step: Step, i: Instruction) -> tuple[str, int]:
+    def ddr_box(self, step: Step, i: Any) -> tuple[str, int]:
         end = box_end(i.offset, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
         try:
             return self.locate(i.reg, i.offset, end)
         except LayerloomError as e:
             raise self.error(step, e.message) from None
 
+
     def plan_conv(self, step: Step) -> None:
-        i, cfg, c = step.ins, self.init(step, "CONVINIT"), self.config
+        i, cfg, c = step.ins.record, self.init(step, "CONVINIT"), self.config
         kernel, stride, dilation = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w), (cfg.dilation_h, cfg.dilation_w)
         in_rows = (i.out_rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
         in_cols = (i.out_cols - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
@@ -361,23 +459,23 @@ class Planner:
                        * kernel[0] * kernel[1])
         p_in, p_out = pitch(i.ic, c.icp), pitch(i.oc, c.icp)
         shape = (i.out_rows, i.out_cols)
+        weights_key = ("conv", i.oc, i.ic, kernel, c.icp, c.ocp)
+        stage_key = ("stage", cfg.act, cfg.alpha, activation_bounds(cfg))
 
         def run(m: Machine) -> None:
             x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic]
-            patches = windows(x, kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
-            w = m.unpacked("weights", i.addr_w, n_words, ("conv", i.oc, i.ic, kernel),
+            patches, x_bound = im2col(x, kernel, stride, dilation, shape)
+            w = m.unpacked("weights", i.addr_w, n_words, weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
-            acc = w.matmul(patches)
-            bias, stage = m.unpacked("bias", i.addr_bias, i.oc, ("stage", cfg.act, cfg.alpha, activation_bounds(cfg)),
-                                     lambda: output_stage(m, step, cfg, i.addr_bias, i.oc))
-            acc += bias
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), apply(step, stage, acc).reshape(*shape, i.oc))
+            stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.oc))
+            acc, bound = w.matmul(patches, x_bound)
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), stage(step, acc, bound).reshape(*shape, i.oc))
 
         step.run = run
 
     def plan_dwconv(self, step: Step) -> None:
-        i, cfg, c = step.ins, self.init(step, "DWINIT"), self.config
+        i, cfg, c = step.ins.record, self.init(step, "DWINIT"), self.config
         kernel, stride, dilation = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w), (cfg.dilation_h, cfg.dilation_w)
         in_rows = (i.out_rows - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
         in_cols = (i.out_cols - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
@@ -392,15 +490,19 @@ class Planner:
         step.cycles = self.misc_cycles(i, kernel[0] * kernel[1])
         p = pitch(i.chans, c.icp)
         shape = (i.out_rows, i.out_cols)
+        weights_key = ("dwconv", i.chans, kernel, c.icp, c.ocp)
+        stage_key = ("stage", cfg.act, cfg.alpha, activation_bounds(cfg))
 
         def run(m: Machine) -> None:
-            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p)[:, :, : i.chans].astype(np.int32)
-            w = dw_weight_taps(m.words("weights", i.addr_w, n_words), i.chans, *kernel, c).astype(np.int32)
-            acc = np.zeros((*shape, i.chans), np.int32)  # |acc| <= 256 taps * 128 * 127 < 2^31
+            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p)[:, :, : i.chans].astype(np.float32)
+            w = m.unpacked("weights", i.addr_w, n_words, weights_key,
+                           lambda: DwWeights.of(dw_weight_taps(m.words("weights", i.addr_w, n_words), i.chans, *kernel, c)))
+            acc = np.zeros((*shape, i.chans), np.float32)  # exact: |acc| <= 256 taps * 128 * 127 < 2^24
             for (a, b), tap in tap_views(x, kernel, stride, dilation, shape):
-                acc += tap * w[a, b]
-            bias, stage = output_stage(m, step, cfg, i.addr_bias, i.chans)
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), apply(step, stage, acc + bias))
+                acc += tap * w.taps[a, b]
+            stage = m.unpacked("bias", i.addr_bias, i.chans, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.chans))
+            y = stage(step, acc.reshape(-1, i.chans), 128 * w.l1)
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), y.reshape(*shape, i.chans))
 
         step.run = run
 
@@ -414,7 +516,7 @@ class Planner:
         return i.out_rows * math.ceil(i.out_cols / c.pp) * math.ceil(i.chans / c.icp)
 
     def plan_pool(self, step: Step) -> None:
-        i, cfg = step.ins, self.init(step, "POOLINIT")
+        i, cfg = step.ins.record, self.init(step, "POOLINIT")
         kernel, stride = (cfg.kernel_h, cfg.kernel_w), (cfg.stride_h, cfg.stride_w)
         in_rows, in_cols = (i.out_rows - 1) * stride[0] + kernel[0], (i.out_cols - 1) * stride[1] + kernel[1]
         if i.pad_top + i.pad_bottom > in_rows or i.pad_left + i.pad_right > in_cols:
@@ -460,7 +562,7 @@ class Planner:
         step.run = run
 
     def plan_elew(self, step: Step) -> None:
-        i, cfg = step.ins, self.init(step, "ELEWINIT")
+        i, cfg = step.ins.record, self.init(step, "ELEWINIT")
         a = self.tile(step, i.bank_a, i.addr_a, i.out_rows, i.out_cols, i.chans, "operand a")
         b = self.tile(step, i.bank_b, i.addr_b, i.out_rows, i.out_cols, i.chans, "operand b")
         out = self.tile(step, i.bank_out, i.addr_out, i.out_rows, i.out_cols, i.chans, "the output tile")
@@ -471,22 +573,20 @@ class Planner:
         step.cycles = self.elementwise_cycles(i)
         p = pitch(i.chans, self.config.icp)
         shape = (i.out_rows, i.out_cols)
-        stage = im.OutputStage(pow2(1, cfg.shift_out), 0, *activation_bounds(cfg))
-        shift_a, shift_b = pow2(1, -cfg.shift_a), pow2(1, -cfg.shift_b)
+        table = elew_table(cfg.inputs, cfg.shift_a, cfg.shift_b, cfg.shift_out, *activation_bounds(cfg))
 
         def run(m: Machine) -> None:
-            x = m.tile(i.bank_a, i.addr_a, *shape, p)[:, :, : i.chans]
-            if cfg.inputs == 2:
-                z = m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans]
-                y = im.add(x, z, (0, 0), (shift_a, shift_b), stage)
-            else:
-                y = im.rescale(shift_a(x), 0, stage)
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), y)
+            x = m.tile(i.bank_a, i.addr_a, *shape, p)[:, :, : i.chans].view(np.uint8)
+            if cfg.inputs == 2:  # one lookup per element: the table holds every pair of operand bytes
+                index = np.left_shift(x, 8, dtype=np.uint16)
+                index |= m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans].view(np.uint8)
+                x = index
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), np.take(table, x))
 
         step.run = run
 
     def plan_alu(self, step: Step) -> None:
-        i = step.ins
+        i = step.ins.record
         factor = (i.factor_h, i.factor_w) if i.op == "upsample" else (1, 1)
         if i.out_rows % factor[0] or i.out_cols % factor[1]:
             raise self.error(step, f"upsample factors {factor[0]}x{factor[1]} do not divide the "
@@ -568,6 +668,22 @@ def output_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int
     return bias, im.OutputStage(pow2(mult, shift), 0, *activation_bounds(cfg), negative)
 
 
+def conv_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int) -> ConvStage:
+    bias, stage = output_stage(m, step, cfg, addr, count)
+    return ConvStage(bias, stage, qk.max_abs(bias))
+
+
+def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+           shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The (pixels, kh*kw*ic) float32 rows of the windows of an int8 (h, w, ic) tile, and
+    max |x| (the GEMM's bound). A 1x1 kernel of stride 1 takes the tile as it is."""
+    x_bound = max(int(x.max(initial=0)), -int(x.min(initial=0)))
+    if kernel == (1, 1) and stride == (1, 1):
+        return x.reshape(shape[0] * shape[1], -1).astype(np.float32), x_bound
+    patches = windows(x.astype(np.float32), kernel, stride, dilation, shape)
+    return patches.reshape(shape[0] * shape[1], -1), x_bound
+
+
 def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
     try:
         return stage(acc)
@@ -607,15 +723,21 @@ def plan(program: Sequence[Instruction], config: DpuConfig, ddr: DdrImage) -> li
 
 
 def check_hazards(steps: Sequence[Step], clock: Sequence[Clock]) -> None:
-    """The hazard rule over the whole program; the first violation raises."""
+    """The hazard rule over the whole program; the first violation raises. Checked over
+    all accesses at once (`first_hazard`); the instruction it finds is then replayed
+    access by access (`HazardTracker`) to name the unordered pair."""
+    first = first_hazard([(s.index, s.queue, s.reads, s.writes) for s in steps if s.queue is not None], clock)
+    if first is None:
+        return
     tracker = HazardTracker()
-    for step in steps:
+    for step in steps[: first + 1]:
         if step.queue is None:
             continue
         found = tracker.conflicts(step.index, step.queue, clock[step.index], step.reads, step.writes)
         if found:  # name the closest earlier instruction: the one whose token is missing
             raise hazard_error(max(found, key=lambda c: c.earlier), steps)
         tracker.record(step.index, step.queue, step.reads, step.writes)
+    raise AssertionError(f"the hazard check found instruction {first}, the replay nothing")
 
 
 def hazard_error(c: Conflict, steps: Sequence[Step]) -> LayerloomError:
