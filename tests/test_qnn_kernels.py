@@ -15,7 +15,7 @@ from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
 from backends.reference.kernels import as_nchw, conv2d
-from backends.reference.qnn_kernels import chunk_count, exact_matmul, float_stage, output_stage
+from backends.reference.qnn_kernels import FixedStage, chunk_count, exact_matmul, float_stage, max_abs, output_stage
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
 from dialects import nn, qnn
@@ -224,7 +224,7 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
             shifts = rng.integers(-3, 45, channels)
             mults = np.where(shifts < 0, 1, rng.choice([1, 3, 2**15 + 1, 2**16 - 1], channels))
             return im.Requant.of("pow2", shifts, mults)
-        shifts = rng.integers(-4, 16, channels)
+        shifts = rng.integers(-4, 24, channels) if rng.random() < 0.5 else np.full(channels, rng.integers(0, 24))
         mults = rng.choice([2**30, 2**30 + 1, 1908874354, 2**31 - 1, 0], channels)
         return im.Requant.of("fixed", np.where(mults == 0, 0, shifts), mults)
 
@@ -232,7 +232,12 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
     qmin, qmax = im.int_range(dtype)
     zero_point = int(rng.integers(qmin, qmax + 1))
     stage = im.OutputStage(params(), zero_point, zero_point if relu else qmin, qmax, params() if leaky else None).along(2, 1)
+    fixed = FixedStage.of(stage, channels, offset, acc.shape[0])  # the fixed scheme's int32 store
     fast = float_stage(stage, channels, offset)
+    if fixed is not None and magnitude <= fixed.limit:
+        out = np.empty(acc.size, dtype)
+        fixed.store(acc.reshape(-1), out)
+        assert np.array_equal(out.reshape(acc.shape).astype(np.int64), stage(acc.astype(np.int64) + (0 if offset is None else offset)))
     if fast is None or magnitude > fast.limit:
         return
     want = stage(acc.astype(np.int64) + (0 if offset is None else offset))
@@ -249,6 +254,14 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
 # ---------------------------------------------------------------------------------------
 # Exact sums in float BLAS
 # ---------------------------------------------------------------------------------------
+
+
+def test_max_abs_of_int8_minimum_is_128() -> None:
+    """np.abs(int8 -128) is -128: the bound must be taken after widening."""
+    assert max_abs(np.array([-128, 5], np.int8)) == 128
+    assert max_abs(np.array([127, -3], np.int8)) == 127
+    assert max_abs(np.array([], np.int8)) == 0
+    assert max_abs(np.array([-2.0**40, 3.0])) == 2**40
 
 
 def test_float32_chunks_keep_every_partial_sum_exact() -> None:

@@ -214,6 +214,92 @@ class FloatStage:
             bytes_ += np.uint8(self.lo % 256)
 
 
+# ---------------------------------------------------------------------------------------
+# The fixed scheme's output stage: one float64 floor for SRDHM, the rest in int32
+# ---------------------------------------------------------------------------------------
+#
+# With x = a + offset and M' = M0 << left, SaturatingRoundingDoublingHighMul is
+# h = floor(x M' / 2^31 + 1/2) (see above), exact in float64 as a K1 + C1 (K1 = M' / 2^31,
+# C1 = 1/2 + offset K1) while |x M'| < 2^53: every term is a multiple of 2^-31 below 2^22.
+# RoundingDivideByPOT(h, e) + z is floor((h + 2^(e-1) - [h < 0] + z 2^e) / 2^e): in int32,
+# (h + (h >> 31) + R) >> e with R = 2^(e-1) + z 2^e, the sign term only where e > 0. Under a
+# clamp at or above the zero point (relu) the sign term never changes a kept result (a
+# negative h gives at most 0 either way), so it is left out. Then the clamp and the cast.
+
+MAX_INT32_STAGE_SHIFT = 22  # |h| < 2^22 and |R| <= 2^30: h + R stays in int32
+
+
+@dataclass(frozen=True)
+class FixedStage:
+    """The fixed scheme's output stage on flat slabs (per-channel terms tiled over `rows`
+    rows): float64 for h, int32 for the rest; exact for |a| <= `limit`."""
+
+    k1: np.ndarray  # float64
+    c1: np.ndarray  # float64
+    r: np.ndarray  # int32
+    e: np.ndarray | int  # int32 per element, or one shift for all
+    sign: np.ndarray | bool  # apply the sign term: everywhere (True), nowhere (False), or an int32 mask
+    lo: int
+    hi: int
+    limit: float
+
+    @staticmethod
+    def of(stage: im.OutputStage, channels: int, offset: np.ndarray | None, rows: int) -> FixedStage | None:
+        """`stage` (parameters along the last axis) applied to a + offset, or None where it
+        does not apply (pow2, a leaky slope, shifts beyond MAX_INT32_STAGE_SHIFT)."""
+        requant = stage.requant
+        if requant.scheme != "fixed" or stage.negative is not None:
+            return None
+        m = np.broadcast_to(requant.multipliers.reshape(-1), (channels,)).astype(np.float64)
+        s = np.broadcast_to(requant.shifts.reshape(-1), (channels,)).astype(np.int64)
+        left, e = np.maximum(-s, 0), np.maximum(s, 0)
+        if e.max(initial=0) > MAX_INT32_STAGE_SHIFT:
+            return None
+        scaled = m * np.exp2(left.astype(np.float64))  # M', exact
+        off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
+        spread = float(np.abs(off).max(initial=0))
+        limit = min(im.INT32_MAX / float(np.exp2(left.max(initial=0))),
+                    (FLOAT64_EXACT - 1) / max(float(scaled.max(initial=1)), 1.0)) - spread
+        k1 = scaled * 2.0**-31
+        r = np.where(e > 0, np.left_shift(1, np.maximum(e - 1, 0)), 0) + stage.zero_point * np.left_shift(1, e)
+        clamped_below = stage.lo >= stage.zero_point
+        sign: np.ndarray | bool = False
+        if not clamped_below and np.any(e > 0):
+            sign = True if np.all(e > 0) else np.tile(np.where(e > 0, -1, 0), rows).astype(np.int32)
+        shifts: np.ndarray | int = int(e[0]) if np.all(e == e[0]) else np.tile(e, rows).astype(np.int32)
+        return FixedStage(np.tile(k1, rows), np.tile(0.5 + off * k1, rows), np.tile(r, rows).astype(np.int32),
+                          shifts, sign, stage.lo, stage.hi, limit)
+
+    def store(self, a: np.ndarray, out: np.ndarray) -> None:
+        """On the flat slab `a` into the flat 8-bit `out`."""
+        n = a.size
+        v, h = scratch(n, np.dtype(np.float64), np.dtype(np.int32))
+        np.copyto(v, a)  # then multiply within one type: faster than a mixed-type multiply
+        v *= self.k1[:n]
+        v += self.c1[:n]
+        np.floor(v, out=v)
+        h[...] = v
+        if self.sign is not False:
+            t = scratch_int32(n)
+            np.right_shift(h, 31, out=t)  # -1 where h < 0
+            if self.sign is not True:
+                t &= self.sign[:n]  # type: ignore[index]
+            h += t
+        h += self.r[:n]
+        np.right_shift(h, self.e if isinstance(self.e, int) else self.e[:n], out=h)
+        np.clip(h, self.lo, self.hi, out=h)
+        out[...] = h
+
+
+def scratch_int32(n: int) -> np.ndarray:
+    """A second per-thread int32 buffer of n elements (beside `scratch`'s)."""
+    buffer = getattr(SCRATCH, "int32", None)
+    if buffer is None or buffer.size < n:
+        buffer = np.empty(n, np.int32)
+        SCRATCH.int32 = buffer
+    return buffer[:n]
+
+
 def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None) -> FloatStage | None:
     """`stage` (parameters along the last axis) applied to a + offset as a FloatStage, exact
     for |a| up to its `limit`; None when no magnitude would be exact."""
@@ -286,7 +372,8 @@ def requant_terms(r: im.Requant, channels: int, clamped_below: bool) -> tuple | 
 
 
 def max_abs(a: np.ndarray) -> int:
-    return int(max(a.max(initial=0), -a.min(initial=0))) if a.size else 0
+    """max |a| as a Python int (an int8 -128 is 128: taken after the conversion)."""
+    return max(int(a.max(initial=0)), -int(a.min(initial=0))) if a.size else 0
 
 
 def centred(a: np.ndarray, zero_point: int) -> np.ndarray:
@@ -428,7 +515,7 @@ def parameters(op: Operation, name: str, read: Callable[[], T]) -> T:
     return entry[1][name]
 
 
-Compiled = tuple[FloatStage | None, FloatStage | None, FloatStage | None]
+Compiled = tuple[FloatStage | None, FloatStage | FixedStage | None, FloatStage | None]
 STAGES: weakref.WeakKeyDictionary[Operation, dict[tuple, Compiled]] = weakref.WeakKeyDictionary()
 
 
@@ -440,8 +527,10 @@ def compiled_stage(op: Operation, stage: im.OutputStage, cols: int, offset: np.n
     cache = STAGES.setdefault(op, {})
     if key not in cache:
         fast = float_stage(stage, cols, offset)
-        cache[key] = (fast, None if fast is None else fast.tiled(rows, acc_type),
-                      None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True))
+        fixed = FixedStage.of(stage, cols, offset, rows)
+        tiled: FloatStage | FixedStage | None = fixed if fixed is not None else (
+            None if fast is None else fast.tiled(rows, acc_type))
+        cache[key] = (fast, tiled, None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True))
     return cache[key]
 
 
@@ -453,10 +542,13 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     out = np.empty((rows, cols), dtype=dtype)
     parts = slabs(rows, cols)
     fast, tiled, single = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
-    if fast is not None and bound > min(fast.limit, single.limit if single is not None else np.inf):
+    if bound > min(tiled.limit if tiled is not None else np.inf, fast.limit if fast is not None else np.inf,
+                   single.limit if single is not None else np.inf):
         bound = min(bound, max_abs(acc))  # the actual magnitude lets more layers take the float paths
     if fast is not None and bound > fast.limit:
-        fast = tiled = None
+        fast = None
+    if tiled is not None and bound > tiled.limit:
+        tiled = None
     if single is not None and bound <= single.limit:
         tiled = single
     if dtype.itemsize != 1 or not acc.flags.c_contiguous:
