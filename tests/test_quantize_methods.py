@@ -116,6 +116,18 @@ def test_mse_weight_scales_never_lose_to_max(seed: int, scheme: str, channels: i
         assert np.all(by_mse >= by_max * 2.0 ** -(2))
 
 
+def test_w1_pow2_weight_scale_by_least_squares() -> None:
+    """docs/quantization.md W1."""
+    w = np.array([[1.0, 0.9, -0.6, 0.3]])
+    errors = [float(quantized_error(w, np.array([2.0**-f]))[0]) for f in (6, 7, 8)]
+    assert errors[0] == pytest.approx(8.7890625e-5) and errors[1] == pytest.approx(7.568359375e-5)
+    assert errors[2] == pytest.approx(0.42786, abs=1e-5)
+    assert im.quantize_weights(w, [2.0**-6]).tolist() == [[64, 58, -38, 19]]
+    assert im.quantize_weights(w, [2.0**-7]).tolist() == [[127, 115, -77, 38]]
+    assert weight_scales(w, 0, True, "pow2", "max").tolist() == [2.0**-6]
+    assert weight_scales(w, 0, True, "pow2", "mse").tolist() == [2.0**-7]
+
+
 def test_mse_weight_scales_take_a_finer_power_of_two_when_little_is_clipped() -> None:
     """pow2: max|w| = 1.0 asks for 2^-6 (127/64 = 1.98 covers it) and leaves half the codes
     unused; 2^-7 clips only the 1.0 (to 0.992) and halves every other weight's error. Evenly
