@@ -28,7 +28,6 @@ quantized IR) and the weights region (`nn.weight` of ui8), its results the outpu
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -69,6 +68,7 @@ from dialects.nn import i64attr, int_list, ints, shape_of
 
 
 _ATTRS: dict[tuple[int, Value], Attribute] = {}  # building an attribute is slow; a program repeats most operands
+_VALUES: dict[tuple[int, int], tuple[Attribute, Value]] = {}  # (field, attribute) ids -> the value field_attr made it of
 
 
 def field_attr(f: Field, value: Value) -> Attribute:
@@ -83,11 +83,16 @@ def field_attr(f: Field, value: Value) -> Attribute:
             assert isinstance(value, int)
             attr = i64attr(value)
         _ATTRS[key] = attr
+        _VALUES[(id(f), id(attr))] = (attr, value)
     return attr
 
 
 def field_value(f: Field, attr: Attribute) -> Value:
-    """The inverse of `field_attr` (unchecked: `Field.check` does that)."""
+    """The inverse of `field_attr` (unchecked: `Field.check` does that). The attributes
+    `field_attr` made (the parser's too) map back without looking inside."""
+    made = _VALUES.get((id(f), id(attr)))
+    if made is not None and made[0] is attr:
+        return made[1]
     if isinstance(f, QueueSet):
         text = attr.data if isinstance(attr, StringAttr) else ""
         return frozenset() if text in ("", "none") else frozenset(text.split("|"))
@@ -135,8 +140,20 @@ class InstructionOp(IRDLOperation):
 
     def verified_instruction(self) -> Instruction:
         """The instruction of an op that verified (no checks: a program's thousands of
-        instructions convert fast)."""
-        return Instruction(self.SPEC.mnemonic, _defaults(self.SPEC) | self.values())
+        instructions convert fast, most attributes through field_attr's table), kept on
+        the op while its properties stay the same (a program runs again and again)."""
+        kept = self.__dict__.get("_kept_instruction")
+        if kept is not None and kept[0] == self.properties:
+            return kept[1]
+        spec = self.SPEC
+        values = dict(_DEFAULTS[spec.mnemonic])
+        for name, attr in self.properties.items():
+            f = spec.by_name[name]
+            made = _VALUES.get((id(f), id(attr)))
+            values[name] = made[1] if made is not None and made[0] is attr else field_value(f, attr)
+        ins = Instruction(spec.mnemonic, values)
+        self.__dict__["_kept_instruction"] = (dict(self.properties), ins)
+        return ins
 
     def verify_(self) -> None:
         try:
@@ -187,14 +204,18 @@ class InstructionOp(IRDLOperation):
             printer.print_op_attributes(self.attributes)
 
 
-@functools.cache
 def _defaults(spec: Opcode) -> dict[str, Value]:
-    return {f.name: f.default for f in spec.fields if f.default is not None}
+    return _DEFAULTS[spec.mnemonic]
 
 
-@functools.cache
+_DEFAULTS = {m: {f.name: f.default for f in spec.fields if f.default is not None} for m, spec in OPCODES.items()}
+
+
 def _required(spec: Opcode) -> frozenset[str]:
-    return frozenset(spec.required)
+    return _REQUIRED[spec.mnemonic]
+
+
+_REQUIRED = {m: frozenset(spec.required) for m, spec in OPCODES.items()}
 
 
 def _instruction_op(spec: Opcode) -> type[InstructionOp]:

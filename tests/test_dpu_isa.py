@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backends.dpu import assemble, decode, disassemble, encode
@@ -25,6 +25,7 @@ from backends.dpu.isa import (
     SInt,
     UInt,
     Value,
+    _tokens_in_order,
     configuration_table,
     field_table,
     opcode_table,
@@ -346,6 +347,38 @@ def test_token_rules() -> None:
     with pytest.raises(LayerloomError, match="instruction 0: END before the last instruction"):
         tokens([end, end])
     assert tokens([end]) == []
+
+
+@st.composite
+def token_programs(draw: st.DrawFn) -> list[Instruction]:
+    """Short programs of LOAD / CONV / SAVE with random wait and signal sets (most of them
+    breaking some rule), END usually last."""
+    makers = {"load": load, "compute": conv, "save": save}
+    program = []
+    for _ in range(draw(st.integers(0, 12))):
+        queue = draw(st.sampled_from(QUEUES))
+        others = [q for q in QUEUES if q != queue]
+        program.append(makers[queue](wait=draw(st.sets(st.sampled_from(others))),
+                                     signal=draw(st.sets(st.sampled_from(others)))))
+    if draw(st.integers(0, 9)):
+        program.append(Instruction.make("END"))
+    return program
+
+
+@settings(max_examples=300, deadline=None)
+@given(program=token_programs())
+def test_tokens_match_the_rules_in_program_order(program: list[Instruction]) -> None:
+    """`tokens` (channel by channel, vectorised) pairs and refuses exactly as the rules
+    applied instruction by instruction do."""
+    try:
+        expected: list | str = _tokens_in_order(program, "")
+    except LayerloomError as e:
+        expected = str(e)
+    try:
+        got: list | str = tokens(program)
+    except LayerloomError as e:
+        got = str(e)
+    assert got == expected
 
 
 # ---------------------------------------------------------------------------------------

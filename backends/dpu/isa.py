@@ -22,7 +22,9 @@ from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from compiler.errors import LayerloomError
 
@@ -520,8 +522,7 @@ def opcode(mnemonic: str) -> Opcode:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """The k-th token on channel source -> dest: given by instruction `signaller` when it
     finishes, taken by instruction `waiter` before it starts (indices into the program)."""
 
@@ -531,10 +532,45 @@ class Token:
     waiter: int
 
 
+_QUEUE_BITS = {frozenset(q for i, q in enumerate(QUEUES) if code >> i & 1): code for code in range(1 << len(QUEUES))}
+
+
 def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
     """Pair the k-th signal on each channel with its k-th wait, and check the rules of
     docs/isa.md "Dependency tokens": every wait is preceded (in program order) by its
-    signal, no token is left over, END is the last instruction and the only one."""
+    signal, no token is left over, END is the last instruction and the only one. The
+    pairs are in program order of their waiters (then source queue)."""
+    queue = np.empty(len(program), np.int64)
+    wait = np.zeros(len(program), np.int64)
+    signal = np.zeros(len(program), np.int64)
+    for i, ins in enumerate(program):
+        spec = ins.spec
+        if spec.queue is None:
+            queue[i] = -1
+            continue
+        queue[i] = QUEUES.index(spec.queue)
+        fields = ins.fields
+        wait[i], signal[i] = _QUEUE_BITS.get(fields.get("wait"), -1), _QUEUE_BITS.get(fields.get("signal"), -1)
+    ends = np.flatnonzero(queue < 0)
+    own = np.left_shift(1, np.maximum(queue, 0))
+    good = ends.tolist() == [len(program) - 1] and (wait >= 0).all() and (signal >= 0).all() and \
+        not ((wait | signal) & own & (queue >= 0)).any()
+    found: list[tuple[np.ndarray, np.ndarray, int, int]] = []
+    for source, dest in ((s, d) for s in range(len(QUEUES)) for d in range(len(QUEUES)) if s != d):
+        signallers = np.flatnonzero((queue == source) & (signal >> dest & 1 == 1))
+        waiters = np.flatnonzero((queue == dest) & (wait >> source & 1 == 1))
+        good = good and signallers.size == waiters.size and bool(np.all(signallers < waiters))
+        found.append((signallers, waiters, source, dest))
+    if not good:  # the rules in program order, naming the first instruction that breaks one
+        return _tokens_in_order(program, where)
+    pairs = [Token(QUEUES[source], QUEUES[dest], s, w) for signallers, waiters, source, dest in found
+             for s, w in zip(signallers.tolist(), waiters.tolist(), strict=True)]
+    pairs.sort(key=lambda t: (t.waiter, QUEUES.index(t.source)))
+    return pairs
+
+
+def _tokens_in_order(program: Sequence[Instruction], where: str) -> list[Token]:
+    """`tokens` instruction by instruction, raising at the first broken rule."""
     signals: dict[tuple[str, str], list[int]] = {}
     waits: dict[tuple[str, str], list[int]] = {}
     pairs: list[Token] = []

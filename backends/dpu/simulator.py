@@ -796,31 +796,45 @@ def schedule(
     start = [[-1] * n for _ in range(cores)]  # lists, not arrays: this loop reads them one number at a time
     end = [[-1] * n for _ in range(cores)]
     signallers: list[list[int]] = [[] for _ in range(n)]
+    waiters: list[list[int]] = [[] for _ in range(n)]  # whom each instruction's tokens go to
     for t in pairs:
         signallers[t.waiter].append(t.signaller)
+        waiters[t.signaller].append(t.waiter)
     queues = [[s.index for s in steps if s.queue == q] for q in range(len(QUEUES))]
+    queue_of = [s.queue for s in steps]
+    position = [0] * n  # place in its queue
+    for members in queues:
+        for k, i in enumerate(members):
+            position[i] = k
     durations = [step_cycles(s, timing) for s in steps]  # compute: cycles; LOAD / SAVE: DDR transfer
-    bank_uses = [tuple(Counter(s.banks).items()) for s in steps]
+    # Per distinct bank tuple: (bank, ports taken) pairs and the slow-down: k accesses of a
+    # bank need k ports; more than it has run that many times slower.
+    uses_of: dict[tuple[int, ...], tuple[tuple[tuple[int, int], ...], int]] = {}
+    for s in steps:
+        if s.banks not in uses_of:
+            counts = Counter(s.banks).items()
+            uses_of[s.banks] = (tuple((b, min(k, timing.ports)) for b, k in counts),
+                                max([1, *(math.ceil(k / timing.ports) for _, k in counts)]))
+    bank_uses = [uses_of[s.banks] for s in steps]
     head = [[0] * len(QUEUES) for _ in range(cores)]
     free = [[0] * len(QUEUES) for _ in range(cores)]
-    ports = [[[0] * timing.ports for _ in range(banks)] for _ in range(cores)]
+    ports = [[[0] * timing.ports for _ in range(banks)] for _ in range(cores)]  # each bank's, in ascending order
     ddr_free = 0
     heap: list[tuple[int, int, int, int]] = []  # (ready, index, core, queue)
 
-    def offer(core: int, q: int, finished: int | None = None) -> None:
-        """Queue the head of (core, q) once all its signallers are scheduled; with
-        `finished`, only if that instruction is one of them (else it was offered before)."""
-        if head[core][q] >= len(queues[q]):
+    def offer(core: int, q: int) -> None:
+        """Queue the head of (core, q) once all its signallers are scheduled."""
+        k = head[core][q]
+        if k >= len(queues[q]):
             return
-        i = queues[q][head[core][q]]
-        if finished is not None and finished not in signallers[i]:
-            return
+        i = queues[q][k]
         ready = free[core][q]
         ends = end[core]
         for s in signallers[i]:
             if ends[s] < 0:
                 return
-            ready = max(ready, ends[s])
+            if ends[s] > ready:
+                ready = ends[s]
         heapq.heappush(heap, (ready, i, core, q))
 
     for core in range(cores):
@@ -828,27 +842,26 @@ def schedule(
             offer(core, q)
     while heap:
         ready, i, core, q = heapq.heappop(heap)
-        uses = bank_uses[i]
-        t0, slow = ready, 1
-        for b, k in uses:  # k accesses need k ports; more than the bank has: slower
-            t0 = max(t0, sorted(ports[core][b])[min(k, timing.ports) - 1])
-            slow = max(slow, math.ceil(k / timing.ports))
+        uses, slow = bank_uses[i]
+        core_ports = ports[core]
+        t0 = ready
+        for b, used in uses:  # the used-th port to come free
+            if core_ports[b][used - 1] > t0:
+                t0 = core_ports[b][used - 1]
         if q != COMPUTE:
             data = max(t0 + timing.ddr_latency, ddr_free)
             t1 = ddr_free = data + durations[i]
         else:
             t1 = t0 + durations[i] * slow
-        for b, k in uses:
-            taken = sorted(ports[core][b])
-            used = min(k, timing.ports)
-            ports[core][b] = [t1] * used + taken[used:]
+        for b, used in uses:
+            core_ports[b] = sorted([t1] * used + core_ports[b][used:])
         start[core][i], end[core][i] = t0, t1
         free[core][q] = t1
         head[core][q] += 1
         offer(core, q)
-        for other in range(len(QUEUES)):
-            if other != q:
-                offer(core, other, finished=i)
+        for w in waiters[i]:  # a waiting queue head may be ready now
+            if head[core][queue_of[w]] == position[w]:
+                offer(core, queue_of[w])
     start_array, end_array = np.array(start, np.int64).reshape(cores, n), np.array(end, np.int64).reshape(cores, n)
     if int((start_array < 0).sum()) != cores * sum(1 for s in steps if s.queue is None):
         raise AssertionError("schedule: an instruction never became ready (the token rules prevent this)")
