@@ -549,7 +549,7 @@ def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
             queue[i] = -1
             continue
         queue[i] = QUEUES.index(spec.queue)
-        fields = ins.fields
+        fields: Mapping[str, Any] = ins.fields
         wait[i], signal[i] = _QUEUE_BITS.get(fields.get("wait"), -1), _QUEUE_BITS.get(fields.get("signal"), -1)
     ends = np.flatnonzero(queue < 0)
     own = np.left_shift(1, np.maximum(queue, 0))

@@ -801,7 +801,7 @@ def schedule(
         signallers[t.waiter].append(t.signaller)
         waiters[t.signaller].append(t.waiter)
     queues = [[s.index for s in steps if s.queue == q] for q in range(len(QUEUES))]
-    queue_of = [s.queue for s in steps]
+    queue_of = [-1 if s.queue is None else s.queue for s in steps]
     position = [0] * n  # place in its queue
     for members in queues:
         for k, i in enumerate(members):
