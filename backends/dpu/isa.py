@@ -532,7 +532,7 @@ class Token(NamedTuple):
     waiter: int
 
 
-_QUEUE_BITS = {frozenset(q for i, q in enumerate(QUEUES) if code >> i & 1): code for code in range(1 << len(QUEUES))}
+_QUEUE_BITS: dict[Any, int] = {frozenset(q for i, q in enumerate(QUEUES) if code >> i & 1): code for code in range(1 << len(QUEUES))}
 
 
 def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
