@@ -122,42 +122,70 @@ def child_execute(names: list[str], path: str | None, threads: int, repeats: int
     return results
 
 
+# Parts of the executor's run that `child_profile` times (the kernels' functions behind them there).
+PROFILED_PARTS = {
+    "winograd": "3x3 stride-1 convolutions (`winograd_conv3x3`)",
+    "conv": "other convolutions (`conv2d`: im2col or 1x1, with bias, residual add and activation)",
+    "pool": "pooling",
+}
+
+
 def child_profile(path: str, repeats: int) -> dict[str, object]:
-    """One thread: the executor's time per run and the part of it in BLAS products (every
-    `kernels.gemm` call, timed where it runs), and onnxruntime's time (blocks as above)."""
+    """One thread: the executor's time per run, split into the parts of `PROFILED_PARTS`
+    (each with the time of its BLAS products: every `kernels.gemm` call, timed where it
+    runs), and onnxruntime's time (blocks as above)."""
     import time
+    from collections.abc import Callable
 
     import onnx
 
-    from backends.reference import execute, kernels
+    from backends.reference import KERNELS, execute, kernels
     from benchmarks.common import graph_inputs, ort_session, seeded_inputs, timed
     from compiler import import_onnx, run_pipeline
+    from dialects import nn
 
     model = onnx.load(path)
     program = run_pipeline(import_onnx(model), EXECUTION_PIPELINE)
     feeds = seeded_inputs(graph_inputs(model), SEED)
     session = ort_session(model, 1, spinning=False)
-    in_gemm = [0.0]
-    plain_gemm = kernels.gemm
+    spent: dict[str, float] = {}
+    inside = ["other"]  # the part running now (a GEMM is charged to the part that calls it)
 
-    def timed_gemm(a: object, b: object, out: object = None, accumulate: bool = False) -> object:
-        start = time.perf_counter()
-        try:
-            return plain_gemm(a, b, out=out, accumulate=accumulate)  # type: ignore[arg-type]
-        finally:
-            in_gemm[0] += time.perf_counter() - start
+    def timing(part: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def timed_call(*args: object, **kwargs: object) -> object:
+            inside.append(part if part != "gemm" else inside[-1] + " gemm")
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                key = inside.pop()
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
 
-    kernels.gemm = timed_gemm  # type: ignore[assignment]
-    runs: dict[str, list[float]] = {"layerloom": [], "gemm": [], "onnxruntime": []}
-    for _ in range(BLOCKS):
-        execute(program, feeds)
-        for _ in range(timed_runs(repeats) // BLOCKS):
-            in_gemm[0] = 0.0
-            runs["layerloom"].append(timed(lambda: execute(program, feeds))[0])
-            runs["gemm"].append(in_gemm[0])
-        session.run(None, feeds)
-        runs["onnxruntime"] += [timed(lambda: session.run(None, feeds))[0] for _ in range(timed_runs(repeats) // BLOCKS)]
-    kernels.gemm = plain_gemm
+        return timed_call
+
+    plain = {name: getattr(kernels, name) for name in ("gemm", "winograd_conv3x3", "conv2d")}
+    plain_pool = KERNELS[nn.PoolOp]
+    kernels.gemm = timing("gemm", plain["gemm"])  # type: ignore[assignment]
+    kernels.winograd_conv3x3 = timing("winograd", plain["winograd_conv3x3"])  # type: ignore[assignment]
+    kernels.conv2d = timing("conv", plain["conv2d"])  # type: ignore[assignment]
+    KERNELS[nn.PoolOp] = timing("pool", plain_pool)  # type: ignore[assignment]
+    runs: dict[str, list[float]] = {"layerloom": [], "onnxruntime": []}
+    try:
+        for _ in range(BLOCKS):
+            execute(program, feeds)
+            for _ in range(timed_runs(repeats) // BLOCKS):
+                spent.clear()
+                runs["layerloom"].append(timed(lambda: execute(program, feeds))[0])
+                for part in PROFILED_PARTS:
+                    for key in (part, part + " gemm"):
+                        runs.setdefault(key, []).append(spent.get(key, 0.0))
+                runs.setdefault("other gemm", []).append(spent.get("other gemm", 0.0))
+            session.run(None, feeds)
+            runs["onnxruntime"] += [timed(lambda: session.run(None, feeds))[0] for _ in range(timed_runs(repeats) // BLOCKS)]
+    finally:
+        for name, fn in plain.items():
+            setattr(kernels, name, fn)
+        KERNELS[nn.PoolOp] = plain_pool
     return {"runs": runs, "load": os.getloadavg()[0]}
 
 
@@ -335,55 +363,77 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+# What the executor does for speed and what was tried (prose of the docs section; numbers
+# that are not measured by this script say where they come from).
+FOUNDATION_NOTES = [
+    "What the executor does for speed: the walk over the ops is planned once per module (values",
+    "in numbered slots, each convolution's attributes read and its weights repacked once) and",
+    "made again only when the module, its weights or the kernel table change. 3x3 stride-1 dense",
+    "convolutions with at least 32 output tiles and 16 channels run as Winograd F(2x2, 3x3) (16",
+    "batched GEMMs with 2.25x fewer multiply-adds, bias on one transform entry, activation fused",
+    "into the output interleave), in chunks of tile rows whose transformed tiles stay in the L2",
+    "cache; other convolutions are im2col from a strided channels-last view (none for 1x1) and",
+    "one GEMM. Every such GEMM accumulates into its output (cblas `sgemm` with beta = 1 from",
+    "NumPy's own OpenBLAS, `backends/reference/blas.py`): the output starts as the bias, or as",
+    "the residual when the executor fuses conv -> add -> relu (the add's other operand, written",
+    "in place at its last use), so neither the bias, nor the residual add, nor OpenBLAS's own",
+    "zeroing of the output costs a pass over the map; only the activation does.",
+    "",
+    "Threads are OpenBLAS's, inside each GEMM; the NumPy passes between the GEMMs run on one",
+    "thread (they are bound by memory bandwidth, which two threads share: a ReLU over 56x56x256",
+    "split in two halves took 217 us on two threads against 188 us on one). Tried and dropped: a",
+    "pool of the kernels' own threads with BLAS single-threaded inside each part (splitting a GEMM",
+    "into independent GEMMs repacks the shared operand in every part: 87-107 ms against 66 ms",
+    "with OpenBLAS's threads on two idle cores); F(4x4, 3x3) Winograd (its fractions 1/6 .. 1/24",
+    "lose about a decimal digit); im2col and 1x1 GEMMs in chunks of rows that fit the L2 cache",
+    "(the smaller GEMMs lose more than the cached passes gain: 1.16 against 1.11 ms on",
+    "56x56x64 -> 256 with its residual). OpenBLAS's threading splits each GEMM statically and",
+    "waits for both halves, so while another process holds a core a GEMM can wait a scheduler",
+    "time slice, and whole runs take 0.3-1.3 s; onnxruntime (spinning off) then runs at its",
+    "one-thread speed. The two-thread row is therefore only meaningful on an otherwise idle",
+    "machine: the load average is in the table.",
+    "",
+    "Why the goal is hard to reach with NumPy and OpenBLAS: onnxruntime runs ResNet-50's",
+    "8.2 GFLOP at about 145 GFLOP/s end to end (MLAS kernels with weights packed once at load,",
+    "bias, activation and the residual add fused into the convolution's output loop). OpenBLAS",
+    "repacks the weights on every call (97 MB a run, which costs most on the 7x7 maps, 49 rows",
+    "per GEMM) and reaches 80-145 GFLOP/s on ResNet-50's GEMM shapes, and every NumPy pass",
+    "between the GEMMs is a separate trip through memory.",
+    "",
+]
+
+
 def profile_lines(profile: dict) -> list[str]:
     """Where the executor's time goes at one thread, and what that says about the goal."""
     from benchmarks.common import markdown_table
 
     runs = profile["runs"]
-    ours, gemm, theirs = (median(runs[k]) * 1e3 for k in ("layerloom", "gemm", "onnxruntime"))
-    rows = [
-        ["executor, whole run", f"{ours:.0f}", f"{ours / theirs:.2f}"],
-        ["of which BLAS products (`kernels.gemm`, OpenBLAS sgemm)", f"{gemm:.0f}", f"{gemm / theirs:.2f}"],
-        ["of which everything else", f"{ours - gemm:.0f}", f"{(ours - gemm) / theirs:.2f}"],
-        ["onnxruntime, whole run", f"{theirs:.0f}", "1.00"],
-    ]
+    ms = {key: median(values) * 1e3 for key, values in runs.items()}
+    ours, theirs = ms["layerloom"], ms["onnxruntime"]
+    gemm = sum(ms[key] for key in ms if key.endswith(" gemm"))
+    rest = ours - sum(ms[part] for part in PROFILED_PARTS)
+    rows = [["executor, whole run", f"{ours:.1f}", f"{gemm:.1f}", f"{ours - gemm:.1f}"]]
+    rows += [[label, f"{ms[part]:.1f}", f"{ms[part + ' gemm']:.1f}", f"{ms[part] - ms[part + ' gemm']:.1f}"]
+             for part, label in PROFILED_PARTS.items()]
+    rows.append(["everything else (the walk over the ops, fully connected layer, softmax)", f"{rest:.1f}",
+                 f"{ms['other gemm']:.1f}", f"{rest - ms['other gemm']:.1f}"])
+    rows.append(["onnxruntime, whole run", f"{theirs:.1f}", "", ""])
+    budget = GOAL_RATIO * theirs
     return [
         f"### Where the executor's time goes (1 thread, medians of {len(runs['layerloom'])} runs, load {profile['load']:.2f})",
         "",
-        "Every BLAS call of the kernels goes through `kernels.gemm`, timed here where it runs",
-        "(the same calls, operands and caches as in a plain run). \"Everything else\" is NumPy",
-        "work between the GEMMs: im2col copies and padding, the Winograd transforms, bias and",
-        "activation passes, pooling, the residual adds, and the walk over the ops in Python.",
+        "Every BLAS call of the kernels goes through `kernels.gemm`, timed where it runs and charged",
+        "to the kernel that calls it (the same calls, operands and caches as in a plain run; each",
+        "column is a median of its own, so the parts need not add up exactly). \"Not BLAS\" is NumPy",
+        "work between the GEMMs (im2col copies and padding, the Winograd transforms, bias and",
+        "activation passes, pooling) and Python.",
         "",
-        markdown_table(["", "ms", "x onnxruntime"], rows),
+        markdown_table(["", "ms", "of which BLAS ms", "not BLAS ms"], rows),
         "",
-        "What the kernels do for speed: 3x3 stride-1 dense convolutions with at least 32 output",
-        "tiles and 16 channels run as Winograd F(2x2, 3x3) (16 batched GEMMs with 2.25x fewer",
-        "multiply-adds, bias on one transform entry, activation fused into the output",
-        "interleave); other convolutions are im2col from a strided channels-last view (none for",
-        "1x1) and one GEMM, bias and activation in place on its output; weights are repacked",
-        "once per weight array. Threads are OpenBLAS's, inside each GEMM; the NumPy",
-        "passes between the GEMMs run on one thread (they are bound by memory bandwidth, which",
-        "two threads share: a split ReLU over 56x56x256 took 255 us on two threads, 193 us on one).",
-        "A pool of the kernels' own threads with BLAS single-threaded inside each part was tried",
-        "and dropped: splitting a GEMM into independent GEMMs repacks the shared operand in every",
-        "part (ResNet-50 on two idle cores: 87-107 ms against 66 ms with OpenBLAS's threads), and",
-        "beside a busy process it was still slower than one thread (110 ms against 92 ms).",
-        "OpenBLAS's threading has the opposite weakness: it splits each GEMM statically and",
-        "waits for both halves, so while another process holds a core a GEMM can wait a",
-        "scheduler time slice, and whole runs take 0.3-1.3 s; onnxruntime (spinning off) then",
-        "runs at its one-thread speed. The two-thread row is therefore only meaningful on an",
-        "otherwise idle machine: the load average is in the table.",
-        "",
-        "Why the goal is hard to reach with NumPy and OpenBLAS: onnxruntime runs ResNet-50's",
-        "8.2 GFLOP at about 145 GFLOP/s end to end (MLAS kernels with prepacked weights, bias,",
-        "activation and the residual add fused into the convolution's output loop), about the",
-        "155 GFLOP/s OpenBLAS reaches on large square GEMMs here. OpenBLAS reaches 100-140",
-        "GFLOP/s on ResNet-50's GEMM shapes (it repacks the weights on every call, which costs",
-        "most on the 7x7 maps, 49 rows per GEMM), and every NumPy pass between the GEMMs is a",
-        "separate trip through memory. The table above gives both parts of the gap: at",
-        f"{GOAL_RATIO}x onnxruntime's time ({GOAL_RATIO * theirs:.0f} ms) the GEMMs as they are leave "
-        f"{GOAL_RATIO * theirs - gemm:.0f} ms for everything else, against {ours - gemm:.0f} ms measured.",
+        *FOUNDATION_NOTES,
+        f"At {GOAL_RATIO}x onnxruntime's time ({budget:.0f} ms) the GEMMs as they are ({gemm:.0f} ms, "
+        f"{gemm / theirs:.2f}x onnxruntime's whole run) leave {budget - gemm:.0f} ms for everything else, "
+        f"against {ours - gemm:.0f} ms measured.",
         "",
     ]
 

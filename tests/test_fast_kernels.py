@@ -54,6 +54,17 @@ def test_winograd_matches_direct_convolution(n: int, c: int, m: int, h: int, w: 
     assert np.abs(fast - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-6
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 7 * 16 * 4])  # one row of tiles per chunk; three, the last one short
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_winograd_in_chunks_of_tile_rows(chunk_bytes: int, with_residual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "WINOGRAD_CHUNK_BYTES", chunk_bytes)
+    x, weight, b = random(1, 16, 13, 14, seed=10), he_weights(16, 16, seed=11), random(16, seed=12)
+    residual = random(1, 13, 14, 16, seed=13)
+    whole = conv2d(x, weight, (1, 1), (1, 1, 1, 1), (1, 1), 1, (13, 14), b, relu, residual.copy() if with_residual else None)
+    fast = winograd_conv3x3(x, weight, (1, 1, 1, 1), (13, 14), b, relu, residual if with_residual else None)
+    np.testing.assert_allclose(fast, whole, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "activation",
     [relu, lambda x, out: kernels.clip(x, 0.0, 0.5, out), lambda x, out: kernels.leaky_relu(x, 0.1, out)],

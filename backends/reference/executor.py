@@ -48,11 +48,16 @@ def execute(
     return plan.run(arrays, store)
 
 
+# How a step receives an operand: the array itself, writeable when no other live value
+# shares its memory (its last use), a read-only view, or as it is (weights: read-only).
+_HANDOVER, _VIEW, _CONSTANT = range(3)
+
+
 @dataclass(frozen=True)
 class _Step:
     run: Prepared
     operands: tuple[int, ...]  # slots
-    handover: tuple[bool, ...]  # the operand's last use, and its only one in this step
+    handover: tuple[int, ...]  # per operand: _HANDOVER, _VIEW or _CONSTANT
     results: tuple[int, ...]
     dtypes: tuple[np.dtype, ...]  # of the results
     drops: tuple[int, ...]  # slots whose last use this step is
@@ -111,7 +116,10 @@ class _Plan:
             _Step(
                 run,
                 tuple(slot(v) for v in operands),
-                tuple(last.get(v) == index and operands.count(v) == 1 and v not in constant for v in operands),
+                tuple(
+                    _CONSTANT if v in constant else _HANDOVER if last.get(v) == index and operands.count(v) == 1 else _VIEW
+                    for v in operands
+                ),
                 tuple(slot(v) for v in results),
                 tuple(dtype_of(v.type) for v in results),
                 tuple(drops.get(index, ())),
@@ -133,8 +141,8 @@ class _Plan:
         with np.errstate(all="ignore"):  # inf/nan are ONNX semantics, not errors
             for step in self.steps:
                 args = [
-                    env[s] if hand and owners[id(_memory(env[s]))] == 1 else read_only(env[s])
-                    for s, hand in zip(step.operands, step.handover, strict=True)
+                    env[s] if how == _CONSTANT or how == _HANDOVER and owners[id(_memory(env[s]))] == 1 else read_only(env[s])
+                    for s, how in zip(step.operands, step.handover, strict=True)
                 ]
                 outs = step.run(args)
                 del args
@@ -160,8 +168,13 @@ def _signature(main: FuncOp) -> tuple:
     """What a plan depends on: every op of the body, its operands, properties and result
     types, and its kernel (identical objects: a pass that changes anything changes this)."""
     parts: list[object] = [main, *main.properties.items(), *(a.type for a in main.body.block.args)]
+    kernel_of = KERNELS.get
     for op in main.body.block.ops:
-        parts += (op, KERNELS.get(type(op)), *op.operands, *op.properties.items(), *(r.type for r in op.results))
+        parts.append(op)
+        parts.append(kernel_of(type(op)))
+        parts += op.operands
+        parts += op.properties.items()
+        parts += (r.type for r in op.results)
     return tuple(parts)
 
 
