@@ -248,22 +248,50 @@ class GemmWeights:
 @dataclass(frozen=True, eq=False)
 class ConvStage:
     """The output stage of CONV / DWCONV over one run of bias records: the per-channel
-    bias and `intmath.OutputStage` (docs/isa.md section 5). Applied like the reference
-    kernels' contractions (`qnn_kernels.staged_rows`: one floor per element in float
-    where that is exact, intmath's integers otherwise); the object is the key under
-    which they keep its compiled form."""
+    bias and `intmath.OutputStage` (docs/isa.md section 5), applied the reference kernels'
+    way: one floor per element in float where that is exact (`qnn_kernels.float_stage`
+    says where), intmath's integers otherwise. The common case -- float32 accumulators
+    within the stage's float32 limit -- runs here in place on the accumulator (a tile is
+    small: the kernels' slabs and their per-call set-up would cost more than the
+    arithmetic); the rest through `qnn_kernels.staged_rows`, which keeps its compiled
+    form under this object."""
 
     bias: np.ndarray
     stage: im.OutputStage
     spread: int  # max |bias|
+    scale: np.ndarray | None = None  # float32 y = clip(floor(acc * scale + offset), 0, hi - lo) + lo, exact
+    offset: np.ndarray | None = None  # for |acc| <= limit (None: not exact in float32)
+    limit: float = -1.0
 
-    def __call__(self, step: Step, acc: np.ndarray, bound: int) -> np.ndarray:
-        """int8 outputs of an (pixels, channels) accumulator without its bias, |acc| <= bound."""
+    @staticmethod
+    def of(bias: np.ndarray, stage: im.OutputStage) -> ConvStage:
+        fast = qk.float_stage(stage, bias.size, bias)
+        if fast is None or fast.negative is not None or fast.limit32 < 0:
+            return ConvStage(bias, stage, qk.max_abs(bias))
+        return ConvStage(bias, stage, qk.max_abs(bias), fast.k.astype(np.float32),
+                         (fast.c - stage.lo).astype(np.float32), fast.limit32)
+
+    def __call__(self, step: Step, acc: np.ndarray, bound: int, out: np.ndarray) -> None:
+        """The int8 outputs of an (pixels, channels) accumulator without its bias
+        (|acc| <= bound) into `out`, an (pixels, channels) int8 view."""
+        if self.scale is not None and self.offset is not None and acc.dtype == np.float32:
+            if bound > self.limit:
+                bound = min(bound, qk.max_abs(acc))
+            if bound <= self.limit:
+                acc *= self.scale
+                acc += self.offset
+                np.maximum(acc, 0, out=acc)
+                raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
+                np.minimum(acc, self.stage.hi - self.stage.lo, out=raw, casting="unsafe")
+                if self.stage.lo % 256:
+                    raw += np.uint8(self.stage.lo % 256)  # back to [lo, hi], modulo 256
+                return
         if bound + self.spread > im.INT32_MAX:
             bound = min(bound, qk.max_abs(acc))
         if bound + self.spread > im.INT32_MAX:  # acc + bias may leave int32: intmath checks and raises
-            return apply(step, self.stage, acc.astype(np.int64) + self.bias).astype(np.int8)
-        return qk.staged_rows(self, acc, self.stage, np.dtype(np.int8), self.bias, bound)  # type: ignore[arg-type]
+            out[...] = apply(step, self.stage, acc.astype(np.int64) + self.bias)
+            return
+        out[...] = qk.staged_rows(self, acc, self.stage, np.dtype(np.int8), self.bias, bound)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -470,7 +498,7 @@ class Planner:
                                                                      i.oc, i.ic, *kernel, c)))
             stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.oc))
             acc, bound = w.matmul(patches, x_bound)
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), stage(step, acc, bound).reshape(*shape, i.oc))
+            stage(step, acc, bound, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), i.oc))
 
         step.run = run
 
@@ -501,8 +529,7 @@ class Planner:
             for (a, b), tap in tap_views(x, kernel, stride, dilation, shape):
                 acc += tap * w.taps[a, b]
             stage = m.unpacked("bias", i.addr_bias, i.chans, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.chans))
-            y = stage(step, acc.reshape(-1, i.chans), 128 * w.l1)
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), y.reshape(*shape, i.chans))
+            stage(step, acc.reshape(-1, i.chans), 128 * w.l1, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p), i.chans))
 
         step.run = run
 
@@ -669,8 +696,7 @@ def output_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int
 
 
 def conv_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int) -> ConvStage:
-    bias, stage = output_stage(m, step, cfg, addr, count)
-    return ConvStage(bias, stage, qk.max_abs(bias))
+    return ConvStage.of(*output_stage(m, step, cfg, addr, count))
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
@@ -689,6 +715,13 @@ def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
         return stage(acc)
     except ValueError as e:  # an accumulator beyond int32
         raise LayerloomError(str(e), step.name) from None
+
+
+def output_tile(tile: np.ndarray, chans: int) -> np.ndarray:
+    """The (pixels, chans) int8 view of a tile's first channels, whose words' tail bytes
+    are zeroed for the values written there."""
+    tile[:, :, chans:] = 0
+    return tile[:, :, :chans].reshape(-1, chans)
 
 
 def write_tile(tile: np.ndarray, values: np.ndarray) -> None:
