@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
-from backends.reference import evaluate, execute
+from backends.reference import evaluate, execute, kernels
 from compiler.program import Program, WeightStore
 from compiler.registry import parse_module
 from compiler.tensors import element_type
@@ -442,6 +442,29 @@ def test_pool_ceil_mode_and_padding(kind: str, ceil: int, include: int) -> None:
 def test_max_pool_window_entirely_in_padding() -> None:
     """Such a window gives the lowest finite value (as onnxruntime), not -inf."""
     check_pool("max", (1, 2), (1, 1), (0, 1, 0, 1), (1, 2), 0, 0, random(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "length, size, kernel, stride, dilation, pad_begin",
+    [(7, 4, 3, 2, 1, 1), (5, 5, 3, 1, 2, 2), (4, 6, 2, 1, 1, 3), (9, 3, 4, 3, 1, 0), (3, 2, 2, 3, 1, 1), (6, 3, 3, 2, 1, 0)],
+)
+@pytest.mark.parametrize("reduce", [np.maximum, np.add], ids=["max", "sum"])
+def test_pool_axis_reduces_over_the_padded_input(length: int, size: int, kernel: int, stride: int, dilation: int,
+                                                  pad_begin: int, reduce: np.ufunc) -> None:
+    """Pads wider than the window, windows past the end (ceil_mode), and -inf / nan values:
+    the same numbers as reducing over the input padded with the fill value."""
+    x = random(2, length, 3, seed=5)
+    x[0, 0, 0], x[1, -1, 1], x[0, length // 2, 2] = -np.inf, -np.inf, np.nan
+    fill = np.float32(np.finfo(np.float32).min if reduce is np.maximum else 0)
+    end = max(0, (size - 1) * stride + (kernel - 1) * dilation + 1 - pad_begin - length)
+    padded = np.pad(x, ((0, 0), (pad_begin, end), (0, 0)), constant_values=fill)
+    taps = [padded[:, t * dilation : t * dilation + (size - 1) * stride + 1 : stride] for t in range(kernel)]
+    expected = taps[0].copy()
+    for tap in taps[1:]:
+        reduce(expected, tap, out=expected)
+    got = kernels.pool_axis(x, 1, size, kernel, stride, dilation, pad_begin, reduce, fill)
+    assert got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind, onnx_op", [("max", "GlobalMaxPool"), ("avg", "GlobalAveragePool")])

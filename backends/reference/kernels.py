@@ -778,17 +778,14 @@ def window_counts(size: int, out: int, kernel: int, stride: int, dilation: int, 
 
 @kernel(nn.PoolOp)
 def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Max / average pooling, separably: along the width, then along the height, straight
+    from the (channels-last) input: the padding is never materialised."""
     assert isinstance(op, nn.PoolOp)
     x = args[0]
     kh, kw = nn.int_list(op.kernel)
     strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
-    n, c, h, w = x.shape
+    _, _, h, w = x.shape
     oh, ow = _result_shape(op)[2:]
-    # ceil_mode may need input rows / columns past the end padding: pad those too.
-    extra = (
-        max(0, (oh - 1) * strides[0] + (kh - 1) * dilations[0] + 1 - (h + pads[0] + pads[2])),
-        max(0, (ow - 1) * strides[1] + (kw - 1) * dilations[1] + 1 - (w + pads[1] + pads[3])),
-    )
     is_max = op.kind.data == "max"
     if is_max:
         # The lowest finite value, as onnxruntime: a window entirely in the padding gives it.
@@ -796,12 +793,10 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     else:
         fill = 0
     dtype = x.dtype if is_max else _compute_dtype(x)
-    windows = window_view(pad_nhwc(x.astype(dtype, copy=False), pads, fill, extra), (kh, kw), strides, dilations, (oh, ow))
     reduce = np.maximum if is_max else np.add
-    first, *rest = [windows[:, :, :, i, j] for i in range(kh) for j in range(kw)]
-    out = reduce(first, rest[0]) if rest else first.copy()
-    for tap in rest[1:]:
-        reduce(out, tap, out=out)
+    nhwc = x.astype(dtype, copy=False).transpose(0, 2, 3, 1)
+    rows = pool_axis(nhwc, 2, ow, kw, strides[1], dilations[1], pads[1], reduce, dtype.type(fill))
+    out = pool_axis(rows, 1, oh, kh, strides[0], dilations[0], pads[0], reduce, dtype.type(fill))
     if not is_max:
         # The divisor counts valid inputs, plus the declared pads with count_include_pad.
         lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
@@ -809,6 +804,49 @@ def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
         out /= (count_h[:, None, None] * count_w[None, :, None]).astype(dtype)
     return [as_nchw(out)]
+
+
+def pool_axis(x: np.ndarray, axis: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int,
+              reduce: np.ufunc, fill: np.generic) -> np.ndarray:
+    """One axis of a pooling window, into a fresh C-contiguous array: `size` outputs, output
+    o the `reduce` of x[o * stride - pad_begin + t * dilation] over the taps t that fall
+    inside x, and of `fill` when any tap falls outside (in the padding, or past the end
+    with ceil_mode): what reducing over x padded with `fill` gives, without the padded copy."""
+    length = x.shape[axis]
+
+    def part(a: np.ndarray, start: int, stop: int | None, step: int = 1) -> np.ndarray:
+        index: list[slice] = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop, step)
+        return a[tuple(index)]
+
+    taps = []  # (first output, end of outputs, their inputs) for each tap inside x somewhere
+    for t in range(kernel):
+        offset = t * dilation - pad_begin
+        first = max(0, -(offset // stride))  # ceil(-offset / stride): the first input index >= 0
+        end = min(size, (length - 1 - offset) // stride + 1) if length - 1 - offset >= 0 else 0
+        if first < end:
+            start = first * stride + offset
+            taps.append((first, end, part(x, start, start + (end - first - 1) * stride + 1, stride)))
+    shape = list(x.shape)
+    shape[axis] = size
+    out = np.empty(shape, dtype=x.dtype)
+    whole = [inputs for first, end, inputs in taps if first == 0 and end == size]
+    if len(whole) >= 2:
+        reduce(whole[0], whole[1], out=out)
+        whole = whole[:2]
+    elif whole:
+        np.copyto(out, whole[0])
+    else:
+        out.fill(fill)
+    for first, end, inputs in taps:
+        if not any(inputs is used for used in whole):
+            reduce(part(out, first, end), inputs, out=part(out, first, end))
+    if reduce is np.maximum:  # windows reaching outside x: their padding takes part (adding zeros would not matter)
+        inside = (-(-pad_begin // stride), -(-(length + pad_begin - (kernel - 1) * dilation) // stride))
+        for first, end in ((0, min(size, inside[0])), (max(0, inside[1]), size)):
+            if first < end:
+                np.maximum(part(out, first, end), fill, out=part(out, first, end))
+    return out
 
 
 @kernel(nn.GlobalPoolOp)
