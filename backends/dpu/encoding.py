@@ -12,7 +12,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from backends.dpu.isa import BY_CODE, OPCODE_LSB, OPCODE_WIDTH, OPCODES, FieldError, Instruction
+from backends.dpu.isa import (
+    BY_CODE,
+    OPCODE_LSB,
+    OPCODE_WIDTH,
+    OPCODES,
+    QUEUES,
+    Choice,
+    Field,
+    FieldError,
+    Instruction,
+    QueueSet,
+    SInt,
+    UInt,
+    Value,
+)
 from compiler.errors import LayerloomError
 
 WORD_BYTES = 4
@@ -51,7 +65,67 @@ def encode(program: Sequence[Instruction], where: str = "") -> bytes:
 
 def decode(data: bytes, where: str = "") -> list[Instruction]:
     """The instructions of a binary; a truncated or invalid stream raises LayerloomError
-    naming the instruction index and its byte offset."""
+    naming the instruction index and its byte offset. Fields are cut out of all the
+    instructions of an opcode at once (numpy); a stream that breaks a rule anywhere is
+    decoded again instruction by instruction, which names the first place."""
+    if len(data) % WORD_BYTES:
+        raise LayerloomError(
+            f"{len(data)} bytes is not a whole number of 32-bit words (truncated, or not a DPU program)", where
+        )
+    words = np.frombuffer(data, dtype="<u4").astype(np.int64)
+    opcodes = (words >> OPCODE_LSB & ((1 << OPCODE_WIDTH) - 1)).tolist()
+    starts: list[int] = []
+    at = 0
+    while at < len(opcodes):  # each opcode fixes its length: the boundaries are a walk
+        length = _LENGTHS[opcodes[at]]
+        if length == 0 or at + length > len(opcodes):
+            return _decode_in_order(data, where)
+        starts.append(at)
+        at += length
+    first = np.array(starts, np.int64)
+    kinds = np.array(opcodes, np.int64)[first] if starts else np.zeros(0, np.int64)
+    program: list[Instruction | None] = [None] * len(starts)
+    for code in np.unique(kinds).tolist():
+        spec = BY_CODE[code]
+        where_ = np.flatnonzero(kinds == code)
+        block = words[first[where_][:, None] + np.arange(spec.words)]
+        if np.any(block & ~np.array(spec.used, np.int64)):
+            return _decode_in_order(data, where)
+        columns = []
+        for f in spec.fields:
+            values = _field_values(f, (block[:, f.word] & f.mask) >> f.lsb)
+            if values is None:
+                return _decode_in_order(data, where)
+            columns.append(values)
+        names = [f.name for f in spec.fields]
+        rows = zip(*columns, strict=True) if columns else [()] * where_.size
+        for k, row in zip(where_.tolist(), rows, strict=True):
+            program[k] = Instruction(spec.mnemonic, dict(zip(names, row, strict=True)))
+    return program  # type: ignore[return-value]
+
+
+_LENGTHS = [BY_CODE[c].words if c in BY_CODE else 0 for c in range(1 << OPCODE_WIDTH)]
+
+
+def _field_values(f: Field, codes: np.ndarray) -> list[Value] | None:
+    """The values of one field's codes (as `Field.from_code`), None if any is invalid."""
+    if isinstance(f, Choice):
+        return None if np.any(codes >= len(f.names)) else [f.names[c] for c in codes.tolist()]
+    if isinstance(f, QueueSet):
+        sets = [f.from_code(c) if not (c >> QUEUES.index(f.own) & 1) else None for c in range(1 << f.width)]
+        values = [sets[c] for c in codes.tolist()]
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+    if isinstance(f, SInt):
+        codes = np.where(codes >> (f.width - 1) & 1, codes - (1 << f.width), codes)
+        lo, hi = f.bounds
+    else:
+        assert isinstance(f, UInt)
+        lo, hi = f.lo, f.top
+    return None if np.any((codes < lo) | (codes > hi)) else codes.tolist()
+
+
+def _decode_in_order(data: bytes, where: str) -> list[Instruction]:
+    """`decode` instruction by instruction, raising at the first invalid one."""
     if len(data) % WORD_BYTES:
         raise LayerloomError(
             f"{len(data)} bytes is not a whole number of 32-bit words (truncated, or not a DPU program)", where

@@ -421,8 +421,10 @@ class Planner:
         copied = read_only and plain and i.col_stride == i.chans and (i.rows == 1 or i.row_stride == i.cols * i.chans)
         derives = space in ("weights", "bias")
         pad = np.uint8(i.pad_value & 0xFF)
-        top, left, chans = i.pad_top, i.pad_left, i.chans
-        bottom, right = top + i.rows, left + i.cols
+        # The whole tile first (padding pixels, and 0 in the bytes past `chans`), then the box.
+        fill, pad_chans = (pad, False) if p * width == i.chans else (np.uint8(0), pad != 0)
+        inner = (slice(i.pad_top, i.pad_top + i.rows), slice(i.pad_left, i.pad_left + i.cols), slice(0, i.chans))
+        chans = i.chans
 
         def run(m: Machine) -> None:
             data = strided_box(m.ddr.arrays[region], src, *box)
@@ -432,10 +434,10 @@ class Planner:
             if plain:
                 tile[...] = data
                 return
-            tile[:, :, chans:] = 0
-            for border in (tile[:top], tile[bottom:], tile[top:bottom, :left], tile[top:bottom, right:]):
-                border[:, :, :chans] = pad
-            tile[top:bottom, left:right, :chans] = data
+            tile.fill(fill)
+            if pad_chans:
+                tile[:, :, :chans] = pad
+            tile[inner] = data
 
         step.run = run
 
