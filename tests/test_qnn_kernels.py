@@ -209,7 +209,7 @@ def test_output_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: 
 
 @settings(max_examples=400, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), scheme=SCHEMES, channels=st.sampled_from([1, 3]), leaky=st.booleans(),
-       relu=st.booleans(), magnitude=st.sampled_from([2**6, 2**12, 2**20, 2**30]), offsets=st.booleans())
+       relu=st.booleans(), magnitude=st.sampled_from([2**6, 2**12, 2**20, 2**27, 2**30]), offsets=st.booleans())
 def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: bool, relu: bool, magnitude: int,
                                  offsets: bool) -> None:
     """The one-floor float64 output stage equals intmath's wherever it claims to be exact;

@@ -50,6 +50,9 @@ from compiler.quant import intmath as im
 from compiler.tensors import dtype_of
 from dialects import nn, qnn
 
+# np.clip's ufunc without np.clip's Python wrapper (which builds an np.iinfo per call on
+# integer arrays: a tenth of a slab's time).
+clip = np._core.umath.clip
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums below it
 FLOAT64_EXACT = 2**53
 SLAB_ELEMENTS = 1 << 15  # int64 temporaries of 256 KiB: they stay in L2 cache
@@ -124,6 +127,7 @@ def output_stage(acc: np.ndarray, stage: im.OutputStage) -> np.ndarray:
 
 MAX_FIXED_SHIFT = 12
 MAX_POW2_SHIFT = 40
+MAX_SATURATING_SHIFT = 10  # fixed, no tie correction: beyond float64's exact range results saturate
 
 
 SCRATCH = threading.local()
@@ -157,6 +161,7 @@ class FloatStage:
     limit: float = np.inf  # exact for |a| <= limit
     limit32: float = -1.0  # ... and in float32 too for |a| <= limit32 (pow2 only)
     neg_d: np.ndarray | None = None  # -d, for the tiled tie correction
+    int32_clip: bool = False  # store: |a K + C| < 2^31 for |a| <= limit, so clip after an int32 cast
 
     def evaluate(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Into the float64 buffer `out` (a's shape)."""
@@ -181,8 +186,10 @@ class FloatStage:
             return FloatStage(np.tile(self.k, rows).astype(np.float32), np.tile(self.c - self.lo, rows).astype(np.float32),
                               None, None, self.lo, self.hi, limit=self.limit32, limit32=self.limit32)
         if self.t is None or self.d is None:
-            return FloatStage(np.tile(self.k, rows), np.tile(self.c - self.lo, rows), None, None, self.lo, self.hi,
-                              limit=self.limit)
+            c = self.c - self.lo
+            reach = self.limit * float(np.abs(self.k).max(initial=0)) + float(np.abs(c).max(initial=0))
+            return FloatStage(np.tile(self.k, rows), np.tile(c, rows), None, None, self.lo, self.hi, limit=self.limit,
+                              int32_clip=reach < 2.0**31 - 2)
         # The tie correction as C - D/2 + sign(a - T) D/2: a - T is a nonzero half-integer,
         # so its sign is right even where it rounds; D/2 is a power of two.
         half = np.broadcast_to(self.d, self.k.shape) / 2
@@ -207,9 +214,15 @@ class FloatStage:
             np.subtract(a, self.t[:n], out=extra)
             np.clip(extra, self.neg_d[:n], self.d[:n], out=extra)
             v += extra
-        np.clip(v, 0, self.hi - self.lo, out=v)
         bytes_ = out.view(np.uint8)
-        bytes_[...] = v
+        if self.int32_clip:  # the truncating cast, then an integer clip: cheaper than a float64 clip
+            h = scratch_int32(n)
+            h[...] = v  # truncation toward 0 is the floor for v >= 0; v in (-1, 0) clips to 0 either way
+            clip(h, 0, self.hi - self.lo, out=h)
+            bytes_[...] = h
+        else:
+            clip(v, 0, self.hi - self.lo, out=v)
+            bytes_[...] = v
         if self.lo % 256:
             bytes_ += np.uint8(self.lo % 256)
 
@@ -221,6 +234,8 @@ class FloatStage:
 # With x = a + offset and M' = M0 << left, SaturatingRoundingDoublingHighMul is
 # h = floor(x M' / 2^31 + 1/2) (see above), exact in float64 as a K1 + C1 (K1 = M' / 2^31,
 # C1 = 1/2 + offset K1) while |x M'| < 2^53: every term is a multiple of 2^-31 below 2^22.
+# For shifts e <= 12 and offsets below 2^51 / M', larger |a K1| only make saturated results
+# (see FixedStage.of), so the accumulator's magnitude need not be measured.
 # RoundingDivideByPOT(h, e) + z is floor((h + 2^(e-1) - [h < 0] + z 2^e) / 2^e): in int32,
 # (h + (h >> 31) + R) >> e with R = 2^(e-1) + z 2^e, the sign term only where e > 0. Under a
 # clamp at or above the zero point (relu) the sign term never changes a kept result (a
@@ -258,9 +273,15 @@ class FixedStage:
         scaled = m * np.exp2(left.astype(np.float64))  # M', exact
         off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
         spread = float(np.abs(off).max(initial=0))
-        limit = min(im.INT32_MAX / float(np.exp2(left.max(initial=0))),
-                    (FLOAT64_EXACT - 1) / max(float(scaled.max(initial=1)), 1.0)) - spread
         k1 = scaled * 2.0**-31
+        no_saturation = im.INT32_MAX / float(np.exp2(left.max(initial=0)))  # x << left stays in int32
+        if e.max(initial=0) <= MAX_FIXED_SHIFT and spread * float(scaled.max(initial=0)) < FLOAT64_EXACT / 4:
+            # |offset M'| < 2^51, so beyond |x M'| < 2^53, |a K1| >= 1.5 * 2^21 while |C1| < 2^20 + 1/2:
+            # |h| >= 2^21 - 1 and the result saturates (|h| / 2^e > 2^9) however v rounds;
+            # h + R must only stay in int32.
+            limit = min(no_saturation, (2.0**30 - 2.0**21) / max(float(k1.max(initial=0)), 2.0**-31)) - spread
+        else:
+            limit = min(no_saturation, (FLOAT64_EXACT - 1) / max(float(scaled.max(initial=1)), 1.0)) - spread
         r = np.where(e > 0, np.left_shift(1, np.maximum(e - 1, 0)), 0) + stage.zero_point * np.left_shift(1, e)
         clamped_below = stage.lo >= stage.zero_point
         sign: np.ndarray | bool = False
@@ -287,7 +308,7 @@ class FixedStage:
             h += t
         h += self.r[:n]
         np.right_shift(h, self.e if isinstance(self.e, int) else self.e[:n], out=h)
-        np.clip(h, self.lo, self.hi, out=h)
+        clip(h, self.lo, self.hi, out=h)
         out[...] = h
 
 
@@ -309,6 +330,15 @@ def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None)
     if main is None:
         return None
     k, half, t, d, limit = main
+    r = stage.requant
+    if r.scheme == "fixed" and t is None and stage.negative is None:
+        m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
+        s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.int64)
+        scaled = float((m * np.exp2(np.maximum(-s, 0).astype(np.float64))).max(initial=0))
+        if s.max(initial=0) <= MAX_SATURATING_SHIFT and spread * scaled < FLOAT64_EXACT / 4:
+            # Beyond |x M'| < 2^53, |a K| >= 1.5 * 2^(21-e) while the constant's offset part stays
+            # below 2^(20-e): |y| > 2^(21-e) - 2^9 >= 1536 clips to the right end however it rounds.
+            limit = im.INT32_MAX / float(np.exp2(np.maximum(-s, 0).max(initial=0)))
     negative = None
     if stage.negative is not None:
         neg = requant_terms(stage.negative, channels, False)
@@ -528,8 +558,11 @@ def compiled_stage(op: Operation, stage: im.OutputStage, cols: int, offset: np.n
     if key not in cache:
         fast = float_stage(stage, cols, offset)
         fixed = FixedStage.of(stage, cols, offset, rows)
-        tiled: FloatStage | FixedStage | None = fixed if fixed is not None else (
-            None if fast is None else fast.tiled(rows, acc_type))
+        # The float64 floor is faster without a tie correction (under a relu clamp, or where
+        # every shift is 0); FixedStage's int32 sign term is faster than the float one.
+        tiled: FloatStage | FixedStage | None = None if fast is None else fast.tiled(rows, acc_type)
+        if fixed is not None and (tiled is None or fixed.sign is not False):
+            tiled = fixed
         cache[key] = (fast, tiled, None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True))
     return cache[key]
 
