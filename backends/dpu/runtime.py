@@ -89,9 +89,10 @@ def timing_of(program: ProgramOp) -> Timing:
 
 def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes | np.ndarray,
                 output_shapes: Sequence[Sequence[int]] | None = None, binary: bytes | None = None,
-                hazards: bool = True) -> tuple[list[np.ndarray], SimResult]:
+                hazards: bool = True, timed: bool = True) -> tuple[list[np.ndarray], SimResult]:
     """Simulate `program` (or `binary`, its encoding from model.bin) on int8 inputs;
-    the outputs (int8, in `output_shapes`, default (1, c, h, w)) and the SimResult."""
+    the outputs (int8, in `output_shapes`, default (1, c, h, w)) and the SimResult.
+    `hazards` and `timed` as `simulate` takes them."""
     instructions, layers = program.instructions()
     if binary is not None:
         from backends.dpu.encoding import decode
@@ -104,7 +105,7 @@ def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes
     ddr = ddr_image(program, weights, inputs)
     with one_blas_thread():
         result = simulate(instructions, ddr, program.config(), timing=timing_of(program), layers=layers,
-                          hazards=hazards)
+                          hazards=hazards, timed=timed)
     maps = program.output_maps()
     shapes = output_shapes or [(1, m["shape"][2], m["shape"][0], m["shape"][1]) for m in maps]
     return [read_output(result.ddr, m, s) for m, s in zip(maps, shapes, strict=True)], result
@@ -118,19 +119,23 @@ def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes
 @dataclass
 class Recording:
     """What `recording()` collects: every run's SimResult, in order; `binaries` maps a
-    program's symbol to the binary to run instead of its instructions."""
+    program's symbol to the binary to run instead of its instructions; `hazards` and
+    `timed` are the simulator's options for the runs inside."""
 
     results: list[SimResult] = field(default_factory=list)
     binaries: dict[str, bytes] = field(default_factory=dict)
+    hazards: bool = True
+    timed: bool = True
 
 
 _RECORDING: ContextVar[Recording | None] = ContextVar("dpu_recording", default=None)
 
 
 @contextlib.contextmanager
-def recording(binaries: dict[str, bytes] | None = None) -> Iterator[Recording]:
-    """Collect the SimResults of the dpu.run ops executed inside the block."""
-    rec = Recording(binaries=dict(binaries or {}))
+def recording(binaries: dict[str, bytes] | None = None, hazards: bool = True, timed: bool = True) -> Iterator[Recording]:
+    """Collect the SimResults of the dpu.run ops executed inside the block (simulated
+    with the hazard check and the cycle schedule unless turned off)."""
+    rec = Recording(binaries=dict(binaries or {}), hazards=hazards, timed=timed)
     token = _RECORDING.set(rec)
     try:
         yield rec
@@ -144,7 +149,8 @@ def run_kernel(op: RunOp, args: list[np.ndarray]) -> list[np.ndarray]:
     program = op.program_op()
     rec = _RECORDING.get()
     binary = rec.binaries.get(program.sym_name.data) if rec is not None else None
-    outputs, result = run_program(program, args[:-1], args[-1], [shape_of(r) for r in op.results_], binary)
+    options = {"hazards": rec.hazards, "timed": rec.timed} if rec is not None else {}
+    outputs, result = run_program(program, args[:-1], args[-1], [shape_of(r) for r in op.results_], binary, **options)
     if rec is not None:
         rec.results.append(result)
     return outputs

@@ -949,7 +949,7 @@ class SimResult:
     timing: Timing
     steps: list[Step]
     layer_names: list[str]
-    start: np.ndarray  # (cores, instructions)
+    start: np.ndarray  # (cores, instructions); no cores for an untimed run
     end: np.ndarray
     layers: list[LayerStats]
     seconds: np.ndarray  # host time of each instruction's functional run
@@ -1089,15 +1089,18 @@ def simulate(
     layers: Sequence[str] | None = None,
     order: Sequence[int] | None = None,
     hazards: bool = True,
+    timed: bool = True,
 ) -> SimResult:
     """Run a program (binary or instructions) on a copy of `ddr` and time it.
 
     `layers` names each instruction's layer (a side table as long as the program; the
     builder and the lowering produce it); `order` executes the instructions in another
     order that respects the queues and the tokens (the result must not change: that is
-    what the hazard check guarantees); `hazards=False` skips the check."""
+    what the hazard check guarantees); `hazards=False` skips the check; `timed=False`
+    skips the cycle-level schedule (a functional run: the result has no cycles, no
+    cores and no layers)."""
     with cyclic_gc_paused():
-        return _simulate(program, ddr, config, timing, layers, order, hazards)
+        return _simulate(program, ddr, config, timing, layers, order, hazards, timed)
 
 
 @contextmanager
@@ -1116,7 +1119,7 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: DpuConfig, timing: Timing | None,
-              layers: Sequence[str] | None, order: Sequence[int] | None, hazards: bool) -> SimResult:
+              layers: Sequence[str] | None, order: Sequence[int] | None, hazards: bool, timed: bool) -> SimResult:
     instructions = decode(program) if isinstance(program, bytes | bytearray) else list(program)
     names = list(layers) if layers is not None else [""] * len(instructions)
     if len(names) != len(instructions):
@@ -1135,6 +1138,9 @@ def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: Dpu
             started = time.perf_counter()
             run(machine)
             seconds[i] = time.perf_counter() - started
+    if not timed:
+        untimed = np.zeros((0, len(steps)), np.int64)
+        return SimResult(machine.ddr, config, timing, list(steps), names, untimed, untimed, [], seconds)
     cores = timing.cores or config.cores
     start, end = schedule(steps, pairs, timing, cores, config.bank_num)
     return SimResult(machine.ddr, config, timing, list(steps), names, start, end,
