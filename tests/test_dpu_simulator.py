@@ -197,6 +197,14 @@ def test_binary_program_and_layer_table(rng: np.random.Generator) -> None:
         simulate(case.program, case.ddr(), B1024, layers=["a", "b", "c"])
 
 
+def test_untimed_run_computes_the_same(rng: np.random.Generator) -> None:
+    case = dp.residual_case(rng, B512, 16, 6, 6, tile=bld.Tile(3))
+    timed, untimed = case.run(B512), case.run(B512, timed=False, hazards=False)
+    assert np.array_equal(untimed.ddr.data, timed.ddr.data)
+    assert timed.cores == 1 and len(timed.layers) == 3
+    assert untimed.cores == 0 and untimed.layers == [] and untimed.latency_cycles == 0
+
+
 def test_builder_leaves_out_redundant_inits(rng: np.random.Generator) -> None:
     case = dp.residual_case(rng, B1024, 16, 6, 6)
     assert [i.mnemonic for i in case.program].count("CONVINIT") == 2  # conv1 has relu, conv2 not
