@@ -227,9 +227,16 @@ def section(results: Results, fidelity: Results, speed: dict | None) -> str:
 
 SPEED_NOTES = [
     "The integer convolutions run the same float32 BLAS GEMMs as the float ones (exact: the",
-    "input channels are cut so that every partial sum stays below 2^24; no Winograd, which the",
-    "float run uses for 3x3 convolutions); the difference is the output stage. `pow2` evaluates",
-    "it in float32 (one floor per element), `fixed` needs float64 for its 31-bit multipliers.",
+    "input channels are cut so that every partial sum stays below 2^24), but never Winograd,",
+    "which the float run uses for its 3x3 convolutions (7 ms of its run). The rest is the int8",
+    "path's own work: the output stages, the residual adds (a 65,536-entry table lookup each;",
+    "the float run adds inside its GEMM) and the inputs' conversion to float32. `pow2`",
+    "evaluates its output stage in float32 (one floor per element). `fixed` needs float64 for",
+    "its 31-bit multipliers: under a relu one float64 floor, elsewhere one float64 floor for",
+    "SaturatingRoundingDoublingHighMul and int32 shifts for RoundingDivideByPOT's tie rule",
+    "(about 2.5 and 3 ns per output against pow2's 1.2; the bottlenecks' last convolutions,",
+    "without a relu, hold 60 % of the outputs). With two threads the output stages run on",
+    "both cores while the float run's epilogue does not.",
 ]
 
 

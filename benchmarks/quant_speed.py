@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ def child(repeats: int) -> dict[str, object]:
     from backends.reference import execute
     from benchmarks.common import graph_inputs, light_model, seeded_inputs, timed
     from compiler import import_onnx, quantize, run_pipeline
+    from compiler.program import Program
 
     model = light_model(MODEL, random_weights=True)
     program = run_pipeline(import_onnx(model), PIPELINE)
@@ -52,10 +54,13 @@ def child(repeats: int) -> dict[str, object]:
     for s, q in quantized.items():  # warm-up, and a check that int8 predicts what float does
         got = execute(q, feeds)
         agree[s] = all(int(np.argmax(got[k])) == int(np.argmax(want[k])) for k in want)
+    def run(p: Program) -> Callable[[], object]:
+        return lambda: execute(p, feeds)
+
     for _ in range(repeats):
-        runs["float"].append(timed(lambda: execute(program, feeds))[0])
+        runs["float"].append(timed(run(program))[0])
         for s, q in quantized.items():
-            runs[s].append(timed(lambda q=q: execute(q, feeds))[0])
+            runs[s].append(timed(run(q))[0])
     return {"runs": runs, "agree": agree}
 
 

@@ -52,7 +52,7 @@ from dialects import nn, qnn
 
 # np.clip's ufunc without np.clip's Python wrapper (which builds an np.iinfo per call on
 # integer arrays: a tenth of a slab's time).
-clip = np._core.umath.clip
+clip: np.ufunc = np._core.umath.clip  # type: ignore[attr-defined]
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums below it
 FLOAT64_EXACT = 2**53
 SLAB_ELEMENTS = 1 << 15  # int64 temporaries of 256 KiB: they stay in L2 cache
