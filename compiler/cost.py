@@ -6,7 +6,10 @@ PEs, this tile and these tensors on chip? -- and get one `LayerCost`:
 - DRAM bytes: each tensor's size times how often the loop order re-reads it (below);
 - memory cycles: DRAM bytes / bandwidth x clock (instances of an engine share the DRAM);
 - cycles: max(compute, memory) with double buffering (transfers hide behind compute),
-  compute + memory without;
+  compute + memory without; an engine kind may add what double buffering does not hide
+  (`EngineKind.overheads`: max(compute + a, memory + b); a DPU's first loads and last save
+  of a layer, its per-instruction latencies) and move other bytes than the loop order
+  says (`EngineKind.traffic`: a DPU's weights in bank layout, concatenation by placement);
 - on-chip bytes: the tile's input, weight and output buffers, x2 when double-buffered;
 - energy: MACs x mac_energy + DRAM bytes x DRAM pJ/B + on-chip bytes accessed x the
   buffer memory's pJ/B (accesses: every DRAM byte passes through a buffer once, and the
@@ -188,9 +191,12 @@ def layer_cost(
     clock = target.clock_of(eng)
 
     compute = int(plugin.compute_cycles(layer, eng, p, t))
-    traffic = dram_traffic(layer, t, placement)
+    traffic = placed(plugin.traffic(layer, eng, t), placement)
     memory = int(memory_cycles(traffic.total, target, eng))
-    cycles = max(compute, memory) if double_buffered else compute + memory
+    extra = plugin.overheads(layer, eng, target, t)
+    overlapped = max(compute + extra.compute, memory + extra.memory)
+    # Without double buffering nothing overlaps (and that is never faster).
+    cycles = overlapped if double_buffered else max(overlapped, compute + memory)
     onchip = buffer_bytes(layer, t, double_buffered, placement.weights_on_chip)
 
     buffer = target.buffer_of(eng)
@@ -291,7 +297,12 @@ def traffic_terms(layer: Workload, m: Any, n: Any, e: Any, f: Any, order: str) -
 def dram_traffic(layer: Workload, t: Tile, placement: Placement = OFF_CHIP) -> Traffic:
     """DRAM bytes per tensor for a resolved tile (see the module docstring)."""
     assert t.m and t.n and t.e and t.f
-    inputs, weights, outputs = traffic_terms(layer, t.m, t.n, t.e, t.f, t.order)
+    return placed(traffic_terms(layer, t.m, t.n, t.e, t.f, t.order), placement)
+
+
+def placed(terms: Sequence[Any], placement: Placement = OFF_CHIP) -> Traffic:
+    """Traffic of (inputs, weights, outputs) bytes less the tensors `placement` keeps on chip."""
+    inputs, weights, outputs = terms
     return Traffic(
         input=0 if placement.input_on_chip else int(inputs),
         weights=0 if placement.weights_on_chip else int(weights),

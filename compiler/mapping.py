@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -329,6 +329,7 @@ class RoleCosts:
     buffers: np.ndarray  # on-chip bytes of the layer's own buffers (tiles / line buffer)
     supported: np.ndarray  # bool per layer
     ladders: tuple[StageLadder | None, ...] = ()  # pipeline layers' memory options (SESL)
+    overheads: np.ndarray | None = None  # layers x 2: the engine's Overheads (compute, memory); None: none
 
     @property
     def zero_work(self) -> np.ndarray:
@@ -386,6 +387,7 @@ def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
     n = len(graph)
     curves = np.full((n, max_pes), UNREACHABLE, dtype=np.int64)
     traffic = np.zeros((n, 3), dtype=np.int64)
+    overheads = np.zeros((n, 2), dtype=np.int64)
     buffers = np.zeros(n, dtype=np.int64)
     supported = np.zeros(n, dtype=bool)
     chosen: list[Tile | None] = []
@@ -405,10 +407,11 @@ def role_costs(graph: LayerGraph, target: Target, role: str, max_pes: int,
         assert tile.m and tile.n and tile.e and tile.f
         # A pipeline layer's weights: one pass (the plan says how many a frame takes).
         rows = layer.out_h if role == SESL else tile.e
-        traffic[i] = [int(t) for t in traffic_terms(layer, tile.m, tile.n, rows, tile.f, tile.order)]
+        traffic[i] = plugin.traffic(layer, engine, replace(tile, e=rows))
+        overheads[i] = plugin.overheads(layer, engine, target, tile)
         buffers[i] = buffer_bytes(layer, tile) * (engine.count if role == SEML else 1)
     ladders = tuple(StageLadder.of(w) if ok else None for w, ok in zip(graph.layers, supported, strict=True)) if role == SESL else ()
-    return RoleCosts(engine, role, tuple(chosen), curves, traffic, buffers, supported, ladders)
+    return RoleCosts(engine, role, tuple(chosen), curves, traffic, buffers, supported, ladders, overheads)
 
 
 # ---------------------------------------------------------------------------------------
@@ -805,12 +808,13 @@ def _best_for_split(
         dram += int(bytes_m.sum())
         mem_m = np.asarray(memory_cycles(bytes_m, target, costs_m.engine), dtype=np.int64)
         curves = costs_m.curves[reused]
+        extra = costs_m.overheads[reused] if costs_m.overheads is not None else np.zeros((len(reused), 2), np.int64)
         engine = costs_m.engine
         scale = 1.0 / (engine.count * target.clock_of(engine))
         need_m = engine.fixed_pes * engine.count if engine.fixed_pes is not None else 1
 
         def reused_time(pes: int) -> float:
-            return float(np.maximum(curves[:, pes - 1], mem_m).astype(np.float64).sum()) * scale
+            return float(np.maximum(curves[:, pes - 1] + extra[:, 0], mem_m + extra[:, 1]).astype(np.float64).sum()) * scale
 
     memory_s = 0  # the slowest pipeline stage's memory cycles
     if piped:

@@ -442,7 +442,7 @@ class Lowered:
             tile = tile_of(instructions)
             if tile is not None:
                 attrs["tile"] = ints(list(tile))
-                cycles = model_cycles(plan.op, tile, target)
+                cycles = model_cycles(plan.op, tile, target, self.copied_channels(plan))
                 if cycles is not None:
                     attrs["model_cycles"] = i64attr(cycles)
             layers.append((plan.name, attrs, instructions))
@@ -453,6 +453,19 @@ class Lowered:
             "inputs": _map_list(self.inputs, self.maps), "outputs": _map_list(self.outputs, self.maps),
         }
         return ProgramOp.build(properties=props, regions=[program_region(layers)])
+
+    def copied_channels(self, plan: Plan) -> int:
+        """Channels of a concatenation that ELEW copies (its other operands' producers
+        SAVE them in place); 0 for other layers."""
+        if plan.kind != "concat":
+            return 0
+        y, first, copied = self.maps[plan.result], 0, 0
+        for v in plan.reads:
+            chans = shape_of(v)[1]
+            if self.maps[v] != y.channels(first, chans):
+                copied += chans
+            first += chans
+        return copied
 
 
 def _map_attr(value: SSAValue, m: FeatureMap) -> Attribute:
@@ -488,14 +501,15 @@ def tile_of(instructions: Sequence) -> tuple[int, int, int] | None:
             max(i[COMPUTE[i.mnemonic]] for i in compute))
 
 
-def model_cycles(op: Operation, tile: tuple[int, int, int], target: Target) -> int | None:
+def model_cycles(op: Operation, tile: tuple[int, int, int], target: Target, copied: int = 0) -> int | None:
     """Cycles of the cost model (compiler/cost.py) for the layer with the tile the lowering
-    chose; None for what it has no model of."""
+    chose (`copied`: a concatenation's channels that ELEW copies); None for what it has no
+    model of."""
     from compiler.cost import layer_cost
     from compiler.engines.base import Tile as CostTile
-    from compiler.engines.workload import workload_of
+    from compiler.engines.dpu import lowered_workload
 
-    workload = workload_of(op)
+    workload = lowered_workload(op, copied)
     if workload is None:
         return None
     rows, cols, chans = tile

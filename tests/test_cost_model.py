@@ -26,6 +26,9 @@ ZCU102 = load_target("zcu102")
 
 CONV = Workload.conv("c1", 64, 64, 56, 56, 3, 3, pad=1, elem_bytes=1)  # a ResNet 3x3, int8
 IN, WT, OUT = 64 * 56 * 56, 64 * 64 * 9, 64 * 56 * 56  # bytes of input, weights, output
+# On the DPU the weights load in bank layout (no padding for 64 x 64 channels of B4096's
+# 16 x 16) with one 8-byte bias record per output channel (docs/isa.md section 3).
+DPU_WT = WT + 8 * 64
 
 
 def test_workload_sizes() -> None:
@@ -149,16 +152,54 @@ def test_dpu_layer_by_hand() -> None:
     cost = layer_cost(CONV, DPU)
     assert cost.compute_cycles == 56 * 7 * 4 * 4 * 9
     # Three cores share 19.2 GB/s; bytes / (6.4 GB/s) at 281 MHz.
-    assert cost.memory_cycles == math.ceil((IN + WT + OUT) * 281e6 / 6.4e9)
-    assert cost.cycles == max(cost.compute_cycles, cost.memory_cycles)
+    assert cost.memory_cycles == math.ceil((IN + DPU_WT + OUT) * 281e6 / 6.4e9)
+
+    def transfer(nbytes: int) -> int:  # the simulator's LOAD / SAVE: DDR latency, then the bytes
+        return 100 + math.ceil(nbytes * 281e6 / 6.4e9)
+
+    # One tile (the whole map): before its CONV the weights, bias records and input load
+    # (the input's padding is not fetched); after it the output saves. CONVINIT takes a
+    # cycle, the CONV its pipeline fill of 16. The layer before's last SAVE overlaps the
+    # first LOAD by its DDR latency.
+    prologue = transfer(WT) + transfer(8 * 64) + transfer(IN) - 100
+    compute_path = cost.compute_cycles + 1 + 16 + prologue + transfer(OUT)
+    memory_path = cost.memory_cycles + 3 * 100  # the three LOADs' latencies before the DDR streams
+    assert cost.cycles == max(compute_path, memory_path) == compute_path
     assert cost.seconds == pytest.approx(cost.cycles / 281e6)
     serial = layer_cost(CONV, DPU, double_buffered=False)
-    assert serial.cycles == cost.compute_cycles + cost.memory_cycles
+    assert serial.cycles == max(cost.cycles, cost.compute_cycles + cost.memory_cycles)
+
+    # Tiles of 6 rows: ten tiles of 6 rows, the last of 2; the first input tile is 6 + 2
+    # rows less the padding row above; the last output tile is 2 rows.
+    rows = layer_cost(CONV, DPU, tile=Tile(e=6))
+    assert rows.compute_cycles == cost.compute_cycles
+    prologue = transfer(WT) + transfer(8 * 64) + transfer(7 * 56 * 64) - 100
+    assert rows.cycles == cost.compute_cycles + 1 + 10 * 16 + prologue + transfer(2 * 56 * 64)
+
+
+def test_dpu_output_channel_tiles_wait_for_their_weights() -> None:
+    """The second tile of output channels waits for its weights, bias and first input,
+    which load only while the last two row tiles of the first compute (the load queue is
+    at most two tiles ahead)."""
+    conv = Workload.conv("c", 256, 256, 28, 28, 3, 3, pad=1, elem_bytes=1)
+    cost = layer_cost(conv, DPU, tile=Tile(m=128, e=1))  # 2 channel tiles x 28 row tiles
+
+    def transfer(nbytes: int) -> int:
+        return 100 + math.ceil(nbytes * 281e6 / 6.4e9)
+
+    step = 4 * 16 * 8 * 9 + 16  # a CONV of one row: ceil(28/8) x 256/16 x 128/16 x 9 taps, its fill
+    weights = transfer(8 * 9 * 16 * 256) + transfer(8 * 128)  # 8 OCP groups x 9 taps x 16 words of 256 B; bias
+    first_input = transfer(2 * 28 * 256)  # the 3-row window less the padding row above
+    stall = transfer(cost.traffic.input // 56) + weights + first_input - 2 * step
+    assert cost.traffic.weights == 2 * (8 * 9 * 16 * 256 + 8 * 128) and stall > 0
+    prologue = weights + first_input - 100  # overlapped by the layer before's last SAVE's latency
+    assert cost.cycles == cost.compute_cycles + 1 + 56 * 16 + prologue + transfer(28 * 128) + stall
+    assert cost.cycles > cost.memory_cycles + 3 * 100  # compute-bound
 
 
 def test_energy_by_hand() -> None:
     cost = layer_cost(CONV, DPU)
-    dram = IN + WT + OUT
+    dram = IN + DPU_WT + OUT
     assert cost.energy.compute == pytest.approx(CONV.macs * 0.23e-12)
     assert cost.energy.dram == pytest.approx(dram * 160e-12)
     # Every DRAM byte passes a buffer; the array reads PP·ICP inputs + ICP·OCP weights a cycle.
@@ -170,7 +211,7 @@ def test_energy_by_hand() -> None:
 def test_roofline_classification() -> None:
     assert DPU.ridge_point == pytest.approx(2 * 3 * 2048 * 281e6 / 19.2e9)
     conv = layer_cost(CONV, DPU)
-    assert conv.intensity == pytest.approx(2 * CONV.macs / (IN + WT + OUT))
+    assert conv.intensity == pytest.approx(2 * CONV.macs / (IN + DPU_WT + OUT))
     assert conv.ridge == pytest.approx(DPU.ridge_point)  # the engine has the whole budget
     assert conv.bound == "compute"
     fc = layer_cost(Workload.gemm("fc", 1, 2048, 1000, elem_bytes=1), DPU)  # 2 ops per weight byte

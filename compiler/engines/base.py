@@ -8,10 +8,12 @@ An engine kind says
 - which layers it runs, and why not when not (`supports` -> `Support`),
 - how many cycles a layer's arithmetic takes given PEs and a tile (`compute_cycles`),
 - how many operand bytes its PE array reads from on-chip buffers per cycle (for energy),
+- optionally, the DRAM bytes a tile moves when the engine moves other bytes than the loop
+  order says (`traffic`) and what does not overlap when it double-buffers (`overheads`),
 - and its lowerings to target-level dialects (`lowerings`, the hook the lowering issues fill).
 
-Memory traffic, overlap, energy and the roofline are not the engine's business: the one
-cost model (compiler/cost.py) derives them for every kind alike.
+Memory traffic, overlap, energy and the roofline are otherwise not the engine's business:
+the one cost model (compiler/cost.py) derives them for every kind alike.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from compiler.errors import LayerloomError, UnsupportedError
 from compiler.hw.schema import Param
 
 if TYPE_CHECKING:
-    from compiler.hw.model import Engine
+    from compiler.hw.model import Engine, Target
 
 LOOP_ORDERS = ("output", "weight", "input", "stream")
 
@@ -92,6 +94,17 @@ class Tile:
 
 
 WHOLE = Tile()
+
+
+class Overheads(NamedTuple):
+    """Cycles a double-buffered layer adds to its compute and to its DRAM transfers before
+    the two overlap: cycles = max(compute + overheads.compute, memory + overheads.memory)."""
+
+    compute: int = 0
+    memory: int = 0
+
+
+NO_OVERHEADS = Overheads()
 
 
 class EngineKind(ABC):
@@ -160,6 +173,23 @@ class EngineKind(ABC):
         edge-fed square array (rows + columns operands per cycle)."""
         side = float(np.ceil(np.sqrt(pes)))
         return 2.0 * side * layer.elem_bytes
+
+    def traffic(self, layer: Workload, engine: Engine, tile: Tile) -> tuple[int, int, int]:
+        """DRAM bytes (inputs, weights, outputs) of the layer with the (resolved) `tile` and
+        every tensor off chip. Default: the cost model's loop-order formulas
+        (compiler/cost.py); an engine whose transfers differ (a DPU's weights in its bank
+        layout, a concatenation it never copies) says so."""
+        from compiler.cost import traffic_terms
+
+        assert tile.m and tile.n and tile.e and tile.f
+        inputs, weights, outputs = traffic_terms(layer, tile.m, tile.n, tile.e, tile.f, tile.order)
+        return int(inputs), int(weights), int(outputs)
+
+    def overheads(self, layer: Workload, engine: Engine, target: Target, tile: Tile) -> Overheads:
+        """What double buffering does not hide (see `Overheads`), for the (resolved) `tile`
+        with every tensor off chip. Default: nothing -- transfers overlap compute completely
+        and the layer takes max(compute, memory) cycles."""
+        return NO_OVERHEADS
 
     def lowering_for(self, target: str) -> Callable[..., Any]:
         ref = self.lowerings.get(target)

@@ -17,7 +17,7 @@
 // tile from `input`, one CONV, the output to `work` + 0. Only the last LOAD signals: the
 // load queue runs in order. The CONV signals load too: the next layer's weights overwrite
 // words it reads (double-buffer WAR).
-// CHECK:      dpu.layer "conv1" attributes {kind = "conv", output = {reg = "work", offset = 0 : i64, shape = array<i64: 6, 6, 4>, strides = array<i64: 24, 4>, scale = 6.250000e-02 : f64}, tile = array<i64: 6, 6, 4>, model_cycles = 11 : i64} {
+// CHECK:      dpu.layer "conv1" attributes {kind = "conv", output = {reg = "work", offset = 0 : i64, shape = array<i64: 6, 6, 4>, strides = array<i64: 24, 4>, scale = 6.250000e-02 : f64}, tile = array<i64: 6, 6, 4>, model_cycles = 348 : i64} {
 // CHECK-NEXT:   dpu.convinit kernel_h=1 kernel_w=1 act=relu
 // CHECK-NEXT:   dpu.load mem=weights addr=0x0 reg=weights offset=0x0 rows=1 cols=1 chans=256 row_stride=0 col_stride=256
 // CHECK-NEXT:   dpu.load mem=bias addr=0x0 reg=weights offset=0x100 rows=1 cols=4 chans=8 row_stride=0 col_stride=8

@@ -5,7 +5,7 @@
 // of 24 rows. The weights load once; the tiles alternate input banks 0/1 and output banks
 // 2/3, so the LOAD of the second tile needs no token from the first CONV (it overlaps it)
 // and the second CONV none from the first SAVE. The output map is the program's output.
-// CHECK:      dpu.layer "conv" attributes {kind = "conv", output = {reg = "output", offset = 0 : i64, shape = array<i64: 48, 48, 16>, strides = array<i64: 768, 16>, scale = 6.250000e-02 : f64}, tile = array<i64: 24, 48, 16>, model_cycles = 3406 : i64} {
+// CHECK:      dpu.layer "conv" attributes {kind = "conv", output = {reg = "output", offset = 0 : i64, shape = array<i64: 48, 48, 16>, strides = array<i64: 768, 16>, scale = 6.250000e-02 : f64}, tile = array<i64: 24, 48, 16>, model_cycles = 4686 : i64} {
 // CHECK-NEXT:   dpu.convinit kernel_h=3 kernel_w=3 act=relu
 // CHECK-NEXT:   dpu.load mem=weights addr=0x0 reg=weights offset=0x0 rows=1 cols=9 chans=256 row_stride=0 col_stride=256
 // CHECK-NEXT:   dpu.load mem=bias addr=0x0 reg=weights offset=0x900 rows=1 cols=16 chans=8 row_stride=0 col_stride=8
