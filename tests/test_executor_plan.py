@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 from xdsl.dialects.builtin import StringAttr
 
 from backends.reference import KERNELS, blas, execute
-from backends.reference.executor import _plan_of
+from backends.reference.executor import _conv_fusions, _plan_of, _residual_fusions
 from compiler import import_onnx, run_pipeline
 from compiler.program import Program
 from dialects import nn
@@ -128,6 +128,78 @@ def test_no_fusion_where_it_would_change_the_result() -> None:
     check(nodes, {"x": x}, consts, steps=6 - 1)
     nodes = [conv("x", "w1", "c1"), helper.make_node("Add", ["c1", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
     check(nodes, {"x": x}, consts, outputs=["y", "s"], steps=2)  # the add fuses, the relu does not
+
+
+def fusions_of(program: Program) -> list[set[str]]:
+    """The conv fusions of the program's plan, in op order: the names of the options set."""
+    block = _plan_of(program.module, program.source).main.body.block
+    options = _conv_fusions(block, _residual_fusions(block))
+    return [{k for k, v in vars(options[op]).items() if v} if op in options else set()
+            for op in block.ops if isinstance(op, nn.Conv2dOp)]
+
+
+def bottleneck(stride: int, activation: str = "Relu", **activation_attrs: object) -> tuple[list, dict, dict]:
+    """ResNet's bottleneck block: 1x1 -> 3x3 (stride) -> 1x1, plus the input (through a
+    strided 1x1 conv when the stride is 2), then relu; the inner activations are `activation`."""
+    x = random(1, 16, 12, 12, seed=30)
+    consts = {"wa": he(16, 16, 1, 31), "ba": random(16, seed=32), "wb": he(16, 16, 3, 33), "bb": random(16, seed=34),
+              "wc": he(32, 16, 1, 35), "bc": random(32, seed=36), "wd": he(32, 16, 1, 37), "bd": random(32, seed=38)}
+    act_inputs = {"Clip": ["lo", "hi"]}.get(activation, [])
+    consts |= {"lo": np.array(0.25, np.float32), "hi": np.array(1.5, np.float32)} if act_inputs else {}
+    nodes = [
+        conv("x", "wa", "a", "ba"),
+        helper.make_node(activation, ["a", *act_inputs], ["ra"], **activation_attrs),
+        conv("ra", "wb", "b", "bb", pads=[1, 1, 1, 1], strides=[stride, stride]),
+        helper.make_node(activation, ["b", *act_inputs], ["rb"], **activation_attrs),
+        conv("rb", "wc", "c", "bc"),
+        conv("x", "wd", "d", "bd", strides=[stride, stride]),
+        helper.make_node("Add", ["c", "d"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    return nodes, {"x": x}, consts
+
+
+@pytest.mark.parametrize("stride", [1, 2], ids=["winograd", "im2col"])
+@pytest.mark.parametrize(
+    "activation, attrs",
+    [("Relu", {}), ("Clip", {}), ("LeakyRelu", {"alpha": 0.3})],
+    ids=["relu", "clip", "leaky_relu"],
+)
+def test_bottleneck_chain(stride: int, activation: str, attrs: dict) -> None:
+    """The first 1x1 conv leaves its activation to the 3x3 conv, which applies it as it copies
+    its input (never to the padding: a clip to [0.25, 1.5] would turn padding zeros into 0.25);
+    the 3x3 conv gives its result a channel of ones, which the last 1x1 conv's GEMM uses for
+    its bias; the downsampling conv accumulates into the last conv's result."""
+    nodes, feeds, consts = bottleneck(stride, activation, **attrs)
+    check(nodes, feeds, consts, steps=4)
+    program = compiled(nodes, feeds, consts, ["y"])
+    execute(program, feeds)
+    assert fusions_of(program) == [
+        {"defer_activation"}, {"input_activation", "ones_channel"}, {"bias_in_k"}, {"residual", "activation"},
+    ]
+
+
+def test_identity_block_chain() -> None:
+    """The last 1x1 conv of an identity block takes its bias from the ones channel and its
+    residual as the GEMM's initial output: the whole add costs no pass."""
+    nodes, feeds, consts = bottleneck(1)
+    consts["wc"] = he(16, 16, 1, 39)
+    consts["bc"] = random(16, seed=40)
+    nodes = [n for n in nodes if n.output[0] not in ("d", "s", "y")]
+    nodes += [helper.make_node("Add", ["x", "c"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    check(nodes, feeds, consts, steps=3)
+    program = compiled(nodes, feeds, consts, ["y"])
+    execute(program, feeds)
+    assert fusions_of(program) == [{"defer_activation"}, {"input_activation", "ones_channel"}, {"residual", "activation", "bias_in_k"}]
+
+
+def test_no_chain_when_a_result_has_other_readers() -> None:
+    nodes, feeds, consts = bottleneck(1)
+    nodes.append(helper.make_node("Concat", ["ra", "rb"], ["z"], axis=1))
+    check(nodes, feeds, consts, outputs=["y", "z"])
+    program = compiled(nodes, feeds, consts, ["y", "z"])
+    execute(program, feeds)
+    assert fusions_of(program) == [set(), set(), set(), {"residual", "activation"}]
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ its memory, so elementwise kernels (relu, add, ...) can write their result into 
 
 The walk is planned once per module and kept while the module stays as it was (`_Plan`):
 values live in numbered slots, each op's kernel has read its attributes (`kernels.prepare`),
-weights are looked up once, and a convolution whose only reader is an add (a residual
-connection), optionally followed by a relu, runs as one step that accumulates its GEMM into
-the other addend (`kernels.prepare_residual`): no pass over the map for the add or the relu.
+weights are looked up once, and convolutions join the ops around them (`_conv_fusions`): one
+whose only reader is an add (a residual connection), optionally followed by a relu, runs as
+one step that accumulates its GEMM into the other addend: no pass over the map for the add.
 """
 
 from __future__ import annotations
@@ -24,7 +24,20 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from backends.reference.kernels import KERNELS, Prepared, prepare, prepare_residual, read_only, weight_array
+from backends.reference.kernels import (
+    KERNELS,
+    ConvFusion,
+    Prepared,
+    activation_of,
+    copies_input,
+    fusable,
+    fused_activation,
+    makes_ones_channel,
+    prepare,
+    read_only,
+    takes_ones_channel,
+    weight_array,
+)
 from compiler.errors import LayerloomError
 from compiler.program import Program, WeightStore, _io_names, weights_of
 from compiler.tensors import dtype_of
@@ -82,6 +95,7 @@ class _Plan:
         steps: list[tuple[Prepared, list[SSAValue], Sequence[SSAValue], Operation]] = []
         fused = _residual_fusions(block)
         absorbed = {op for key, pattern in fused.items() for op in pattern if op is not None and op is not key}
+        options = _conv_fusions(block, fused)
         returned: list[SSAValue] = []
         for op in block.ops:
             if isinstance(op, ReturnOp):
@@ -93,11 +107,9 @@ class _Plan:
             elif op in fused:
                 conv, add, act = fused[op]
                 residual = add.operands[1] if add.operands[0] is conv.results[0] else add.operands[0]
-                run = prepare_residual(conv, add, act)
-                assert run is not None
-                steps.append((run, [*conv.operands, residual], (act or add).results, act or add))
+                steps.append((prepare(conv, options[conv]), [*conv.operands, residual], (act or add).results, act or add))
             elif op not in absorbed:
-                steps.append((prepare(op), list(op.operands), op.results, op))
+                steps.append((prepare(op, options.get(op)), list(op.operands), op.results, op))
         self.outputs = [slot(v) for v in returned]
         # The last step that reads each value; values nobody reads die where they are made.
         last: dict[SSAValue, int] = {arg: -1 for arg in block.args}
@@ -192,31 +204,51 @@ def _plan_of(module: ModuleOp, source: str) -> _Plan:
 _PLAN_ATTRIBUTE = "_reference_executor_plan"
 
 
-def _residual_fusions(block: Block) -> dict[Operation, tuple[Operation, Operation, Operation | None]]:
+def _residual_fusions(block: Block) -> dict[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]]:
     """Residual connections to run as one step, keyed by the op where that step runs (the
     add, or the activation after it): (conv, add, activation or None). The conv's result
     must be read by the add alone and the add's other operand must have its shape; of two
     such convs the later one fuses (the other's result is ready by then)."""
     order = {op: i for i, op in enumerate(block.ops)}
-    fusions: dict[Operation, tuple[Operation, Operation, Operation | None]] = {}
+    fusions: dict[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]] = {}
     for add in block.ops:
-        if not isinstance(add, nn.AddOp) or add.operands[0] is add.operands[1]:
+        if not (isinstance(add, nn.AddOp) and fusable(add)) or add.operands[0] is add.operands[1]:
             continue
         candidates = [
             v.owner for v in add.operands
-            if isinstance(v.owner, nn.Conv2dOp) and v.has_one_use() and v.type == add.results[0].type
-            and add.operands[0].type == add.operands[1].type
+            if isinstance(v.owner, nn.Conv2dOp) and fusable(v.owner) and v.owner.properties.get("activation") is None
+            and v.has_one_use() and v.type == add.results[0].type and add.operands[0].type == add.operands[1].type
         ]
         if not candidates:
             continue
         conv = max(candidates, key=order.__getitem__)
         user = add.results[0].get_user_of_unique_use()
-        act = user if isinstance(user, (nn.ReluOp, nn.ClipOp, nn.LeakyReluOp)) else None
-        if act is not None and prepare_residual(conv, add, act) is None:
-            act = None
-        if prepare_residual(conv, add, act) is not None:
-            fusions[act or add] = (conv, add, act)
+        act = user if user is not None and activation_of(user) is not None and fusable(user) else None
+        fusions[act or add] = (conv, add, act)
     return fusions
+
+
+def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]]
+                  ) -> dict[Operation, ConvFusion]:
+    """How each convolution joins the ops around it (`kernels.ConvFusion`): the residual
+    connections above; and where a conv's result is read by one conv alone, either the
+    first gives its result a channel of ones for the second's bias (a 1x1 conv: its GEMM
+    then adds the bias, no pass of its own even beside a residual), or the first leaves its
+    activation to the second, which applies it as it copies its input (Winograd, im2col)."""
+    options: dict[Operation, dict[str, object]] = {}
+    for conv, _, act in residuals.values():
+        options[conv] = {"residual": True, "activation": None if act is None else activation_of(act)}
+    for op in block.ops:
+        source = op.operands[0].owner if isinstance(op, nn.Conv2dOp) and fusable(op) else None
+        if not (isinstance(source, nn.Conv2dOp) and fusable(source) and op.operands[0].has_one_use()):
+            continue
+        made, taken = options.setdefault(source, {}), options.setdefault(op, {})
+        if takes_ones_channel(op) and makes_ones_channel(source) and not made.get("residual") and not made.get("bias_in_k"):
+            made["ones_channel"] = taken["bias_in_k"] = True
+        elif copies_input(op) and source.properties.get("activation") is not None and not made.get("residual"):
+            made["defer_activation"] = True
+            taken["input_activation"] = fused_activation(source)
+    return {op: ConvFusion(**kwargs) for op, kwargs in options.items() if kwargs}  # type: ignore[arg-type]
 
 
 def _memory(array: np.ndarray) -> np.ndarray:

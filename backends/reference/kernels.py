@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -67,32 +68,28 @@ def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     return run_kernel(op, [read_only(a) for a in args])
 
 
-def prepare(op: Operation) -> Prepared:
+def prepare(op: Operation, fusion: ConvFusion | None = None) -> Prepared:
     """`op`'s kernel as a function of its operands alone, for running the op many times
-    (the executor's plan): hot kernels read their attributes once here. Results are not
-    cast to the result types (`run_kernel` does that)."""
+    (the executor's plan): hot kernels read their attributes once here. A conv2d op with
+    the built-in kernel takes `fusion` (see `ConvFusion`; only given when `fusable`).
+    Results are not cast to the result types (`run_kernel` does that)."""
     fn = KERNELS.get(type(op))
     if fn is None:
         raise UnsupportedError(f"the reference executor has no kernel for '{op.name}'", layer_name(op) or op.name)
     if fn is _conv2d:
         assert isinstance(op, nn.Conv2dOp)
-        return conv2d_kernel(op)
+        return conv2d_kernel(op, fusion or ConvFusion())
+    assert fusion is None
     return lambda args: fn(op, args)
 
 
-def prepare_residual(conv: Operation, add: Operation, activation: Operation | None) -> Prepared | None:
-    """conv -> add -> activation (optional) as one function of the conv's operands and the
-    add's other operand: the convolution accumulates into that addend (see `conv2d`), so
-    neither the add nor the activation makes a pass of its own. None unless all three ops
-    have their built-in kernels; the caller checks that the add's other operand has the
-    conv result's shape and that nothing else reads the conv or add result."""
-    if not (isinstance(conv, nn.Conv2dOp) and KERNELS.get(nn.Conv2dOp) is _conv2d and KERNELS.get(type(add)) is _binary
-            and isinstance(add, nn.AddOp) and conv.properties.get("activation") is None):
-        return None
-    fn = None if activation is None else activation_of(activation)
-    if activation is not None and fn is None:
-        return None
-    return conv2d_kernel(conv, residual=True, activation=fn)
+def fusable(op: Operation) -> bool:
+    """Whether the executor may join `op` with its neighbours: a conv2d, add or activation
+    op with its built-in kernel (a replaced kernel runs as it is)."""
+    builtin: dict[type[Operation], Kernel] = {
+        nn.Conv2dOp: _conv2d, nn.AddOp: _binary, nn.ReluOp: _relu, nn.ClipOp: _clip, nn.LeakyReluOp: _leaky_relu,
+    }
+    return type(op) in builtin and KERNELS.get(type(op)) is builtin[type(op)]
 
 
 def run_kernel(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
@@ -235,13 +232,13 @@ def fused_activation(op: Operation) -> Activation | None:
 
 
 def activation_of(op: Operation) -> Activation | None:
-    """A relu / clip / leaky_relu op (with its built-in kernel) as an `Activation`, to fuse
-    into the op before it; None for any other op."""
-    if isinstance(op, nn.ReluOp) and KERNELS.get(nn.ReluOp) is _relu:
+    """A relu / clip / leaky_relu op as an `Activation` (to fuse into the op before it),
+    None for any other op."""
+    if isinstance(op, nn.ReluOp):
         return make_activation("relu")
-    if isinstance(op, nn.ClipOp) and KERNELS.get(nn.ClipOp) is _clip:
+    if isinstance(op, nn.ClipOp):
         return make_activation("clip", _float(op.min), _float(op.max))
-    if isinstance(op, nn.LeakyReluOp) and KERNELS.get(nn.LeakyReluOp) is _leaky_relu:
+    if isinstance(op, nn.LeakyReluOp):
         return make_activation("leaky_relu", alpha=float(op.alpha.value.data))
     return None
 
@@ -375,22 +372,25 @@ def _batchnorm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
-def channels_last(x: np.ndarray) -> np.ndarray:
-    """The contiguous (N, H, W, C) array behind an NCHW-shaped `x`; free when `x` is already
-    channels-last in memory, as every conv2d / pool result is."""
+def channels_last(x: np.ndarray, activation: Activation | None = None) -> np.ndarray:
+    """The contiguous (N, H, W, C) array behind an NCHW-shaped `x`, `activation` applied;
+    free when `x` is already channels-last in memory, as every conv2d / pool result is, and
+    there is no activation."""
     nhwc = x.transpose(0, 2, 3, 1)
-    if nhwc.flags.c_contiguous:
+    if nhwc.flags.c_contiguous and activation is None:
         return nhwc
     out = np.empty(nhwc.shape, dtype=x.dtype)
-    copy_nchw(out, x)
+    copy_nchw(out, x, activation)
     return out
 
 
-def copy_nchw(dst: np.ndarray, x: np.ndarray) -> None:
-    """dst[...] = x.transpose(0, 2, 3, 1): the NCHW-shaped `x` into the channels-last `dst`.
-    From channel-major memory with few channels (an image) one channel at a time: NumPy's
-    single copy would run its inner loop over the channels, three values long."""
-    if x.shape[1] <= 8 and x.strides[1] > x.strides[3]:
+def copy_nchw(dst: np.ndarray, x: np.ndarray, activation: Activation | None = None) -> None:
+    """dst[...] = activation(x.transpose(0, 2, 3, 1)): the NCHW-shaped `x` into the
+    channels-last `dst`. From channel-major memory with few channels (an image) one channel
+    at a time: NumPy's single copy would run its inner loop over the channels, three values long."""
+    if activation is not None:
+        activation(x.transpose(0, 2, 3, 1), dst)
+    elif x.shape[1] <= 8 and x.strides[1] > x.strides[3]:
         for channel in range(x.shape[1]):
             dst[..., channel] = x[:, channel]
     else:
@@ -402,18 +402,20 @@ def as_nchw(y: np.ndarray) -> np.ndarray:
     return y.transpose(0, 3, 1, 2)
 
 
-def pad_nhwc(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Sequence[int] = (0, 0)) -> np.ndarray:
-    """The NCHW-shaped `x` as a channels-last (N, H', W', C) array padded by (top, left,
-    bottom, right) plus `extra` rows / columns at the end: one copy whatever x's layout."""
+def pad_nhwc(x: np.ndarray, pads: Sequence[int], fill: float = 0.0, extra: Sequence[int] = (0, 0),
+             activation: Activation | None = None) -> np.ndarray:
+    """The NCHW-shaped `x`, `activation` applied, as a channels-last (N, H', W', C) array
+    padded by (top, left, bottom, right) plus `extra` rows / columns at the end: one copy
+    whatever x's layout."""
     top, left, bottom, right = pads
     bottom, right = bottom + extra[0], right + extra[1]
     if not (top or left or bottom or right):
-        return channels_last(x)
+        return channels_last(x, activation)
     n, c, h, w = x.shape
     xp = np.empty((n, top + h + bottom, left + w + right, c), dtype=x.dtype)
     for border in (xp[:, :top], xp[:, top + h :], xp[:, top : top + h, :left], xp[:, top : top + h, left + w :]):
         border.fill(fill)
-    copy_nchw(xp[:, top : top + h, left : left + w], x)
+    copy_nchw(xp[:, top : top + h, left : left + w], x, activation)
     return xp
 
 
@@ -439,6 +441,20 @@ def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarra
     are immutable): e.g. a conv weight repacked for the GEMM is repacked once, not per run."""
     if array.flags.writeable:
         return make(array)
+    seen = _DERIVED_BY_OBJECT.get((id(array), kind))  # the same array object as last time: no key to build
+    if seen is not None and seen[0]() is array:
+        return seen[1]
+    value = _derived(array, kind, make)
+    key = (id(array), kind)
+    _DERIVED_BY_OBJECT[key] = (weakref.ref(array, lambda _, key=key, cache=_DERIVED_BY_OBJECT: cache.pop(key, None)), value)  # type: ignore[misc]
+    return value
+
+
+# The executor hands a kernel the same read-only weight array in every run.
+_DERIVED_BY_OBJECT: dict[tuple[int, str], tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     root = array
     while isinstance(root.base, np.ndarray):
         root = root.base
@@ -462,10 +478,22 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumulate
     return np.matmul(a, b, out=out)
 
 
-def initial_output(rows: int, bias: np.ndarray | None, residual: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
+def initial_output(rows: int, bias: np.ndarray | None, residual: np.ndarray | None, dtype: np.dtype,
+                   columns: int = 0, ones_channel: bool = False) -> np.ndarray | None:
     """The (rows, M) array a GEMM accumulates into: `bias` broadcast over the rows plus the
     channels-last `residual` (written in place when writeable and contiguous), or None with
-    neither (the GEMM then writes a fresh array)."""
+    neither (the GEMM then writes a fresh array). With `ones_channel` (no residual) it is
+    the first M = `columns` columns of a (rows, M + 1) array whose last column is 1."""
+    if ones_channel:
+        assert residual is None
+        whole = np.empty((rows, columns + 1), dtype=dtype)
+        whole[:, columns] = 1
+        out = whole[:, :columns]
+        if bias is None:
+            out.fill(0)
+        else:
+            np.copyto(out, bias)
+        return out
     if residual is not None:
         if residual.flags.c_contiguous and residual.flags.writeable and residual.dtype == dtype:
             flat = residual.reshape(rows, -1)
@@ -492,18 +520,27 @@ def conv2d(
     bias: np.ndarray | None = None,
     activation: Activation | None = None,
     residual: np.ndarray | None = None,
+    input_activation: Activation | None = None,
+    ones_channel: bool = False,
 ) -> np.ndarray:
-    """NCHW x OIHW -> a channels-last (N, OH, OW, M) array: the convolution plus `bias` plus
-    `residual` (channels-last (N, OH, OW, M), overwritten with the result when writeable and
-    contiguous), then `activation`. Channels-last makes im2col rows runs of KW*C contiguous
-    inputs and lets the GEMM write (pixels x channels) directly; the next conv reads the
-    result without a copy. A 1x1 kernel is a plain GEMM, accumulated into the bias and
-    residual (no pass of its own for either); depthwise is a multiply-add per kernel tap;
-    other groups batch one GEMM each. Every output is one dot product over (kernel tap,
-    input channel) in BLAS (no Winograd here), which the qnn kernels' exact integer sums rely on."""
+    """NCHW x OIHW -> a channels-last (N, OH, OW, M) array: the convolution of
+    input_activation(x) plus `bias` plus `residual` (channels-last (N, OH, OW, M),
+    overwritten with the result when writeable and contiguous), then `activation`.
+    Channels-last makes im2col rows runs of KW*C contiguous inputs and lets the GEMM write
+    (pixels x channels) directly; the next conv reads the result without a copy. A 1x1
+    kernel is a plain GEMM, accumulated into the bias and residual (no pass of its own for
+    either); `input_activation` rides on the copy im2col makes anyway; depthwise is a
+    multiply-add per kernel tap; other groups batch one GEMM each. With `ones_channel`
+    (group 1, no residual) the result's memory holds one more channel, of ones (see
+    `conv1x1_bias_in_k`). Every output is one dot product over (kernel tap, input channel)
+    in BLAS (no Winograd here), which the qnn kernels' exact integer sums rely on."""
     n, c, _, _ = x.shape
     m, c_per_group, kh, kw = w.shape
     oh, ow = out_hw
+    if input_activation is not None and (group > 1 or kh == kw == 1 and not any(pads)):
+        x = as_nchw(channels_last(x, input_activation))  # no copy of x below to apply it on
+        input_activation = None
+    assert not ones_channel or group == 1 and residual is None
     if group == c and c_per_group == 1:
         y = _depthwise(x, w, strides, pads, dilations, out_hw)
     elif group > 1:
@@ -513,17 +550,42 @@ def conv2d(
             x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
             cols = channels_last(x).reshape(n * oh * ow, c)
         else:
-            windows = window_view(pad_nhwc(x, pads), (kh, kw), strides, dilations, out_hw)
+            windows = window_view(pad_nhwc(x, pads, activation=input_activation), (kh, kw), strides, dilations, out_hw)
             cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
             cols.reshape(windows.shape)[...] = windows
-        # (KH*KW*C, M), contiguous: OpenBLAS is slower with a transposed operand when pixels are few.
-        weights = derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, m))
-        out = initial_output(n * oh * ow, bias, residual, x.dtype)
+        weights = hwio_weights(w)
+        out = initial_output(n * oh * ow, bias, residual, x.dtype, m, ones_channel)
         y = gemm(cols, weights) if out is None else gemm(cols, weights, out=out, accumulate=True)
         y = y.reshape(n, oh, ow, m)
         bias = residual = None  # both are in y already
     finish(y, bias, residual, activation)
     return y
+
+
+def hwio_weights(w: np.ndarray) -> np.ndarray:
+    """An OIHW conv weight as the (KH*KW*C, M) right-hand side of its im2col GEMM, contiguous
+    (OpenBLAS is slower with a transposed operand when pixels are few), made once per weight."""
+    return derived(w, "hwio", lambda a: np.ascontiguousarray(a.transpose(2, 3, 1, 0)).reshape(-1, a.shape[0]))
+
+
+def conv1x1_bias_in_k(x: np.ndarray, weights_and_bias: np.ndarray, out_hw: Sequence[int],
+                      residual: np.ndarray | None = None, activation: Activation | None = None) -> np.ndarray:
+    """A 1x1, stride-1, unpadded convolution whose NCHW-shaped input `x` is a view of
+    channels-last memory holding one more channel, of ones (a conv2d result with
+    `ones_channel`): one GEMM with the bias as the weights' last row (`weights_and_bias`,
+    (C + 1, M)) accumulates into the channels-last `residual` (or a fresh array), then
+    `activation`. The bias costs no pass over the map, not even when there is a residual."""
+    n, c = x.shape[:2]
+    rows = n * out_hw[0] * out_hw[1]
+    nhwc = x.transpose(0, 2, 3, 1)
+    assert nhwc.strides[3] == x.itemsize and nhwc.strides[2] == (c + 1) * x.itemsize
+    assert nhwc.strides[1] == out_hw[1] * nhwc.strides[2] and nhwc.strides[0] == out_hw[0] * nhwc.strides[1]
+    cols = as_strided(nhwc, shape=(rows, c + 1), strides=(nhwc.strides[2], x.itemsize), writeable=False)
+    out = initial_output(rows, None, residual, x.dtype)
+    y = gemm(cols, weights_and_bias) if out is None else gemm(cols, weights_and_bias, out=out, accumulate=True)
+    if activation is not None:
+        activation(y, y)
+    return y.reshape(n, *out_hw, -1)
 
 
 def finish(y: np.ndarray, bias: np.ndarray | None, residual: np.ndarray | None, activation: Activation | None) -> None:
@@ -645,11 +707,14 @@ def winograd_conv3x3(
     bias: np.ndarray | None = None,
     activation: Activation | None = None,
     residual: np.ndarray | None = None,
+    input_activation: Activation | None = None,
+    ones_channel: bool = False,
 ) -> np.ndarray:
-    """A 3x3, stride-1 dense convolution of the NCHW-shaped `x` with F(2x2, 3x3) Winograd:
-    a fresh channels-last (N, OH, OW, M) array, bias and the channels-last `residual`
-    added and activation applied. Rows of tiles go through in chunks whose transformed
-    tiles and products stay in the L2 cache between the passes over them."""
+    """A 3x3, stride-1 dense convolution of input_activation(x) (the NCHW-shaped `x`) with
+    F(2x2, 3x3) Winograd: a fresh channels-last (N, OH, OW, M) array, bias and the
+    channels-last `residual` added and activation applied; with `ones_channel` its memory
+    holds one more channel, of ones (as `conv2d`'s). Rows of tiles go through in chunks
+    whose transformed tiles and products stay in the L2 cache between the passes over them."""
     n, c, h, _ = x.shape
     m = w.shape[0]
     oh, ow = out_hw
@@ -663,9 +728,18 @@ def winograd_conv3x3(
         first = (parity - left) % 2  # the first input column that lands on this parity
         columns = rows[:, :, first::2]
         start = (first + left) // 2
-        xp[:, top : top + h, parity, start : start + columns.shape[2]] = columns
+        target = xp[:, top : top + h, parity, start : start + columns.shape[2]]
+        if input_activation is None:
+            target[...] = columns
+        else:
+            input_activation(columns, target)
     u = derived(w, "winograd", winograd_weights)
-    y = np.empty((n, oh, ow, m), dtype=x.dtype)
+    if ones_channel:
+        y = np.empty((n, oh, ow, m + 1), dtype=x.dtype)
+        y[..., m] = 1
+        y = y[..., :m]
+    else:
+        y = np.empty((n, oh, ow, m), dtype=x.dtype)
     row_bytes = 16 * n * tw * max(c, m) * x.itemsize
     chunks = -(-th // max(1, WINOGRAD_CHUNK_BYTES // row_bytes))
     per_chunk = -(-th // chunks)
@@ -709,30 +783,74 @@ def _winograd_tile_rows(xp: np.ndarray, u: np.ndarray, y: np.ndarray, bias: np.n
             interleave(blocks[i, j, :, : (oh - i + 1) // 2, : (ow - j + 1) // 2], y[:, i::2, j::2])
 
 
-def conv2d_kernel(op: nn.Conv2dOp, residual: bool = False, activation: Activation | None = None) -> Prepared:
-    """The conv2d op as a function of its operands, its attributes read once. With
-    `residual` the function takes one operand more, a map of the result's shape added to
-    the convolution (written over when handed in writeable), and applies `activation`
-    instead of the op's fused one (the executor fuses conv -> add -> relu this way)."""
+@dataclass(frozen=True)
+class ConvFusion:
+    """How the executor's plan joins a conv2d op with the ops around it (all off by default)."""
+
+    residual: bool = False  # one more operand, a map of the result's shape added before the activation
+    activation: Activation | None = None  # with `residual`: the activation after the add (not the op's)
+    defer_activation: bool = False  # leave the op's activation to the one conv that reads its result
+    input_activation: Activation | None = None  # that conv: the activation to apply to its input
+    ones_channel: bool = False  # the result's memory holds one more channel, of ones ...
+    bias_in_k: bool = False  # ... which the one 1x1 conv reading it uses to put its bias into its GEMM
+
+
+def conv2d_kernel(op: nn.Conv2dOp, fusion: ConvFusion = ConvFusion()) -> Prepared:
+    """The conv2d op as a function of its operands (plus the residual with
+    `fusion.residual`), its attributes read once."""
     strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
     group, out_hw = _int(op.group), _result_shape(op)[2:]
     x_type, w_type = op.operands[0].type, op.operands[1].type
     assert isinstance(x_type, TensorType) and isinstance(w_type, TensorType)
     dtype = _compute_dtype(dtype_of(x_type))
     has_bias = len(op.operands) > 2
-    if not residual:
-        activation = fused_activation(op)
+    activation = fusion.activation if fusion.residual else fused_activation(op)
+    if fusion.defer_activation:
+        activation = None
+    residual, input_activation, ones_channel = fusion.residual, fusion.input_activation, fusion.ones_channel
     winograd = winograd_applies(x_type.get_shape(), w_type.get_shape(), strides, dilations, group, out_hw)
+    assert not fusion.bias_in_k or takes_ones_channel(op)
+    packed: list = [None, None, None]  # with bias_in_k: (w, bias, their (C + 1, M) GEMM operand)
 
     def run(args: list[np.ndarray]) -> list[np.ndarray]:
         x, w = args[0].astype(dtype, copy=False), args[1].astype(dtype, copy=False)
         bias = args[2].astype(dtype, copy=False) if has_bias else None
         r = args[-1].transpose(0, 2, 3, 1) if residual else None
+        if fusion.bias_in_k:
+            if packed[0] is not w or packed[1] is not bias:
+                packed[:] = [w, bias, np.concatenate([hwio_weights(w), bias[None]])]  # type: ignore[index]
+            return [as_nchw(conv1x1_bias_in_k(x, packed[2], out_hw, r, activation))]
         if winograd:
-            return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, activation, r))]
-        return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, activation, r))]
+            return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, activation, r, input_activation, ones_channel))]
+        return [as_nchw(conv2d(x, w, strides, pads, dilations, group, out_hw, bias, activation, r, input_activation,
+                               ones_channel))]
 
     return run
+
+
+def _dense_float(op: nn.Conv2dOp) -> bool:
+    """A group-1 float32 / float64 convolution (computed in its own dtype) with the built-in kernel."""
+    t = op.results[0].type
+    assert isinstance(t, TensorType)
+    return KERNELS.get(nn.Conv2dOp) is _conv2d and _int(op.group) == 1 and dtype_of(t) in (np.float32, np.float64)
+
+
+def copies_input(op: nn.Conv2dOp) -> bool:
+    """Whether the conv copies its input anyway (Winograd, im2col): an activation can ride on it."""
+    kh, kw = op.operands[1].type.get_shape()[2:]  # type: ignore[attr-defined]
+    return _dense_float(op) and (kh * kw > 1 or any(nn.int_list(op.pads)))
+
+
+def takes_ones_channel(op: nn.Conv2dOp) -> bool:
+    """Whether the conv can take its bias into its GEMM from an input with a channel of ones."""
+    kh, kw = op.operands[1].type.get_shape()[2:]  # type: ignore[attr-defined]
+    return (_dense_float(op) and kh == kw == 1 and not any(nn.int_list(op.pads)) and len(op.operands) > 2
+            and tuple(nn.int_list(op.strides)) == (1, 1))
+
+
+def makes_ones_channel(op: nn.Conv2dOp) -> bool:
+    """Whether the conv can give its result that channel of ones."""
+    return _dense_float(op)
 
 
 @kernel(nn.Conv2dOp)
