@@ -138,10 +138,12 @@ def fusions_of(program: Program) -> list[set[str]]:
             for op in block.ops if isinstance(op, nn.Conv2dOp)]
 
 
-def bottleneck(stride: int, activation: str = "Relu", **activation_attrs: object) -> tuple[list, dict, dict]:
-    """ResNet's bottleneck block: 1x1 -> 3x3 (stride) -> 1x1, plus the input (through a
-    strided 1x1 conv when the stride is 2), then relu; the inner activations are `activation`."""
-    x = random(1, 16, 12, 12, seed=30)
+def bottleneck(stride: int, activation: str = "Relu", hw: tuple[int, int] = (12, 12),
+               **activation_attrs: object) -> tuple[list, dict, dict]:
+    """ResNet's bottleneck block on a `hw` map: 1x1 -> 3x3 (stride) -> 1x1, plus the input
+    (through a strided 1x1 conv when the stride is 2), then relu; the inner activations are
+    `activation`."""
+    x = random(1, 16, *hw, seed=30)
     consts = {"wa": he(16, 16, 1, 31), "ba": random(16, seed=32), "wb": he(16, 16, 3, 33), "bb": random(16, seed=34),
               "wc": he(32, 16, 1, 35), "bc": random(32, seed=36), "wd": he(32, 16, 1, 37), "bd": random(32, seed=38)}
     act_inputs = {"Clip": ["lo", "hi"]}.get(activation, [])
@@ -177,6 +179,17 @@ def test_bottleneck_chain(stride: int, activation: str, attrs: dict) -> None:
     assert fusions_of(program) == [
         {"defer_activation"}, {"input_activation", "ones_channel"}, {"bias_in_k"}, {"residual", "activation"},
     ]
+
+
+@pytest.mark.parametrize("hw", [(5, 1), (1, 6), (1, 1), (2, 3)])
+def test_bottleneck_chain_on_thin_maps(hw: tuple[int, int]) -> None:
+    """A map one pixel high or wide: NumPy's strides of length-1 axes say nothing about the
+    memory, and the ones channel must still be found."""
+    nodes, feeds, consts = bottleneck(1, hw=hw)
+    check(nodes, feeds, consts, steps=4)
+    program = compiled(nodes, feeds, consts, ["y"])
+    execute(program, feeds)
+    assert "bias_in_k" in fusions_of(program)[2]
 
 
 def test_identity_block_chain() -> None:

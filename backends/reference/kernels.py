@@ -578,9 +578,10 @@ def conv1x1_bias_in_k(x: np.ndarray, weights_and_bias: np.ndarray, out_hw: Seque
     n, c = x.shape[:2]
     rows = n * out_hw[0] * out_hw[1]
     nhwc = x.transpose(0, 2, 3, 1)
-    assert nhwc.strides[3] == x.itemsize and nhwc.strides[2] == (c + 1) * x.itemsize
-    assert nhwc.strides[1] == out_hw[1] * nhwc.strides[2] and nhwc.strides[0] == out_hw[0] * nhwc.strides[1]
-    cols = as_strided(nhwc, shape=(rows, c + 1), strides=(nhwc.strides[2], x.itemsize), writeable=False)
+    pixel = (c + 1) * x.itemsize
+    expected = (out_hw[0] * out_hw[1] * pixel, out_hw[1] * pixel, pixel, x.itemsize)
+    assert all(size == 1 or stride == step for size, stride, step in zip(nhwc.shape, nhwc.strides, expected, strict=True))
+    cols = as_strided(nhwc, shape=(rows, c + 1), strides=(pixel, x.itemsize), writeable=False)
     out = initial_output(rows, None, residual, x.dtype)
     y = gemm(cols, weights_and_bias) if out is None else gemm(cols, weights_and_bias, out=out, accumulate=True)
     if activation is not None:
