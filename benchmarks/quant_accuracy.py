@@ -235,8 +235,8 @@ SPEED_NOTES = [
     "its 31-bit multipliers: under a relu one float64 floor, elsewhere one float64 floor for",
     "SaturatingRoundingDoublingHighMul and int32 shifts for RoundingDivideByPOT's tie rule",
     "(about 2.5 and 3 ns per output against pow2's 1.2; the bottlenecks' last convolutions,",
-    "without a relu, hold 60 % of the outputs). With two threads the output stages run on",
-    "both cores while the float run's epilogue does not.",
+    "without a relu, hold 60 % of the outputs). The two-thread rows need both cores free:",
+    "OpenBLAS's threads wait actively, so any other process on the machine slows them most.",
 ]
 
 

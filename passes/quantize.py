@@ -174,7 +174,7 @@ def layer_name(op: Operation) -> str:
     return op.layer_name if isinstance(op, nn.NNOp) else ""
 
 
-def im_scales(scales: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+def scales_along(scales: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     """Per-channel scales (or one) shaped to broadcast along `axis` of an ndim-d weight."""
     shape = [1] * ndim
     shape[axis] = -1
@@ -473,7 +473,7 @@ class Quantizer(Lowerer):
             return bias
         w = self.weight(op.operands[1])
         assert w is not None
-        error = np.asarray(w, np.float64) * np.float32(factor) - weights * im_scales(scales, weights.ndim, axis)
+        error = np.asarray(w, np.float64) * np.float32(factor) - weights * scales_along(scales, weights.ndim, axis)
         if isinstance(op, nn.Conv2dOp):
             group = int(op.group.value.data)
             m, per_group = error.shape[:2]
