@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 LOAD, COMPUTE, SAVE = range(3)
 QUEUE_INDEX: dict[str | None, int] = {q: k for k, q in enumerate(QUEUES)}
+INIT_OF = {"CONV": "CONVINIT", "DWCONV": "DWINIT", "POOL": "POOLINIT", "ELEW": "ELEWINIT"}
+INITS = frozenset(INIT_OF.values())
 FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
@@ -128,6 +130,7 @@ class Machine:
         # (addr, count, the DDR bytes). What is derived from them is kept with those bytes,
         # across runs (`derived_from`), as the reference executor keeps its repacked weights.
         self.sources: dict[str, list[tuple[int, int, np.ndarray]]] = {"weights": [], "bias": []}
+        self.step: Step = None  # type: ignore[assignment]  # the instruction executing (its errors name it)
 
     def unpacked(self, space: str, addr: int, count: int, key: Any, make: Callable[[], Any]) -> Any:
         """`make()` of words addr .. addr+count-1 of `space`, kept until a LOAD overwrites them."""
@@ -197,6 +200,7 @@ class Step:
     cycles: int = 0
     macs: int = 0
     run: Callable[[Machine], None] | None = None
+    ddr: tuple[str, int] = ("", 0)  # LOAD / SAVE: the DDR region and the box's offset in it
 
     @property
     def name(self) -> str:
@@ -340,8 +344,9 @@ class Planner:
         self.locate = locate
         self.read_only = read_only
         self.inits: dict[str, Instruction] = {}
-        self.planners = {m: getattr(self, f"plan_{'init' if m.endswith('INIT') else m.lower()}")
-                         for m in OPCODES if m != "END"}
+        self.planners = {m: getattr(self, f"plan_{m.lower()}") for m in OPCODES if m != "END" and m not in INITS}
+        self.offset_at = {m: OPCODES[m].record._fields.index("offset") for m in ("LOAD", "SAVE")}
+        self.shared: dict[tuple, tuple] = {}
 
     # -- checks shared by the instructions ------------------------------------------------
 
@@ -382,11 +387,47 @@ class Planner:
     # -- planning --------------------------------------------------------------------------
 
     def plan(self, index: int, ins: Instruction) -> Step:
+        """The step of an instruction. What planning derives from the fields (and the INIT
+        in force) is kept per distinct fields and shared by the instructions that repeat
+        them (a layer's tiles): its run functions take the instruction from the machine;
+        LOAD and SAVE add their DDR box per instruction."""
         queue = QUEUE_INDEX.get(ins.spec.queue)
         step = Step(index, ins, queue)
-        if queue is not None:
-            self.planners[ins.mnemonic](step)
+        if queue is None:
+            return step
+        mnemonic = ins.mnemonic
+        if mnemonic in INITS:
+            self.plan_init(step)
+            return step
+        record = ins.record
+        offset = self.offset_at.get(mnemonic)
+        if offset is None:
+            init = self.inits.get(INIT_OF.get(mnemonic, ""))
+            key: tuple = (mnemonic, record[2:], None if init is None else init.record)
+        else:
+            key = (mnemonic, record[2:offset], record[offset + 1 :])
+        shared = self.shared.get(key)
+        if shared is None:
+            self.planners[mnemonic](step)
+            shared = self.shared[key] = (step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs,
+                                         step.run)
+        else:
+            step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs, step.run = shared
+        if offset is not None:
+            self.place(step, record)
         return step
+
+    def place(self, step: Step, i: Any) -> None:
+        """A LOAD / SAVE's DDR box: its region and offset there, and what it reads or writes."""
+        space, start = self.ddr_box(step, i)
+        step.ddr = (space[4:], start)
+        box = Region(space, start, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        if step.ins.mnemonic == "SAVE":
+            if space in self.read_only:
+                raise self.error(step, f"it writes the read-only region '{space[4:]}'")
+            step.writes = [box]
+        else:  # read-only regions are never written, so their reads need no hazard tracking
+            step.reads = [] if space in self.read_only else [box]
 
     def plan_init(self, step: Step) -> None:
         ins = step.ins
@@ -405,31 +446,27 @@ class Planner:
         rows, cols = i.pad_top + i.rows + i.pad_bottom, i.pad_left + i.cols + i.pad_right
         p = -(-i.chans // width)
         count = rows * cols * p
-        dst = self.words(step, space, i.addr, count, lambda: f"the tile ({rows}x{cols} pixels x {p} words)")
-        src_space, src = self.ddr_box(step, i)
-        read_only = src_space in self.read_only
-        # Read-only regions are never written, so their reads need no hazard tracking.
-        step.reads = [] if read_only else [Region(src_space, src, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)]
-        step.writes = [dst]
+        step.writes = [self.words(step, space, i.addr, count, lambda: f"the tile ({rows}x{cols} pixels x {p} words)")]
         step.banks = (i.bank,) if i.mem == "fmap" else ()
         step.ddr_bytes = i.rows * i.cols * i.chans
-        region, box = src_space[4:], (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        box = (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
         first, stop, shape = i.addr * width, (i.addr + count) * width, (rows, cols, p * width)
         plain = rows == i.rows and cols == i.cols and p * width == i.chans
-        # Words that hold the DDR bytes unchanged (no padding, whole words, dense rows): what
-        # compute derives from weights and bias records loaded so is kept with those bytes.
-        copied = read_only and plain and i.col_stride == i.chans and (i.rows == 1 or i.row_stride == i.cols * i.chans)
+        # Words that hold read-only DDR bytes unchanged (no padding, whole words, dense rows):
+        # what compute derives from weights and bias records loaded so is kept with those bytes.
+        dense = plain and i.col_stride == i.chans and (i.rows == 1 or i.row_stride == i.cols * i.chans)
         derives = space in ("weights", "bias")
         pad = np.uint8(i.pad_value & 0xFF)
         # The whole tile first (padding pixels, and 0 in the bytes past `chans`), then the box.
         fill, pad_chans = (pad, False) if p * width == i.chans else (np.uint8(0), pad != 0)
         inner = (slice(i.pad_top, i.pad_top + i.rows), slice(i.pad_left, i.pad_left + i.cols), slice(0, i.chans))
-        chans = i.chans
+        chans, addr = i.chans, i.addr
 
         def run(m: Machine) -> None:
-            data = strided_box(m.ddr.arrays[region], src, *box)
+            region, start = m.step.ddr
+            data = strided_box(m.ddr.arrays[region], start, *box)
             if derives:
-                m.loaded(space, i.addr, count, data.reshape(-1) if copied else None)
+                m.loaded(space, addr, count, data.reshape(-1) if dense and not data.flags.writeable else None)
             tile = m.memories[space][first:stop].reshape(shape)
             if plain:
                 tile[...] = data
@@ -444,23 +481,20 @@ class Planner:
     def plan_save(self, step: Step) -> None:
         i = step.ins.record
         src = self.tile(step, i.bank, i.addr, i.rows, i.cols, i.chans, "the tile")
-        dst_space, dst = self.ddr_box(step, i)
-        if dst_space in self.read_only:
-            raise self.error(step, f"it writes the read-only region '{dst_space[4:]}'")
         if overlapping_box(i.rows, i.cols, i.chans, i.row_stride, i.col_stride):
             raise self.error(step, f"its DDR box ({i.rows}x{i.cols}x{i.chans}, row_stride {i.row_stride}, "
                                    f"col_stride {i.col_stride}) overlaps itself")
         step.reads = [src]
-        step.writes = [Region(dst_space, dst, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)]
         step.banks = (i.bank,)
         step.ddr_bytes = i.rows * i.cols * i.chans
-        region, box = dst_space[4:], (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
+        box = (i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
         width = self.config.icp
         space, first, stop = src.space, src.start * width, src.stop * width
         shape, chans = (i.rows, i.cols, -(-i.chans // width) * width), i.chans
 
         def run(m: Machine) -> None:
-            strided_box(m.ddr.arrays[region], dst, *box)[...] = m.memories[space][first:stop].reshape(shape)[:, :, :chans]
+            region, start = m.step.ddr
+            strided_box(m.ddr.arrays[region], start, *box)[...] = m.memories[space][first:stop].reshape(shape)[:, :, :chans]
 
         step.run = run
 
@@ -498,9 +532,9 @@ class Planner:
             w = m.unpacked("weights", i.addr_w, n_words, weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
-            stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.oc))
+            stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
             acc, bound = w.matmul(patches, x_bound)
-            stage(step, acc, bound, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), i.oc))
+            stage(m.step, acc, bound, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), i.oc))
 
         step.run = run
 
@@ -530,8 +564,8 @@ class Planner:
             acc = np.zeros((*shape, i.chans), np.float32)  # exact: |acc| <= 256 taps * 128 * 127 < 2^24
             for (a, b), tap in tap_views(x, kernel, stride, dilation, shape):
                 acc += tap * w.taps[a, b]
-            stage = m.unpacked("bias", i.addr_bias, i.chans, stage_key, lambda: conv_stage(m, step, cfg, i.addr_bias, i.chans))
-            stage(step, acc.reshape(-1, i.chans), 128 * w.l1, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p), i.chans))
+            stage = m.unpacked("bias", i.addr_bias, i.chans, stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.chans))
+            stage(m.step, acc.reshape(-1, i.chans), 128 * w.l1, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p), i.chans))
 
         step.run = run
 
@@ -583,10 +617,10 @@ class Planner:
             sums = np.zeros((*shape, i.chans), np.int64)
             for _, tap in taps:
                 sums += tap
-            bias, mult, shift = records(m, step, i.addr_bias, int(counts.max()))
+            bias, mult, shift = records(m, i.addr_bias, int(counts.max()))
             n = counts - 1
             stage = im.OutputStage(pow2(mult[n], shift[n]), 0, *INT8)
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), apply(step, stage, sums + bias[n]))
+            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), apply(m.step, stage, sums + bias[n]))
 
         step.run = run
 
@@ -676,29 +710,29 @@ def tap_views(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], d
     return views
 
 
-def records(m: Machine, step: Step, addr: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def records(m: Machine, addr: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     bias, mult, shift = read_records(m.words("bias", addr, count))
     try:
         check_records(bias, mult, shift, first=addr, what="the bias-bank record at word")
     except LayerloomError as e:
-        raise LayerloomError(e.message, step.name) from None
+        raise LayerloomError(e.message, m.step.name) from None
     return bias, mult, shift
 
 
-def output_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int) -> tuple[np.ndarray, im.OutputStage]:
+def output_stage(m: Machine, cfg: Instruction, addr: int, count: int) -> tuple[np.ndarray, im.OutputStage]:
     """The per-channel bias and output stage of CONV / DWCONV (docs/isa.md section 5)."""
-    bias, mult, shift = records(m, step, addr, count)
+    bias, mult, shift = records(m, addr, count)
     negative = None
     if cfg.act == "leaky":
         if shift.max() + 16 > im.POW2_SHIFT_RANGE[1]:
             raise LayerloomError(f"act=leaky needs record shifts <= {im.POW2_SHIFT_RANGE[1] - 16} "
-                                 f"(the slope shifts 16 more), got {int(shift.max())}", step.name)
+                                 f"(the slope shifts 16 more), got {int(shift.max())}", m.step.name)
         negative = pow2(cfg.alpha, shift + 16)
     return bias, im.OutputStage(pow2(mult, shift), 0, *activation_bounds(cfg), negative)
 
 
-def conv_stage(m: Machine, step: Step, cfg: Instruction, addr: int, count: int) -> ConvStage:
-    return ConvStage.of(*output_stage(m, step, cfg, addr, count))
+def conv_stage(m: Machine, cfg: Instruction, addr: int, count: int) -> ConvStage:
+    return ConvStage.of(*output_stage(m, cfg, addr, count))
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
@@ -1133,10 +1167,10 @@ def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: Dpu
     machine = Machine(config, ddr.copy())
     seconds = np.zeros(len(steps))
     for i in sequence:
-        run = steps[i].run
-        if run is not None:
+        step = machine.step = steps[i]
+        if step.run is not None:
             started = time.perf_counter()
-            run(machine)
+            step.run(machine)
             seconds[i] = time.perf_counter() - started
     if not timed:
         untimed = np.zeros((0, len(steps)), np.int64)
