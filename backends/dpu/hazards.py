@@ -226,26 +226,42 @@ class _AccessTable:
     """Every region of a program's accesses as arrays, in program order."""
 
     def __init__(self, accesses: Sequence[Accesses]) -> None:
-        self.regions: list[Region] = []
+        space_ids: dict[str, int] = {}
+        rows_of: dict[int, list[tuple[int, ...]]] = {}  # a region list's rows, by its id (steps share lists)
+        kept: list[Sequence[Region]] = []  # those lists, alive while their ids are keys
+        table: list[tuple[int, ...]] = []
         index: list[int] = []
         queue: list[int] = []
-        writes: list[bool] = []
+        counts: list[int] = []
         for i, q, reads_, writes_ in accesses:
-            for group, is_write in ((reads_, False), (writes_, True)):
-                self.regions += group
-                index += [i] * len(group)
-                queue += [q] * len(group)
-                writes += [is_write] * len(group)
-        self.size = len(self.regions)
-        self.index, self.queue, self.writes = np.array(index, np.int64), np.array(queue, np.int64), np.array(writes)
-        space_ids: dict[str, int] = {}
-        self.space = np.array([space_ids.setdefault(r.space, len(space_ids)) for r in self.regions], np.int64)
-        self.onchip = np.array([not name.startswith("ddr:") for name in space_ids] or [False])[self.space]
-        numbers = np.array([r[1:] for r in self.regions], np.int64).reshape(-1, 6)
-        start, rows, cols, chans, row_stride, col_stride = numbers.T
-        self.start = start
+            for group in (reads_, writes_):
+                if group:
+                    rows = rows_of.get(id(group))
+                    if rows is None:
+                        rows = rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:])
+                                                     for r in group]
+                        kept.append(group)
+                    table += rows
+                counts.append(len(group))
+            index.append(i)
+            queue.append(q)
+        self.size = len(table)
+        self.space_names = list(space_ids)
+        per_instruction = np.array(counts, np.int64).reshape(-1, 2)
+        self.index = np.repeat(np.array(index, np.int64), per_instruction.sum(axis=1))
+        self.queue = np.repeat(np.array(queue, np.int64), per_instruction.sum(axis=1))
+        self.writes = np.repeat(np.tile([False, True], len(index)), per_instruction.reshape(-1))
+        numbers = np.array(table, np.int64).reshape(-1, 7)
+        self.numbers = numbers
+        space, start, rows, cols, chans, row_stride, col_stride = numbers.T
+        self.space, self.start = space, start
+        self.onchip = np.array([not name.startswith("ddr:") for name in space_ids] or [False])[space]
         self.stop = start + (rows - 1) * row_stride + (cols - 1) * col_stride + chans
         self.dense = ((cols == 1) | (col_stride == chans)) & ((rows == 1) | (row_stride == cols * chans))
+
+    def region(self, k: int) -> Region:
+        space, *numbers = self.numbers[k].tolist()
+        return Region(self.space_names[space], *numbers)
 
     def first_unordered_overlap(self, clock: np.ndarray) -> int | None:
         """The first instruction b with a region meeting one of an instruction a of another
@@ -285,7 +301,7 @@ class _AccessTable:
         hits = rb[exact]
         later = int(self.index[hits].min()) if hits.size else None
         for i, j in zip(rb[~exact].tolist(), ra[~exact].tolist(), strict=True):
-            if (later is None or self.index[i] < later) and _boxes_meet(self.regions[i], self.regions[j]):
+            if (later is None or self.index[i] < later) and _boxes_meet(self.region(i), self.region(j)):
                 later = int(self.index[i])
         return later
 
