@@ -54,7 +54,6 @@ from backends.dpu.memory import (
     strided_box,
 )
 from backends.reference import qnn_kernels as qk
-from backends.reference.kernels import window_view
 from compiler.errors import LayerloomError
 from compiler.quant import intmath as im
 
@@ -213,8 +212,11 @@ def pitch(chans: int, word: int) -> int:
 
 def windows(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
             out: tuple[int, int]) -> np.ndarray:
-    """(out_rows, out_cols, kh, kw, chans) view of the windows of an (h, w, chans) tile."""
-    return window_view(x[None], kernel, stride, dilation, out)[0]
+    """(out_rows, out_cols, kh, kw, chans) view of the windows of a contiguous (h, w, chans)
+    tile (the reference's window_view, without as_strided's set-up: a tile is small)."""
+    sh, sw, sc = x.strides
+    return np.ndarray((*out, *kernel, x.shape[2]), x.dtype, x, 0,
+                      (sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc))
 
 
 def activation_bounds(cfg: Any) -> tuple[int, int]:
@@ -239,11 +241,14 @@ class GemmWeights:
         l1 = int(np.abs(w.astype(np.int32)).sum(axis=0).max(initial=0))
         return GemmWeights(w.astype(np.float32), l1)
 
-    def matmul(self, x: np.ndarray, x_bound: int) -> tuple[np.ndarray, int]:
-        """x @ w exactly, for float32 `x` holding integers of magnitude <= x_bound: float32
-        from one BLAS call where that is exact, else the reference kernels' float32 chunks
-        summed in float64 (int64 beyond); and a bound on the products' magnitude."""
-        bound = x_bound * self.l1
+    def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
+        """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
+        from one BLAS call where that is exact (int8 inputs always are for most layers;
+        else max |source| decides), else the reference kernels' float32 chunks summed in
+        float64 (int64 beyond); and a bound on the products' magnitude."""
+        bound = 128 * self.l1
+        if bound >= qk.FLOAT32_EXACT:
+            bound = int8_bound(source) * self.l1
         if bound < qk.FLOAT32_EXACT:
             return np.matmul(x, self.matrix), bound
         return qk.exact_matmul(x, self.matrix), bound
@@ -528,12 +533,12 @@ class Planner:
 
         def run(m: Machine) -> None:
             x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic]
-            patches, x_bound = im2col(x, kernel, stride, dilation, shape)
+            patches = im2col(x, kernel, stride, dilation, shape)
             w = m.unpacked("weights", i.addr_w, n_words, weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
             stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
-            acc, bound = w.matmul(patches, x_bound)
+            acc, bound = w.matmul(patches, x)
             stage(m.step, acc, bound, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), i.oc))
 
         step.run = run
@@ -736,14 +741,17 @@ def conv_stage(m: Machine, cfg: Instruction, addr: int, count: int) -> ConvStage
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
-           shape: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """The (pixels, kh*kw*ic) float32 rows of the windows of an int8 (h, w, ic) tile, and
-    max |x| (the GEMM's bound). A 1x1 kernel of stride 1 takes the tile as it is."""
-    x_bound = max(int(x.max(initial=0)), -int(x.min(initial=0)))
+           shape: tuple[int, int]) -> np.ndarray:
+    """The (pixels, kh*kw*ic) float32 rows of the windows of an int8 (h, w, ic) tile. A 1x1
+    kernel of stride 1 takes the tile as it is."""
     if kernel == (1, 1) and stride == (1, 1):
-        return x.reshape(shape[0] * shape[1], -1).astype(np.float32), x_bound
-    patches = windows(x.astype(np.float32), kernel, stride, dilation, shape)
-    return patches.reshape(shape[0] * shape[1], -1), x_bound
+        return x.reshape(shape[0] * shape[1], -1).astype(np.float32)
+    return windows(x.astype(np.float32), kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
+
+
+def int8_bound(x: np.ndarray) -> int:
+    """max |x| of an int8 array."""
+    return max(int(x.max(initial=0)), -int(x.min(initial=0)))
 
 
 def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
