@@ -314,6 +314,8 @@ def configure_run(p: argparse.ArgumentParser) -> None:
                    help=f"what executes the build (known: {', '.join(sorted(RUNNERS))}; default: the target's)")
     p.add_argument("--trace", metavar="FILE", help="also write a Chrome / Perfetto trace of the run "
                    f"(runners that time hardware: {', '.join(sorted(TRACING_RUNNERS)) or 'none'})")
+    p.add_argument("--check-hazards", action="store_true",
+                   help="dpu: check model.bin's dependency tokens even when the build recorded it checked")
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -326,10 +328,14 @@ def run_run(args: argparse.Namespace) -> int:
     folder = build if build.is_dir() else build.parent
     runner_name = args.runner or _target_runner(folder)
     runner = lookup_runner(runner_name)
-    options = {"trace": Path(args.trace)} if args.trace else {}
+    options: dict[str, Any] = {"trace": Path(args.trace)} if args.trace else {}
     if options and runner_name not in TRACING_RUNNERS:
         raise LayerloomError(f"runner '{runner_name}' writes no trace (runners that do: "
                              f"{', '.join(sorted(TRACING_RUNNERS)) or 'none'})", "--trace")
+    if args.check_hazards:
+        if runner_name != "dpu":
+            raise LayerloomError(f"runner '{runner_name}' has no hazard check (the dpu runner does)", "--check-hazards")
+        options["check_hazards"] = True
     output = Path(args.output)
     program = Program.load(build)
     inputs = read_inputs(Path(args.input), program.input_names)

@@ -17,6 +17,7 @@ simulator gives, bit for bit, what the reference executor gives on the quantized
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.dpu import assemble, decode
-from backends.dpu.runtime import recording
+from backends.dpu import assemble, decode, encode
+from backends.dpu.isa import tokens
+from backends.dpu.runtime import binary_digest, recording
 from backends.reference import execute
 from benchmarks.common import graph_inputs, light_model, seeded_inputs
 from compiler import import_onnx, quantize, run_pipeline
@@ -35,6 +37,7 @@ from compiler.errors import UnsupportedError
 from compiler.program import Program
 from dialects.dpu import ProgramOp
 from examples.models import build
+from tests.dpu_programs import without_token
 from tests.test_random_cnns import (
     MAX_SIDE,
     Draw,
@@ -337,6 +340,30 @@ def test_run_matches_the_reference_and_writes_a_trace(built: Path, tmp_path: Pat
     threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
     assert threads == {"load", "compute", "save"}
     assert {e["name"] for e in events if e["ph"] == "X"} >= {"LOAD", "CONV", "DWCONV", "SAVE", "ELEW"}
+
+
+def test_run_skips_the_hazard_check_only_for_the_binary_the_build_checked(built: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """manifest.json names the model.bin the compiler's own run checked; `run` trusts that
+    one binary (the check is static), checks any other, and checks on --check-hazards."""
+    folder = tmp_path / "build"
+    shutil.copytree(built, folder)
+    assert json.loads((folder / "manifest.json").read_text())["hazard_checked"]["sha256"] == \
+        binary_digest((folder / "model.bin").read_bytes())
+    program = decode((folder / "model.bin").read_bytes())
+    broken = encode(without_token(program, tokens(program)[0]))  # still right in program order
+    (folder / "model.bin").write_bytes(broken)
+    x = tmp_path / "x.npz"
+    np.savez(x, input=np.random.default_rng(9).standard_normal((1, 3, 64, 64)).astype(np.float32))
+    run = ["run", str(folder), "--input", str(x), "--output", str(tmp_path / "y.npz")]
+    assert layerloom(run) == 2 and "hazard" in capsys.readouterr().err
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["hazard_checked"]["sha256"] = binary_digest(broken)  # as if the compiler had checked it
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert layerloom(run) == 0
+    assert layerloom([*run, "--check-hazards"]) == 2 and "hazard" in capsys.readouterr().err
+    assert layerloom([*run, "--with", "reference", "--check-hazards"]) == 2
+    assert "runner 'reference' has no hazard check" in capsys.readouterr().err
 
 
 def test_run_refuses_a_trace_from_the_reference(built: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

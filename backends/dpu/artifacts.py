@@ -31,7 +31,7 @@ from backends.dpu.assembler import format_instruction
 from backends.dpu.encoding import encode
 from backends.dpu.isa import REGISTERS
 from backends.dpu.memory import REGION_ALIGN, DdrImage
-from backends.dpu.runtime import recording, region_sizes
+from backends.dpu.runtime import binary_digest, recording, region_sizes
 from compiler.errors import LayerloomError
 from compiler.program import Program, atomic_write_with, print_module
 from dialects.dpu import ProgramOp, RunOp, feature_map_fields
@@ -83,7 +83,8 @@ def write_artifacts(folder: Path, quantized: Program, lowered: Program,
     program, run = program_of(lowered)
     instructions, _ = program.instructions()
     blob = weights_blob(lowered, run)
-    _write(folder / BINARY, encode(instructions))
+    binary = encode(instructions)
+    _write(folder / BINARY, binary)
     _write(folder / ASSEMBLY, assembly(program))
     _write(folder / WEIGHTS, blob.tobytes())
     _write(folder / LOWERED, print_module(lowered.module))
@@ -92,7 +93,9 @@ def write_artifacts(folder: Path, quantized: Program, lowered: Program,
     expected = execute(quantized, check_inputs)
     mismatched = [k for k in expected if not np.array_equal(expected[k], got[k])]
     report = make_report(program, rec.results[0], check_source, mismatched)
-    write_json(folder / MANIFEST, make_manifest(lowered, program, run))
+    manifest = make_manifest(lowered, program, run)
+    manifest["hazard_checked"] = {"file": BINARY, "sha256": binary_digest(binary)}  # by the run above
+    write_json(folder / MANIFEST, manifest)
     write_json(folder / REPORT, report)
     return report
 
@@ -221,14 +224,23 @@ def load_lowered(folder: Path) -> Program:
     return lowered
 
 
-def run_build(folder: Path, inputs: Mapping[str, np.ndarray], trace: Path | None = None) -> dict[str, np.ndarray]:
+def run_build(folder: Path, inputs: Mapping[str, np.ndarray], trace: Path | None = None,
+              check_hazards: bool = False) -> dict[str, np.ndarray]:
     """Run a DPU build folder: the host ops of dpu.mlir on the reference executor, the
-    program of model.bin / weights.bin on the simulator; `trace` writes its Perfetto trace."""
+    program of model.bin / weights.bin on the simulator; `trace` writes its Perfetto trace
+    (else the run is functional only). The hazard check runs unless the manifest records
+    this very model.bin as checked by the compiler (or `check_hazards` asks for it)."""
     from backends.reference import execute
 
     lowered = load_lowered(folder)
     program, _ = program_of(lowered)
-    with recording({program.sym_name.data: (folder / BINARY).read_bytes()}) as rec:
+    binary = (folder / BINARY).read_bytes()
+    try:
+        checked = json.loads((folder / MANIFEST).read_text()).get("hazard_checked", {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        checked = None
+    hazards = check_hazards or checked != binary_digest(binary)
+    with recording({program.sym_name.data: binary}, hazards=hazards, timed=trace is not None) as rec:
         outputs = execute(lowered, inputs)
     if trace is not None:
         rec.results[0].write_trace(trace)

@@ -236,12 +236,12 @@ class _AccessTable:
         for i, q, reads_, writes_ in accesses:
             for group in (reads_, writes_):
                 if group:
-                    rows = rows_of.get(id(group))
-                    if rows is None:
-                        rows = rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:])
-                                                     for r in group]
+                    known = rows_of.get(id(group))
+                    if known is None:
+                        known = rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:])
+                                                      for r in group]
                         kept.append(group)
-                    table += rows
+                    table += known
                 counts.append(len(group))
             index.append(i)
             queue.append(q)

@@ -19,6 +19,7 @@ threadpoolctl set OPENBLAS_NUM_THREADS=1 in the environment instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ def one_blas_thread() -> Iterator[None]:
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def binary_digest(binary: bytes) -> str:
+    """The SHA-256 of a program binary: a build's manifest names the model.bin whose
+    dependency tokens the compiler checked (its own run), so running that binary again
+    may skip the hazard check."""
+    return hashlib.sha256(binary).hexdigest()
 
 
 def timing_of(program: ProgramOp) -> Timing:

@@ -89,12 +89,13 @@ def build(program: Program, folder: Path, args: argparse.Namespace) -> dict[str,
 
 
 def run_simulator(folder: Path, program: Program, inputs: dict[str, np.ndarray],
-                  trace: Path | None = None) -> dict[str, np.ndarray]:
+                  trace: Path | None = None, check_hazards: bool = False) -> dict[str, np.ndarray]:
     """The build folder's DPU program on the instruction-set simulator (host ops on the
-    reference executor); `trace` writes a Chrome / Perfetto trace of its queues."""
+    reference executor); `trace` writes a Chrome / Perfetto trace of its queues;
+    `check_hazards` checks the tokens of a model.bin the compiler already checked."""
     from backends.dpu.artifacts import run_build
 
-    return run_build(folder, inputs, trace)
+    return run_build(folder, inputs, trace, check_hazards)
 
 
 register_target(Target("dpu", "an instruction stream for the DPU-like engine (int8 pow2), run on its simulator",
