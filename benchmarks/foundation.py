@@ -122,11 +122,13 @@ def child_execute(names: list[str], path: str | None, threads: int, repeats: int
     return results
 
 
-# Parts of the executor's run that `child_profile` times (the kernels' functions behind them there).
+# Parts of the executor's run that `child_profile` times: label, and the kernels' functions
+# (or kernel table entries) that run the part.
 PROFILED_PARTS = {
-    "winograd": "3x3 stride-1 convolutions (`winograd_conv3x3`)",
-    "conv": "other convolutions (`conv2d`: im2col or 1x1, with bias, residual add and activation)",
-    "pool": "pooling",
+    "winograd": ("3x3 stride-1 convolutions (Winograd)", ("winograd_conv3x3",)),
+    "conv": ("other convolutions (im2col or 1x1, with bias, residual add and activation)",
+             ("conv2d", "conv1x1_bias_in_k")),
+    "pool": ("pooling", ("pool",)),
 }
 
 
@@ -163,11 +165,11 @@ def child_profile(path: str, repeats: int) -> dict[str, object]:
 
         return timed_call
 
-    plain = {name: getattr(kernels, name) for name in ("gemm", "winograd_conv3x3", "conv2d")}
+    functions = {"gemm": "gemm"} | {f: part for part, (_, names) in PROFILED_PARTS.items() for f in names if f != "pool"}
+    plain = {name: getattr(kernels, name) for name in functions}
     plain_pool = KERNELS[nn.PoolOp]
-    kernels.gemm = timing("gemm", plain["gemm"])  # type: ignore[assignment]
-    kernels.winograd_conv3x3 = timing("winograd", plain["winograd_conv3x3"])  # type: ignore[assignment]
-    kernels.conv2d = timing("conv", plain["conv2d"])  # type: ignore[assignment]
+    for name, part in functions.items():
+        setattr(kernels, name, timing(part, plain[name]))
     KERNELS[nn.PoolOp] = timing("pool", plain_pool)  # type: ignore[assignment]
     runs: dict[str, list[float]] = {"layerloom": [], "onnxruntime": []}
     try:
@@ -414,7 +416,7 @@ def profile_lines(profile: dict) -> list[str]:
     rest = ours - sum(ms[part] for part in PROFILED_PARTS)
     rows = [["executor, whole run", f"{ours:.1f}", f"{gemm:.1f}", f"{ours - gemm:.1f}"]]
     rows += [[label, f"{ms[part]:.1f}", f"{ms[part + ' gemm']:.1f}", f"{ms[part] - ms[part + ' gemm']:.1f}"]
-             for part, label in PROFILED_PARTS.items()]
+             for part, (label, _) in PROFILED_PARTS.items()]
     rows.append(["everything else (the walk over the ops, fully connected layer, softmax)", f"{rest:.1f}",
                  f"{ms['other gemm']:.1f}", f"{rest - ms['other gemm']:.1f}"])
     rows.append(["onnxruntime, whole run", f"{theirs:.1f}", "", ""])

