@@ -271,6 +271,7 @@ class ConvStage:
     scale: np.ndarray | None = None  # float32 y = clip(floor(acc * scale + offset), 0, hi - lo) + lo, exact
     offset: np.ndarray | None = None  # for |acc| <= limit (None: not exact in float32)
     limit: float = -1.0
+    tiled: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (scale, offset) per row count
 
     @staticmethod
     def of(bias: np.ndarray, stage: im.OutputStage) -> ConvStage:
@@ -280,6 +281,14 @@ class ConvStage:
         return ConvStage(bias, stage, qk.max_abs(bias), fast.k.astype(np.float32),
                          (fast.c - stage.lo).astype(np.float32), fast.limit32)
 
+    def rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The float32 scale and offset repeated for `count` rows."""
+        tiled = self.tiled.get(count)
+        if tiled is None:
+            assert self.scale is not None and self.offset is not None
+            tiled = self.tiled[count] = (np.tile(self.scale, (count, 1)), np.tile(self.offset, (count, 1)))
+        return tiled
+
     def __call__(self, step: Step, acc: np.ndarray, bound: int, out: np.ndarray) -> None:
         """The int8 outputs of an (pixels, channels) accumulator without its bias
         (|acc| <= bound) into `out`, an (pixels, channels) int8 view."""
@@ -287,11 +296,11 @@ class ConvStage:
             if bound > self.limit:
                 bound = min(bound, qk.max_abs(acc))
             if bound <= self.limit:
-                acc *= self.scale
-                acc += self.offset
-                np.maximum(acc, 0, out=acc)
+                scale, offset = self.rows(acc.shape[0])  # whole rows: faster than broadcasting
+                acc *= scale
+                acc += offset
                 raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
-                np.minimum(acc, self.stage.hi - self.stage.lo, out=raw, casting="unsafe")
+                np.clip(acc, np.float32(0), np.float32(self.stage.hi - self.stage.lo), out=raw, casting="unsafe")
                 if self.stage.lo % 256:
                     raw += np.uint8(self.stage.lo % 256)  # back to [lo, hi], modulo 256
                 return
