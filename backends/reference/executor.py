@@ -10,7 +10,8 @@ The walk is planned once per module and kept while the module stays as it was (`
 values live in numbered slots, each op's kernel has read its attributes (`kernels.prepare`),
 weights are looked up once, and convolutions join the ops around them (`_conv_fusions`): one
 whose only reader is an add (a residual connection), optionally followed by a relu, runs as
-one step that accumulates its GEMM into the other addend: no pass over the map for the add.
+one step that accumulates its GEMM into the other addend: no pass over the map for the add;
+one whose only reader is another conv hands it its bias channel or its activation.
 """
 
 from __future__ import annotations

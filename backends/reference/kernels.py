@@ -8,7 +8,11 @@ the same thing everywhere. Semantics are ONNX's, checked against onnxruntime.
 Kernels may return views of their arguments, and write into an argument only when it is
 writeable: the executor hands a value over writeable only at its last use when no other
 live value shares its memory (`evaluate` hands out read-only views). Hot kernels (conv,
-pool) are vectorised NumPy: im2col from a strided view plus one BLAS GEMM per group.
+pool) are vectorised NumPy: im2col from a strided view (or Winograd) plus BLAS GEMMs.
+
+For running a program many times `prepare` gives an op's kernel with its attributes read
+once; a conv2d op also takes a `ConvFusion`, the executor's plan for joining it with the
+ops around it (residual add, activations, the next conv's bias).
 """
 
 from __future__ import annotations
