@@ -205,6 +205,7 @@ def section(results: Results, fidelity: Results, speed: dict | None) -> str:
     if speed is not None:
         from benchmarks.quant_speed import GOAL_RATIO
         from benchmarks.quant_speed import table as speed_table
+        from benchmarks.quant_speed import verdict as speed_verdict
 
         lines += [
             "### Int8 speed (ResNet-50)",
@@ -215,6 +216,8 @@ def section(results: Results, fidelity: Results, speed: dict | None) -> str:
             f"{GOAL_RATIO}). Reproduce with `.venv/bin/python benchmarks/quant_speed.py`.",
             "",
             speed_table(speed),
+            "",
+            f"Goal (ratio at most {GOAL_RATIO}): {speed_verdict(speed)}.",
             "",
             *SPEED_NOTES,
             "",
@@ -259,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-docs", action="store_true", help="update the Accuracy section of docs/performance.md "
                                                                   "(with the ResNet-50 int8 speed)")
     parser.add_argument("--speed-threads", default=f"1,{os.cpu_count() or 1}", help="thread counts of the speed run")
+    parser.add_argument("--speed-repeats", type=int, default=7, help="timed runs of each program in the speed run")
     args = parser.parse_args(argv)
     results, fidelity = measure()
     print(table(results))
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.quant_speed import measure as measure_speed
         from benchmarks.quant_speed import table as speed_table
 
-        speed = measure_speed(sorted({int(t) for t in args.speed_threads.split(",")}), 7)
+        speed = measure_speed(sorted({int(t) for t in args.speed_threads.split(",")}), args.speed_repeats)
         print(speed_table(speed))
         write_docs(section(results, fidelity, speed))
         print(f"updated {DOCS.relative_to(ROOT)} ({SECTION})")

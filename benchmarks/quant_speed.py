@@ -107,6 +107,17 @@ def table(results: dict) -> str:
     return markdown_table(header, body)
 
 
+def verdict(results: dict) -> str:
+    """Which (threads, scheme) rows meet the goal, by their median ratio."""
+    parts = []
+    for r in results["rows"]:
+        for s in SCHEMES:
+            ratio = r[f"{s}_ratio"]
+            parts.append(f"{r['threads']} thread{'s' if r['threads'] > 1 else ''} {s} {ratio:.2f}: "
+                         + ("met" if ratio <= GOAL_RATIO else "missed"))
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="int8 vs float ResNet-50 through the reference executor")
     parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts")
@@ -120,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ResNet-50, median of {results['repeats']} alternating runs (goal: ratio <= {GOAL_RATIO}); "
           f"load average {results['load']:.2f}")
     print(table(results))
+    print(verdict(results))
 
 
 if __name__ == "__main__":
