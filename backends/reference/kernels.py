@@ -725,17 +725,21 @@ def winograd_conv3x3(
     top, left = pads[0], pads[1]
     # The zero-padded input with its columns split by parity, xp[:, r, p, k] = padded[:, r, 2k + p]:
     # each operand of the input transform below is then made of whole rows of memory.
-    xp = np.zeros((n, 2 * th + 2, 2, tw + 1, c), dtype=x.dtype)
+    xp = np.empty((n, 2 * th + 2, 2, tw + 1, c), dtype=x.dtype)
+    xp[:, :top] = 0
+    xp[:, top + h :] = 0
     rows = x.transpose(0, 2, 3, 1)
     for parity in (0, 1):
         first = (parity - left) % 2  # the first input column that lands on this parity
         columns = rows[:, :, first::2]
         start = (first + left) // 2
-        target = xp[:, top : top + h, parity, start : start + columns.shape[2]]
+        inside = xp[:, top : top + h, parity]
+        inside[:, :, :start] = 0
+        inside[:, :, start + columns.shape[2] :] = 0
         if input_activation is None:
-            target[...] = columns
+            inside[:, :, start : start + columns.shape[2]] = columns
         else:
-            input_activation(columns, target)
+            input_activation(columns, inside[:, :, start : start + columns.shape[2]])
     u = derived(w, "winograd", winograd_weights)
     if ones_channel:
         y = np.empty((n, oh, ow, m + 1), dtype=x.dtype)
