@@ -563,10 +563,13 @@ def tokens(program: Sequence[Instruction], where: str = "") -> list[Token]:
         found.append((signallers, waiters, source, dest))
     if not good:  # the rules in program order, naming the first instruction that breaks one
         return _tokens_in_order(program, where)
-    pairs = [Token(QUEUES[source], QUEUES[dest], s, w) for signallers, waiters, source, dest in found
-             for s, w in zip(signallers.tolist(), waiters.tolist(), strict=True)]
-    pairs.sort(key=lambda t: (t.waiter, QUEUES.index(t.source)))
-    return pairs
+    by_signaller = np.concatenate([signallers for signallers, _, _, _ in found])
+    by_waiter = np.concatenate([waiters for _, waiters, _, _ in found])
+    sources = np.concatenate([np.full(s.size, q, np.int64) for s, _, q, _ in found])
+    dests = np.concatenate([np.full(s.size, q, np.int64) for s, _, _, q in found])
+    order = np.lexsort((sources, by_waiter))  # by waiter, then source queue
+    columns = (sources[order].tolist(), dests[order].tolist(), by_signaller[order].tolist(), by_waiter[order].tolist())
+    return [Token(QUEUES[a], QUEUES[b], c, d) for a, b, c, d in zip(*columns, strict=True)]
 
 
 def _tokens_in_order(program: Sequence[Instruction], where: str) -> list[Token]:

@@ -11,8 +11,9 @@ collects the simulator results of the runs inside it (for traces and reports), a
 give the binary to run instead of the program's own instructions (`model.bin`).
 
 The functional simulation does one small GEMM per CONV tile: BLAS is limited to one
-thread during a run (threadpoolctl, installed with the dev extras), which is about ten
-times faster on tile-sized matrices than handing them between threads; without
+thread during a run by default (threadpoolctl, when installed): handing tile-sized
+matrices between threads costs more than it saves as soon as another process keeps the
+other cores busy (`blas_threads=None` leaves BLAS as the process has it); without
 threadpoolctl set OPENBLAS_NUM_THREADS=1 in the environment instead.
 """
 
@@ -72,13 +73,17 @@ def read_output(ddr: DdrImage, fields: dict[str, Any], shape: Sequence[int]) -> 
 
 
 @contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
+def blas_threads_limited(threads: int | None) -> Iterator[None]:
+    """BLAS limited to `threads` threads inside the block (None: as it is)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover -- see the module docstring
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    if threads is None:
+        yield
+        return
+    with threadpool_limits(limits=threads, user_api="blas"):
         yield
 
 
@@ -97,10 +102,12 @@ def timing_of(program: ProgramOp) -> Timing:
 
 def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes | np.ndarray,
                 output_shapes: Sequence[Sequence[int]] | None = None, binary: bytes | None = None,
-                hazards: bool = True, timed: bool = True) -> tuple[list[np.ndarray], SimResult]:
+                hazards: bool = True, timed: bool = True, blas_threads: int | None = 1
+                ) -> tuple[list[np.ndarray], SimResult]:
     """Simulate `program` (or `binary`, its encoding from model.bin) on int8 inputs;
     the outputs (int8, in `output_shapes`, default (1, c, h, w)) and the SimResult.
-    `hazards` and `timed` as `simulate` takes them."""
+    `hazards` and `timed` as `simulate` takes them; `blas_threads` for its GEMMs
+    (None: the process's)."""
     instructions, layers = program.instructions()
     if binary is not None:
         from backends.dpu.encoding import decode
@@ -111,7 +118,7 @@ def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes
                                  f"@{program.sym_name.data}")
         instructions = decoded
     ddr = ddr_image(program, weights, inputs)
-    with one_blas_thread():
+    with blas_threads_limited(blas_threads):
         result = simulate(instructions, ddr, program.config(), timing=timing_of(program), layers=layers,
                           hazards=hazards, timed=timed)
     maps = program.output_maps()
