@@ -825,7 +825,9 @@ def conv2d_kernel(op: nn.Conv2dOp, fusion: ConvFusion = ConvFusion()) -> Prepare
         r = args[-1].transpose(0, 2, 3, 1) if residual else None
         if fusion.bias_in_k:
             if packed[0] is not w or packed[1] is not bias:
-                packed[:] = [w, bias, np.concatenate([hwio_weights(w), bias[None]])]  # type: ignore[index]
+                # Not through `hwio_weights`: its cached copy would be a second one of this weight.
+                hwio = w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0])
+                packed[:] = [w, bias, np.concatenate([hwio, bias[None]])]  # type: ignore[index]
             return [as_nchw(conv1x1_bias_in_k(x, packed[2], out_hw, r, activation))]
         if winograd:
             return [as_nchw(winograd_conv3x3(x, w, pads, out_hw, bias, activation, r, input_activation, ones_channel))]
