@@ -122,6 +122,8 @@ class Machine:
         self.memories["weights"] = np.zeros(depth * config.weights_word, np.uint8)
         self.memories["bias"] = np.zeros(depth * 8, np.uint8)
         self.widths = {space: config.word_bytes("fmap" if space.startswith("fmap") else space) for space in self.memories}
+        self.fmaps = [self.memories[f"fmap{b}"].view(np.int8) for b in range(config.bank_num)]  # as compute sees them
+        self.fmap_word = config.fmap_word
         # What compute instructions derive from weight / bias words (unpacked matrices,
         # output stages), per space and (addr, count, key); a LOAD drops what it overwrites.
         self.derived: dict[str, dict[tuple[int, int, Any], Any]] = {"weights": {}, "bias": {}}
@@ -160,9 +162,8 @@ class Machine:
 
     def tile(self, bank: int, addr: int, rows: int, cols: int, pitch: int) -> np.ndarray:
         """(rows, cols, pitch*ICP) int8 view of a feature-map tile."""
-        width = self.config.fmap_word
-        return self.memories[f"fmap{bank}"][addr * width : (addr + rows * cols * pitch) * width].view(np.int8).reshape(
-            rows, cols, pitch * width)
+        width = self.fmap_word
+        return self.fmaps[bank][addr * width : (addr + rows * cols * pitch) * width].reshape(rows, cols, pitch * width)
 
 
 _DERIVED: dict[tuple, tuple[weakref.ref, Any]] = {}
@@ -773,7 +774,8 @@ def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
 def output_tile(tile: np.ndarray, chans: int) -> np.ndarray:
     """The (pixels, chans) int8 view of a tile's first channels, whose words' tail bytes
     are zeroed for the values written there."""
-    tile[:, :, chans:] = 0
+    if tile.shape[2] > chans:
+        tile[:, :, chans:] = 0
     return tile[:, :, :chans].reshape(-1, chans)
 
 
