@@ -1,16 +1,21 @@
-"""The hazard rule of docs/isa.md section 6, checked access by access.
+"""The hazard rule of docs/isa.md section 6.
 
 Every instruction's accesses are `Region`s: a run of words of an on-chip memory, or a
-strided box of DDR bytes. `HazardTracker` remembers, per location and per queue, the last
-instruction that wrote it and the last that read it. Happens-before is kept as a vector
-clock per instruction (`clock[q]` = the latest instruction of queue q ordered before it,
--1 for none), so "a happens-before b" is `a <= clock_b[queue(a)]`, and the check of one
-access is a max-reduction per queue over the region's entries.
+strided box of DDR bytes. Happens-before is kept as a vector clock per instruction
+(`clock[q]` = the latest instruction of queue q ordered before it, -1 for none), so
+"a happens-before b" is `a <= clock_b[queue(a)]`.
 
-Two users: the simulator raises on the first unordered pair (`conflicts`), the program
-builder adds the tokens that order it (backends/dpu/builder.py).
+Two ways to check, one answer (tests compare them):
+- `first_hazard`, the whole program at once: only an instruction of another queue that
+  a clock does not order can conflict, so those pairs (one or two per instruction with
+  double buffering) are enumerated with NumPy and their regions compared. The simulator
+  checks a program so.
+- `HazardTracker`, access by access: per location and queue the last instruction that
+  wrote it and the last that read it, a max-reduction per queue over a region's entries.
+  The builder adds the tokens it finds missing (backends/dpu/builder.py); the simulator
+  replays the first instruction `first_hazard` found through it to name the unordered
+  pair.
 """
-
 from __future__ import annotations
 
 from collections.abc import Sequence
