@@ -11,14 +11,16 @@ A run has four phases, each over the instructions in program order:
 1. `tokens` checks the static token rules and pairs every wait with its signal;
 2. `Planner` turns each instruction into a `Step`: its geometry checked against the banks
    and the DDR image, the regions it reads and writes, its cycles and MACs, and a
-   closure that executes it on a `Machine`;
-3. `HazardTracker` checks every access against the earlier ones of other queues: an
-   unordered pair raises LayerloomError naming both instructions;
-4. `schedule` times the steps; the functional run executes them in program order (or
-   any order the caller gives that respects the queues and the tokens: the hazard check
-   guarantees it computes the same).
-Each CONV is one integer matmul of the whole tile (`intmath.exact_int_matmul`), each other
-compute instruction a few whole-tile NumPy operations; every rounding is intmath's.
+   function that executes it on a `Machine` (shared by the instructions that repeat the
+   same fields: a layer's tiles);
+3. `first_hazard` checks every access against the unordered ones of other queues (the
+   whole program at once): an unordered pair raises LayerloomError naming both;
+4. the functional run executes the steps in program order (or any order the caller gives
+   that respects the queues and the tokens: the hazard check guarantees it computes the
+   same); `schedule` times them (`timed=False` leaves that out).
+Each CONV is one float32 GEMM of the whole tile (exact: the reference kernels' bound)
+and the reference kernels' output stage; each other compute instruction a few whole-tile
+NumPy operations or a table lookup; every rounding is intmath's, bit for bit.
 """
 
 from __future__ import annotations
