@@ -20,6 +20,7 @@ is otherwise idle, but take a core from everything else.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -59,7 +60,7 @@ def child_compile(path: str, repeats: int) -> dict[str, object]:
         seconds, program = timed(lambda: import_onnx(path))
         runs.setdefault("import", []).append(seconds)
         for step in (*COMPILE_STEPS, "fuse-activation"):
-            runs.setdefault(step, []).append(timed(lambda p=program, s=step: run_pipeline(p, s))[0])
+            runs.setdefault(step, []).append(timed(functools.partial(run_pipeline, program, step))[0])
     return {"runs": runs}
 
 
