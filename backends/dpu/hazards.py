@@ -18,6 +18,7 @@ Two ways to check, one answer (tests compare them):
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -231,32 +232,22 @@ class _AccessTable:
     """Every region of a program's accesses as arrays, in program order."""
 
     def __init__(self, accesses: Sequence[Accesses]) -> None:
+        index, queue, reads, writes = zip(*accesses, strict=True) if accesses else ((), (), (), ())
+        groups = [group for pair in zip(reads, writes, strict=True) for group in pair]  # reads first
         space_ids: dict[str, int] = {}
-        rows_of: dict[int, list[tuple[int, ...]]] = {}  # a region list's rows, by its id (steps share lists)
-        kept: list[Sequence[Region]] = []  # those lists, alive while their ids are keys
-        table: list[tuple[int, ...]] = []
-        index: list[int] = []
-        queue: list[int] = []
-        counts: list[int] = []
-        for i, q, reads_, writes_ in accesses:
-            for group in (reads_, writes_):
-                if group:
-                    known = rows_of.get(id(group))
-                    if known is None:
-                        known = rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:])
-                                                      for r in group]
-                        kept.append(group)
-                    table += known
-                counts.append(len(group))
-            index.append(i)
-            queue.append(q)
+        # Each distinct region list once (steps share their template's lists), as number rows.
+        rows_of: dict[int, list[tuple[int, ...]]] = {id(g): [] for g in groups}
+        for group in {id(g): g for g in groups if g}.values():
+            rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:]) for r in group]
+        table = list(itertools.chain.from_iterable(map(rows_of.__getitem__, map(id, groups))))
+        counts = list(map(len, groups))
         self.size = len(table)
         self.space_names = list(space_ids)
         per_instruction = np.array(counts, np.int64).reshape(-1, 2)
         self.index = np.repeat(np.array(index, np.int64), per_instruction.sum(axis=1))
         self.queue = np.repeat(np.array(queue, np.int64), per_instruction.sum(axis=1))
         self.writes = np.repeat(np.tile([False, True], len(index)), per_instruction.reshape(-1))
-        numbers = np.array(table, np.int64).reshape(-1, 7)
+        numbers = np.fromiter(itertools.chain.from_iterable(table), np.int64, count=7 * len(table)).reshape(-1, 7)
         self.numbers = numbers
         space, start, rows, cols, chans, row_stride, col_stride = numbers.T
         self.space, self.start = space, start
