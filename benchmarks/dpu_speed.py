@@ -297,15 +297,16 @@ else the reference kernels' float32 chunks summed in float64) and the output sta
 place on the float32 accumulator where the reference's `float_stage` says float32 is exact.
 The unpacked weights and compiled stages are kept with the read-only DDR bytes they were
 loaded from, so only the first run unpacks them (the reference keeps its repacked weights
-so too). The GEMMs are the same multiply-adds as the reference's but on the DPU's tiles
-(28-pixel tiles of the 1024-channel layers, 7x7 maps cut into 48-channel output tiles),
-where BLAS runs at about half the rate it reaches on whole layers; that alone is most of
-the reference's time. Everything else is Python per instruction (planning is shared by the
+so too). The GEMMs are the reference's multiply-adds, but on the DPU's tiles (28-pixel
+tiles of the 1024-channel layers, 7x7 maps cut into 48-channel output tiles), where BLAS
+is slower than on whole layers: they alone take about as long as the reference's whole
+run (table above). Everything else is Python per instruction: planning is shared by the
 tiles that repeat a layer's fields; tokens, decoding and the hazard check work on whole
-arrays, the latter only on the instruction pairs no token orders). The reference uses the
-second thread inside its GEMMs; the simulator keeps its tile GEMMs on one BLAS thread
+arrays, the latter only on the instruction pairs no token orders. The reference puts its
+second thread into its GEMMs; the simulator keeps its tile GEMMs on one BLAS thread
 (handing tile-sized GEMMs to a second thread is slower as soon as another process holds
-the other core) and does not use the second core otherwise."""
+the other core: the row with its GEMMs on the BLAS threads) and has no other use for the
+second core, so at two threads the ratio grows by the reference's speed-up."""
 
 
 def write_section(text: str) -> None:
