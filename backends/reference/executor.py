@@ -208,8 +208,10 @@ _PLAN_ATTRIBUTE = "_reference_executor_plan"
 def _residual_fusions(block: Block) -> dict[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]]:
     """Residual connections to run as one step, keyed by the op where that step runs (the
     add, or the activation after it): (conv, add, activation or None). The conv's result
-    must be read by the add alone and the add's other operand must have its shape; of two
-    such convs the later one fuses (the other's result is ready by then)."""
+    must be read by the add alone and the add's other operand must have its shape. Of two
+    such convs (a downsampling block) the one that can take its bias from a channel of
+    ones fuses (see `_conv_fusions`: the other then needs no bias pass either), else the
+    later one (its input is not kept alive longer)."""
     order = {op: i for i, op in enumerate(block.ops)}
     fusions: dict[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]] = {}
     for add in block.ops:
@@ -222,7 +224,7 @@ def _residual_fusions(block: Block) -> dict[Operation, tuple[nn.Conv2dOp, nn.Add
         ]
         if not candidates:
             continue
-        conv = max(candidates, key=order.__getitem__)
+        conv = max(candidates, key=lambda c: (_bias_channel_source(c) is not None, order[c]))
         user = add.results[0].get_user_of_unique_use()
         act = user if user is not None and activation_of(user) is not None and fusable(user) else None
         fusions[act or add] = (conv, add, act)
@@ -240,16 +242,34 @@ def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp,
     for conv, _, act in residuals.values():
         options[conv] = {"residual": True, "activation": None if act is None else activation_of(act)}
     for op in block.ops:
-        source = op.operands[0].owner if isinstance(op, nn.Conv2dOp) and fusable(op) else None
-        if not (isinstance(source, nn.Conv2dOp) and fusable(source) and op.operands[0].has_one_use()):
+        source = _sole_reader_of(op)
+        if source is None:
             continue
         made, taken = options.setdefault(source, {}), options.setdefault(op, {})
-        if takes_ones_channel(op) and makes_ones_channel(source) and not made.get("residual") and not made.get("bias_in_k"):
+        if _bias_channel_source(op) is source and not made.get("bias_in_k"):
             made["ones_channel"] = taken["bias_in_k"] = True
-        elif copies_input(op) and source.properties.get("activation") is not None and not made.get("residual"):
+        elif copies_input(op) and source.properties.get("activation") is not None:
             made["defer_activation"] = True
             taken["input_activation"] = fused_activation(source)
     return {op: ConvFusion(**kwargs) for op, kwargs in options.items() if kwargs}  # type: ignore[arg-type]
+
+
+def _sole_reader_of(op: Operation) -> nn.Conv2dOp | None:
+    """The conv whose result `op`, a conv too, reads as its input, when nothing else reads it."""
+    if not (isinstance(op, nn.Conv2dOp) and fusable(op)):
+        return None
+    source = op.operands[0].owner
+    if isinstance(source, nn.Conv2dOp) and fusable(source) and op.operands[0].has_one_use():
+        return source
+    return None
+
+
+def _bias_channel_source(op: Operation) -> nn.Conv2dOp | None:
+    """The conv that can give `op` (a 1x1 conv with a bias) its input with a channel of ones."""
+    source = _sole_reader_of(op)
+    if source is not None and takes_ones_channel(op) and makes_ones_channel(source):  # type: ignore[arg-type]
+        return source
+    return None
 
 
 def _memory(array: np.ndarray) -> np.ndarray:
