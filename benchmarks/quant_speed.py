@@ -6,7 +6,7 @@ schemes), the ratio int8 / float against the goal of 1.5.
     .venv/bin/python benchmarks/quant_speed.py --threads 1,2
 
 Each thread count runs in a child process of its own, the thread variables set before NumPy
-loads (BLAS and the qnn kernels' pool follow them). Within a child the float and the int8
+loads (BLAS follows them). Within a child the float and the int8
 programs alternate run by run, so that both see the same load on a shared machine.
 `benchmarks/quant_accuracy.py --write-docs` puts these numbers in docs/performance.md.
 """

@@ -14,9 +14,13 @@ references, bit for bit):
   folding of docs/quantization.md section 1, done at run time).
 - The output stage (requantize, zero point, clamp) is one floor per element in float64
   (`FloatStage`; float32 for pow2 where exact), derived below from the spec's roundings;
+  the fixed scheme's tie rule, where a relu does not make it moot, runs as one float64
+  floor and int32 shifts (`FixedStage`);
   where float64 is not exact, `requantize` / `output_stage` do the same in int64 with fewer
-  passes than intmath. Stages run on flat slabs (cache-sized, on a thread pool) with
-  per-op constants compiled once. Where an accumulator could leave int32 (a huge imported
+  passes than intmath. Stages run on flat slabs (cache-sized) in the calling thread: on a
+  thread pool, the GIL changing hands around every NumPy call of a slab made them slower
+  than in one thread (ResNet-50, two cores: 53 against 29 ms of output stages). Stages
+  have per-op constants compiled once. Where an accumulator could leave int32 (a huge imported
   bias), intmath itself runs, and raises.
 - Add, concat, requantize and lookup tables are functions of the operand bytes: tables
   (65536 entries for add) built with `output_stage`, then one gather per element.
@@ -24,11 +28,9 @@ references, bit for bit):
 from __future__ import annotations
 
 import math
-import os
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -56,19 +58,6 @@ clip: np.ufunc = np._core.umath.clip  # type: ignore[attr-defined]
 FLOAT32_EXACT = 2**24  # integers below this are exact in float32, and so are their sums below it
 FLOAT64_EXACT = 2**53
 SLAB_ELEMENTS = 1 << 15  # int64 temporaries of 256 KiB: they stay in L2 cache
-
-
-def thread_count() -> int:
-    """LAYERLOOM_THREADS, else the BLAS thread variables, else the CPUs this process may use."""
-    for variable in ("LAYERLOOM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(variable, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-THREADS = thread_count()
-POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="qnn") if THREADS > 1 else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -517,16 +506,6 @@ def slabs(rows: int, cols: int) -> list[slice]:
     return [slice(r0, r0 + step) for r0 in range(0, rows, step)]
 
 
-def in_parallel(parts: list[slice], work: Callable[[slice], None]) -> None:
-    """`work(part)` for every part, on the pool's threads when there are several parts
-    (NumPy releases the GIL; BLAS is idle while the output stages run)."""
-    if len(parts) < 2 or POOL is None:
-        for part in parts:
-            work(part)
-        return
-    list(POOL.map(work, parts))
-
-
 T = TypeVar("T")
 PARAMETERS: weakref.WeakKeyDictionary[Operation, tuple[tuple, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
@@ -599,7 +578,8 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
                 a += offset
             out[part] = output_stage(a, stage)
 
-    in_parallel(parts, work)
+    for part in parts:
+        work(part)
     return out
 
 
@@ -622,7 +602,8 @@ def staged_flat(arrays: list[np.ndarray], fn: Callable[..., np.ndarray], dtype: 
     def work(part: slice) -> None:
         flat_out[part] = fn(*(f[part] for f in flats))  # type: ignore[index]
 
-    in_parallel([slice(i, i + SLAB_ELEMENTS) for i in range(0, first.size, SLAB_ELEMENTS)], work)
+    for i in range(0, first.size, SLAB_ELEMENTS):
+        work(slice(i, i + SLAB_ELEMENTS))
     return out
 
 
