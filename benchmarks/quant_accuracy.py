@@ -238,8 +238,12 @@ SPEED_NOTES = [
     "its 31-bit multipliers: under a relu one float64 floor, elsewhere one float64 floor for",
     "SaturatingRoundingDoublingHighMul and int32 shifts for RoundingDivideByPOT's tie rule",
     "(about 2.5 and 3 ns per output against pow2's 1.2; the bottlenecks' last convolutions,",
-    "without a relu, hold 60 % of the outputs). The two-thread rows need both cores free:",
-    "OpenBLAS's threads wait actively, so any other process on the machine slows them most.",
+    "without a relu, hold 60 % of the outputs). With two threads only the GEMMs use both",
+    "cores: the int8 path's own work runs in one thread (on a thread pool, the GIL changing",
+    "hands around each NumPy call of a cache-sized slab made the output stages slower, 53",
+    "against 29 ms), while almost all of the float run is OpenBLAS's. The two-thread rows",
+    "also need both cores free: OpenBLAS's threads wait actively, so any other process on",
+    "the machine slows them most.",
 ]
 
 
