@@ -197,6 +197,23 @@ def test_binary_program_and_layer_table(rng: np.random.Generator) -> None:
         simulate(case.program, case.ddr(), B1024, layers=["a", "b", "c"])
 
 
+def test_weights_unpacked_once_per_blob() -> None:
+    """What CONV derives from weights LOADed from the read-only region is kept with those
+    DDR bytes: the same blob again reuses it, another blob (same layout) has its own."""
+    cases = [dp.conv_case(np.random.default_rng(seed), B512, 20, 9, 11, 24, (3, 3), pads=(1, 1, 1, 1),
+                          tile=bld.Tile(4, 5, 16)) for seed in (1, 2)]
+    assert cases[0].built.weights != cases[1].built.weights
+    blobs = [np.frombuffer(case.built.weights, np.uint8) for case in cases]
+    kept = []
+    for case, blob in [*zip(cases, blobs, strict=True), (cases[0], blobs[0])]:
+        image = DdrImage.allocate(blob, **case.built.sizes)  # the blob itself, not a copy
+        for fmap, array in case.inputs:
+            image.write(fmap, array)
+        assert np.array_equal(simulate(case.program, image, B512).read(case.output), case.expected)
+        kept.append(sum(1 for key in sim._DERIVED if key[0] == id(blob)))
+    assert kept[0] > 0 and kept[1] > 0 and kept[2] == kept[0]  # the third run unpacked nothing new
+
+
 def test_untimed_run_computes_the_same(rng: np.random.Generator) -> None:
     case = dp.residual_case(rng, B512, 16, 6, 6, tile=bld.Tile(3))
     timed, untimed = case.run(B512), case.run(B512, timed=False, hazards=False)
