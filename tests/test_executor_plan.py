@@ -133,7 +133,7 @@ def test_no_fusion_where_it_would_change_the_result() -> None:
 def fusions_of(program: Program) -> list[set[str]]:
     """The conv fusions of the program's plan, in op order: the names of the options set."""
     block = _plan_of(program.module, program.source).main.body.block
-    options = _conv_fusions(block, _residual_fusions(block))
+    options, _ = _conv_fusions(block, _residual_fusions(block))
     return [{k for k, v in vars(options[op]).items() if v} if op in options else set()
             for op in block.ops if isinstance(op, nn.Conv2dOp)]
 
@@ -213,6 +213,49 @@ def test_no_chain_when_a_result_has_other_readers() -> None:
     program = compiled(nodes, feeds, consts, ["y", "z"])
     execute(program, feeds)
     assert fusions_of(program) == [set(), set(), set(), {"residual", "activation"}]
+
+
+def pool_after_conv(activation: str, pool: str = "MaxPool", width: int = 10, **pool_attrs: object) -> tuple[list, dict, dict]:
+    x = random(1, 3, 9, width, seed=41)
+    consts = {"w": he(8, 3, 3, 42), "b": random(8, seed=43) - np.float32(1), "lo": np.array(0.5, np.float32),
+              "hi": np.array(1.0, np.float32)}
+    attrs = {"alpha": 0.2} if activation == "LeakyRelu" else {}
+    nodes = [
+        conv("x", "w", "c", "b", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node(activation, ["c", *(["lo", "hi"] if activation == "Clip" else [])], ["r"], **attrs),
+        helper.make_node(pool, ["r"], ["y"], **({"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]} | pool_attrs)),
+    ]
+    return nodes, {"x": x}, consts
+
+
+def pool_activations_of(program: Program) -> int:
+    block = _plan_of(program.module, program.source).main.body.block
+    return len(_conv_fusions(block, _residual_fusions(block))[1])
+
+
+@pytest.mark.parametrize(
+    "activation, pool, attrs, deferred",
+    [
+        ("Relu", "MaxPool", {}, True),
+        ("Clip", "MaxPool", {}, True),
+        ("Clip", "MaxPool", {"ceil_mode": 1}, True),  # the last window hangs past the end: it takes the fill
+        ("LeakyRelu", "MaxPool", {}, False),  # f(-inf) = -inf: not exchangeable with the padding's fill
+        ("Relu", "AveragePool", {}, False),
+        # Windows entirely in the padding give the fill, not relu(fill) = 0.
+        ("Relu", "MaxPool", {"width": 1, "kernel_shape": [1, 2], "strides": [1, 1], "pads": [0, 1, 0, 1],
+                             "dilations": [1, 2]}, False),
+    ],
+    ids=["relu", "clip", "clip-ceil", "leaky_relu", "average", "window-in-padding"],
+)
+def test_max_pool_applies_the_conv_activation(activation: str, pool: str, attrs: dict, deferred: bool) -> None:
+    """A conv read by one max pool alone leaves its relu / clip to the pool, which applies it
+    to the pooled (smaller) map: the same values as pooling the activated map."""
+    nodes, feeds, consts = pool_after_conv(activation, pool, **attrs)
+    check(nodes, feeds, consts, steps=2)
+    program = compiled(nodes, feeds, consts, ["y"])
+    execute(program, feeds)
+    assert fusions_of(program) == [{"defer_activation"} if deferred else set()]
+    assert pool_activations_of(program) == int(deferred)
 
 
 # ---------------------------------------------------------------------------------------

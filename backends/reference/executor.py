@@ -11,7 +11,8 @@ values live in numbered slots, each op's kernel has read its attributes (`kernel
 weights are looked up once, and convolutions join the ops around them (`_conv_fusions`): one
 whose only reader is an add (a residual connection), optionally followed by a relu, runs as
 one step that accumulates its GEMM into the other addend: no pass over the map for the add;
-one whose only reader is another conv hands it its bias channel or its activation.
+one whose only reader is another conv hands it its bias channel or its activation, and
+one whose only reader is a max pool leaves its relu to the (smaller) pooled map.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from xdsl.ir import Block, Operation, SSAValue
 
 from backends.reference.kernels import (
     KERNELS,
+    Activation,
     ConvFusion,
     Prepared,
     activation_of,
@@ -34,6 +36,7 @@ from backends.reference.kernels import (
     fusable,
     fused_activation,
     makes_ones_channel,
+    pool_commutes,
     prepare,
     read_only,
     takes_ones_channel,
@@ -96,7 +99,7 @@ class _Plan:
         steps: list[tuple[Prepared, list[SSAValue], Sequence[SSAValue], Operation]] = []
         fused = _residual_fusions(block)
         absorbed = {op for key, pattern in fused.items() for op in pattern if op is not None and op is not key}
-        options = _conv_fusions(block, fused)
+        options, pool_activations = _conv_fusions(block, fused)
         returned: list[SSAValue] = []
         for op in block.ops:
             if isinstance(op, ReturnOp):
@@ -110,7 +113,7 @@ class _Plan:
                 residual = add.operands[1] if add.operands[0] is conv.results[0] else add.operands[0]
                 steps.append((prepare(conv, options[conv]), [*conv.operands, residual], (act or add).results, act or add))
             elif op not in absorbed:
-                steps.append((prepare(op, options.get(op)), list(op.operands), op.results, op))
+                steps.append((prepare(op, options.get(op), pool_activations.get(op)), list(op.operands), op.results, op))
         self.outputs = [slot(v) for v in returned]
         # The last step that reads each value; values nobody reads die where they are made.
         last: dict[SSAValue, int] = {arg: -1 for arg in block.args}
@@ -232,18 +235,27 @@ def _residual_fusions(block: Block) -> dict[Operation, tuple[nn.Conv2dOp, nn.Add
 
 
 def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp, nn.AddOp, Operation | None]]
-                  ) -> dict[Operation, ConvFusion]:
+                  ) -> tuple[dict[Operation, ConvFusion], dict[Operation, Activation]]:
     """How each convolution joins the ops around it (`kernels.ConvFusion`): the residual
-    connections above; and where a conv's result is read by one conv alone, either the
-    first gives its result a channel of ones for the second's bias (a 1x1 conv: its GEMM
-    then adds the bias, no pass of its own even beside a residual), or the first leaves its
-    activation to the second, which applies it as it copies its input (Winograd, im2col)."""
+    connections above; where a conv's result is read by one conv alone, either the first
+    gives its result a channel of ones for the second's bias (a 1x1 conv: its GEMM then
+    adds the bias, no pass of its own even beside a residual), or the first leaves its
+    activation to the second, which applies it as it copies its input (Winograd, im2col);
+    and where it is read by one max pool alone, the pool applies its relu or clip to the
+    pooled map (`kernels.pool_commutes`; the second result: pool op -> activation)."""
     options: dict[Operation, dict[str, object]] = {}
+    pools: dict[Operation, Activation] = {}
     for conv, _, act in residuals.values():
         options[conv] = {"residual": True, "activation": None if act is None else activation_of(act)}
     for op in block.ops:
         source = _sole_reader_of(op)
         if source is None:
+            continue
+        if isinstance(op, nn.PoolOp):
+            kind = source.properties.get("activation")
+            if kind is not None and pool_commutes(op, kind.data):  # type: ignore[attr-defined]
+                options.setdefault(source, {})["defer_activation"] = True
+                pools[op] = fused_activation(source)  # type: ignore[assignment]
             continue
         made, taken = options.setdefault(source, {}), options.setdefault(op, {})
         if _bias_channel_source(op) is source and not made.get("bias_in_k"):
@@ -251,12 +263,12 @@ def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp,
         elif copies_input(op) and source.properties.get("activation") is not None:
             made["defer_activation"] = True
             taken["input_activation"] = fused_activation(source)
-    return {op: ConvFusion(**kwargs) for op, kwargs in options.items() if kwargs}  # type: ignore[arg-type]
+    return {op: ConvFusion(**kwargs) for op, kwargs in options.items() if kwargs}, pools  # type: ignore[arg-type]
 
 
 def _sole_reader_of(op: Operation) -> nn.Conv2dOp | None:
-    """The conv whose result `op`, a conv too, reads as its input, when nothing else reads it."""
-    if not (isinstance(op, nn.Conv2dOp) and fusable(op)):
+    """The conv whose result `op`, a conv or pool, reads as its input, when nothing else reads it."""
+    if not (isinstance(op, (nn.Conv2dOp, nn.PoolOp)) and fusable(op)):
         return None
     source = op.operands[0].owner
     if isinstance(source, nn.Conv2dOp) and fusable(source) and op.operands[0].has_one_use():

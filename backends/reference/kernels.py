@@ -72,26 +72,31 @@ def evaluate(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     return run_kernel(op, [read_only(a) for a in args])
 
 
-def prepare(op: Operation, fusion: ConvFusion | None = None) -> Prepared:
+def prepare(op: Operation, fusion: ConvFusion | None = None, activation: Activation | None = None) -> Prepared:
     """`op`'s kernel as a function of its operands alone, for running the op many times
     (the executor's plan): hot kernels read their attributes once here. A conv2d op with
-    the built-in kernel takes `fusion` (see `ConvFusion`; only given when `fusable`).
-    Results are not cast to the result types (`run_kernel` does that)."""
+    the built-in kernel takes `fusion` (see `ConvFusion`), a max pool `activation` (see
+    `pool_commutes`); both only when `fusable`. Results are not cast to the result types
+    (`run_kernel` does that)."""
     fn = KERNELS.get(type(op))
     if fn is None:
         raise UnsupportedError(f"the reference executor has no kernel for '{op.name}'", layer_name(op) or op.name)
     if fn is _conv2d:
-        assert isinstance(op, nn.Conv2dOp)
+        assert isinstance(op, nn.Conv2dOp) and activation is None
         return conv2d_kernel(op, fusion or ConvFusion())
-    assert fusion is None
+    if fn is _pool:
+        assert isinstance(op, nn.PoolOp) and fusion is None
+        return pool_kernel(op, activation)
+    assert fusion is None and activation is None
     return lambda args: fn(op, args)
 
 
 def fusable(op: Operation) -> bool:
-    """Whether the executor may join `op` with its neighbours: a conv2d, add or activation
-    op with its built-in kernel (a replaced kernel runs as it is)."""
+    """Whether the executor may join `op` with its neighbours: a conv2d, add, activation or
+    pool op with its built-in kernel (a replaced kernel runs as it is)."""
     builtin: dict[type[Operation], Kernel] = {
         nn.Conv2dOp: _conv2d, nn.AddOp: _binary, nn.ReluOp: _relu, nn.ClipOp: _clip, nn.LeakyReluOp: _leaky_relu,
+        nn.PoolOp: _pool,
     }
     return type(op) in builtin and KERNELS.get(type(op)) is builtin[type(op)]
 
@@ -903,34 +908,84 @@ def window_counts(size: int, out: int, kernel: int, stride: int, dilation: int, 
     return np.maximum(((taps >= -lo) & (taps < size + hi)).sum(axis=1), 1)
 
 
-@kernel(nn.PoolOp)
-def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
-    """Max / average pooling, separably: along the width, then along the height, straight
-    from the (channels-last) input: the padding is never materialised."""
-    assert isinstance(op, nn.PoolOp)
-    x = args[0]
+def pool_kernel(op: nn.PoolOp, activation: Activation | None = None) -> Prepared:
+    """Max / average pooling as a function of its operand, separably (along the width, then
+    along the height) straight from the (channels-last) input: the padding is never
+    materialised. `activation` (a relu or clip the conv before left to a max pool, see
+    `pool_commutes`) is applied to the pooled map."""
     kh, kw = nn.int_list(op.kernel)
     strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
-    _, _, h, w = x.shape
     oh, ow = _result_shape(op)[2:]
     is_max = op.kind.data == "max"
-    if is_max:
-        # The lowest finite value, as onnxruntime: a window entirely in the padding gives it.
-        fill = np.finfo(x.dtype).min if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
-    else:
-        fill = 0
-    dtype = x.dtype if is_max else _compute_dtype(x)
     reduce = np.maximum if is_max else np.add
-    nhwc = x.astype(dtype, copy=False).transpose(0, 2, 3, 1)
-    rows = pool_axis(nhwc, 2, ow, kw, strides[1], dilations[1], pads[1], reduce, dtype.type(fill))
-    out = pool_axis(rows, 1, oh, kh, strides[0], dilations[0], pads[0], reduce, dtype.type(fill))
-    if not is_max:
-        # The divisor counts valid inputs, plus the declared pads with count_include_pad.
-        lo, hi = (pads[:2], pads[2:]) if _int(op.count_include_pad) else ((0, 0), (0, 0))
-        count_h = window_counts(h, oh, kh, strides[0], dilations[0], pads[0], lo[0], hi[0])
-        count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
-        out /= (count_h[:, None, None] * count_w[None, :, None]).astype(dtype)
-    return [as_nchw(out)]
+    include_pad = _int(op.count_include_pad)
+
+    def run(args: list[np.ndarray]) -> list[np.ndarray]:
+        x = args[0]
+        _, _, h, w = x.shape
+        if is_max:
+            # The lowest finite value, as onnxruntime: a window entirely in the padding gives it.
+            fill = np.finfo(x.dtype).min if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
+        else:
+            fill = 0
+        dtype = x.dtype if is_max else _compute_dtype(x)
+        nhwc = x.astype(dtype, copy=False).transpose(0, 2, 3, 1)
+        rows = pool_axis(nhwc, 2, ow, kw, strides[1], dilations[1], pads[1], reduce, dtype.type(fill))
+        out = pool_axis(rows, 1, oh, kh, strides[0], dilations[0], pads[0], reduce, dtype.type(fill))
+        if not is_max:
+            # The divisor counts valid inputs, plus the declared pads with count_include_pad.
+            lo, hi = (pads[:2], pads[2:]) if include_pad else ((0, 0), (0, 0))
+            count_h = window_counts(h, oh, kh, strides[0], dilations[0], pads[0], lo[0], hi[0])
+            count_w = window_counts(w, ow, kw, strides[1], dilations[1], pads[1], lo[1], hi[1])
+            out /= (count_h[:, None, None] * count_w[None, :, None]).astype(dtype)
+        if activation is not None:
+            activation(out, out)
+        return [as_nchw(out)]
+
+    return run
+
+
+@kernel(nn.PoolOp)
+def _pool(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
+    assert isinstance(op, nn.PoolOp)
+    return pool_kernel(op)(args)
+
+
+def pool_commutes(op: nn.PoolOp, kind: str) -> bool:
+    """Whether a max pool (with its built-in kernel) that applies the activation `kind` to
+    its result (on 4x fewer values for a 2x2 stride) gives what pooling the activated map
+    gives. True for relu and clip when every window reaches into the input: both are
+    nondecreasing, max(f(a), f(b)) = f(max(a, b)), and where a window also reaches into the
+    padding, its fill (the lowest float) and f(fill) are both at most f of any input, or
+    equal. Not for leaky_relu: f(-inf) = -inf is below f(fill)."""
+    if not (KERNELS.get(nn.PoolOp) is _pool and op.kind.data == "max" and kind in ("relu", "clip")):
+        return False
+    x_type = op.operands[0].type
+    assert isinstance(x_type, TensorType)
+    lengths, sizes = x_type.get_shape()[2:], _result_shape(op)[2:]
+    kernels, strides, dilations, pads = (nn.int_list(a) for a in (op.kernel, op.strides, op.dilations, op.pads))
+    for axis in (0, 1):
+        covered = np.zeros(sizes[axis], dtype=bool)
+        for first, end, _ in tap_ranges(lengths[axis], sizes[axis], kernels[axis], strides[axis], dilations[axis],
+                                        pads[axis]):
+            covered[first:end] = True
+        if not covered.all():
+            return False
+    return True
+
+
+def tap_ranges(length: int, size: int, kernel: int, stride: int, dilation: int,
+               pad_begin: int) -> list[tuple[int, int, int]]:
+    """For each tap of a pooling window along one axis that falls inside the input somewhere:
+    (the first output it reaches, the end of those outputs, the input index of the first)."""
+    ranges = []
+    for t in range(kernel):
+        offset = t * dilation - pad_begin
+        first = max(0, -(offset // stride))  # ceil(-offset / stride): the first input index >= 0
+        end = min(size, (length - 1 - offset) // stride + 1) if length - 1 - offset >= 0 else 0
+        if first < end:
+            ranges.append((first, end, first * stride + offset))
+    return ranges
 
 
 def pool_axis(x: np.ndarray, axis: int, size: int, kernel: int, stride: int, dilation: int, pad_begin: int,
@@ -946,14 +1001,10 @@ def pool_axis(x: np.ndarray, axis: int, size: int, kernel: int, stride: int, dil
         index[axis] = slice(start, stop, step)
         return a[tuple(index)]
 
-    taps = []  # (first output, end of outputs, their inputs) for each tap inside x somewhere
-    for t in range(kernel):
-        offset = t * dilation - pad_begin
-        first = max(0, -(offset // stride))  # ceil(-offset / stride): the first input index >= 0
-        end = min(size, (length - 1 - offset) // stride + 1) if length - 1 - offset >= 0 else 0
-        if first < end:
-            start = first * stride + offset
-            taps.append((first, end, part(x, start, start + (end - first - 1) * stride + 1, stride)))
+    taps = [  # (first output, end of outputs, their inputs) for each tap inside x somewhere
+        (first, end, part(x, start, start + (end - first - 1) * stride + 1, stride))
+        for first, end, start in tap_ranges(length, size, kernel, stride, dilation, pad_begin)
+    ]
     shape = list(x.shape)
     shape[axis] = size
     out = np.empty(shape, dtype=x.dtype)
