@@ -480,6 +480,26 @@ def test_add_matches_reference(seed: int, scheme: str, b_shape: tuple[int, ...],
         assert np.array_equal(got_t, want)
 
 
+@pytest.mark.parametrize(("shifts", "relu"), [
+    ((0, -2, 1), False), ((-3, 0, 0), True), ((0, -9, 4), False), ((-1, 0, 2), True), ((0, 0, 3), False),
+])
+def test_pow2_add_by_shifts_is_intmaths(shifts: tuple[int, int, int], relu: bool) -> None:
+    """The pow2 add's shift-and-add form (int16; int32 for the long shift of (0, -9, 4))
+    against intmath, on every pair of operand values."""
+    a, b = (np.repeat(np.arange(-128, 128), 256).astype(np.int8), np.tile(np.arange(-128, 128), 256).astype(np.int8))
+    sa, sb, sy = shifts
+    za, zb, zy = 0, 0, 0  # pow2: symmetric
+    big = 6  # F: the operands have 2^-(F + shift) (one shift is 0), the output 2^-(F - its shift)
+    got = run(qnn.AddOp, [a, b], (a.shape, np.int8), input_scales=floats([2.0 ** -(big + sa), 2.0 ** -(big + sb)]),
+              input_zero_points=ints([za, zb]), scale=f64attr(2.0 ** -(big - sy)), zero_point=i64attr(zy),
+              scheme=StringAttr("pow2"),
+              operand_shifts=ints([sa, sb]), shifts=ints([sy]),
+              **({"activation": StringAttr("relu"), "clamp_min": i64attr(zy)} if relu else {}))
+    stage = im.OutputStage(im.Requant.of("pow2", [sy]), zy, zy if relu else -128, 127)
+    want = im.add(a, b, (za, zb), (im.Requant.of("pow2", [sa]), im.Requant.of("pow2", [sb])), stage)
+    assert np.array_equal(got, want)
+
+
 def test_global_max_pool_and_concat_requantize() -> None:
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (2, 3, 4, 4)).astype(np.int8)
