@@ -426,13 +426,14 @@ def chunk_count(k: int, bound: int) -> int:
     return math.ceil(k / per_chunk)
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def exact_matmul(a: np.ndarray, b: np.ndarray, product_bound: int | None = None) -> np.ndarray:
     """a @ b (numpy.matmul, batched) of float arrays holding integers, exactly: float32 BLAS
-    on chunks of the inner axis, summed in float64; int64 beyond float64's reach."""
+    on chunks of the inner axis, summed in float64; int64 beyond float64's reach.
+    `product_bound`: max|a| * max|b| when the caller knows it (else measured here)."""
     if b.ndim == 1:
-        return exact_matmul(a, b[:, None])[..., 0]
+        return exact_matmul(a, b[:, None], product_bound)[..., 0]
     k = a.shape[-1]
-    chunks = chunk_count(k, max_abs(a) * max_abs(b))
+    chunks = chunk_count(k, max_abs(a) * max_abs(b) if product_bound is None else product_bound)
     if chunks == 0:
         return np.matmul(a.astype(np.int64), b.astype(np.int64))
     if chunks == 1:
@@ -554,17 +555,19 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     out = np.empty((rows, cols), dtype=dtype)
     parts = slabs(rows, cols)
     fast, tiled, single = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
-    if bound > min(tiled.limit if tiled is not None else np.inf, fast.limit if fast is not None else np.inf,
-                   single.limit if single is not None else np.inf):
-        bound = min(bound, max_abs(acc))  # the actual magnitude lets more layers take the float paths
+    if dtype.itemsize != 1 or not acc.flags.c_contiguous:
+        tiled = single = None
+    best = next((s for s in (single, tiled, fast) if s is not None), None)
+    if best is not None and bound > best.limit:
+        # The actual magnitude lets more layers take the faster paths (two passes over acc:
+        # only when the fastest path's bound asks for them).
+        bound = min(bound, max_abs(acc))
     if fast is not None and bound > fast.limit:
         fast = None
     if tiled is not None and bound > tiled.limit:
         tiled = None
     if single is not None and bound <= single.limit:
         tiled = single
-    if dtype.itemsize != 1 or not acc.flags.c_contiguous:
-        tiled = None
 
     def work(part: slice) -> None:
         block = acc[part]
@@ -691,25 +694,36 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     return [as_nchw(finish_contraction(op, acc, offset, bound))]
 
 
-def contraction_bound(a: np.ndarray, b: np.ndarray) -> int:
-    return a.shape[-1] * max_abs(a) * max_abs(b)
+def product_bound(a: np.ndarray, b: np.ndarray, raw_b: np.ndarray, zero_point: int) -> int:
+    """max|a| * max|b| for b = centred(raw_b, zero_point): a weight's maximum is taken once
+    (weight_facts), not per run (the final FC's weights outnumber its inputs 1000 to 1)."""
+    return max_abs(a) * (max_abs(b) if raw_b.flags.writeable else weight_facts(raw_b, zero_point)[0])
+
+
+def contraction(a: np.ndarray, b: np.ndarray, raw_b: np.ndarray, zero_point: int) -> tuple[np.ndarray, int]:
+    """The exact a @ b and a bound on its magnitude (K * max|a| * max|b|)."""
+    bound = product_bound(a, b, raw_b, zero_point)
+    return exact_matmul(a, b, bound), a.shape[-1] * bound
 
 
 @kernel(qnn.GemmOp)
 def _gemm(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.GemmOp)
     _, za = op.input_quantization()
-    b = centred_weight(args[1], weight_zero_point(op))
+    zw = weight_zero_point(op)
+    b = centred_weight(args[1], zw)
     a, b = centred(args[0], za), b.T if int(op.trans_b.value.data) else b
-    return [finish_contraction(op, exact_matmul(a, b), bias_of(args, 2), contraction_bound(a, b))]
+    acc, bound = contraction(a, b, args[1], zw)
+    return [finish_contraction(op, acc, bias_of(args, 2), bound)]
 
 
 @kernel(qnn.MatMulOp)
 def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.MatMulOp)
     _, za = op.input_quantization()
-    a, b = centred(args[0], za), centred_weight(args[1], weight_zero_point(op))
-    acc, bound = exact_matmul(a, b), contraction_bound(a, b)
+    zw = weight_zero_point(op)
+    a, b = centred(args[0], za), centred_weight(args[1], zw)
+    acc, bound = contraction(a, b, args[1], zw)
     if b.ndim == 1:  # no channel axis: one parameter set, a channel axis of 1
         return [finish_contraction(op, acc[..., None], None, bound)[..., 0]]
     return [finish_contraction(op, acc, None, bound)]
