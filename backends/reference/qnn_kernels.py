@@ -734,8 +734,18 @@ def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
+def scratch_uint16(n: int) -> np.ndarray:
+    """A per-thread uint16 buffer of n elements (the add's table index)."""
+    buffer = getattr(SCRATCH, "uint16", None)
+    if buffer is None or buffer.size < n:
+        buffer = np.empty(max(n, SLAB_ELEMENTS), np.uint16)
+        SCRATCH.uint16 = buffer
+    return buffer[:n]
+
+
 @lru_cache(maxsize=64)
-def add_table(a_type: str, b_type: str, za: int, zb: int, scheme: str, operand: tuple, output: tuple) -> np.ndarray:
+def add_table(a_type: str, b_type: str, za: int, zb: int, scheme: str, operand: tuple, output: tuple,
+              out_type: str = "<i2") -> np.ndarray:
     """The result of qnn.add for every pair of operand bytes, at [byte_a << 8 | byte_b]:
     one lookup per element instead of three requantizations (65536 entries, 64 KiB)."""
     ra = im.Requant.of(scheme, [operand[1][0]], [operand[0][0]])
@@ -743,7 +753,7 @@ def add_table(a_type: str, b_type: str, za: int, zb: int, scheme: str, operand: 
     stage = im.OutputStage(im.Requant.of(scheme, [output[1]], [output[0]]), *output[2:])
     qa, qb = byte_values(np.dtype(a_type)), byte_values(np.dtype(b_type))
     t = requantize(qa - za, ra)[:, None] + requantize(qb - zb, rb)[None, :]
-    out = output_stage(t.reshape(-1), stage).astype(np.int16)
+    out = output_stage(t.reshape(-1), stage).astype(np.dtype(out_type))
     out.flags.writeable = False
     return out
 
@@ -764,17 +774,25 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     shifted = pow2_shift_add(za, zb, (ra, rb), stage)
     if shifted is not None and a.shape == b.shape:
         return [staged_flat([a, b], shifted, dtype)]
-    table = add_table(a.dtype.str, b.dtype.str, za, zb, stage.requant.scheme, operand, output).astype(dtype)
-
-    def add(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
-        index = np.left_shift(qa, 8, dtype=np.uint16)
-        index |= qb
-        return np.take(table, index)
-
+    table = add_table(a.dtype.str, b.dtype.str, za, zb, stage.requant.scheme, operand, output, dtype.str)
     a_bytes, b_bytes = a.view(np.uint8), b.view(np.uint8)
     if a.shape != b.shape:  # broadcasting: in one piece (the index takes the broadcast shape)
-        return [add(*np.broadcast_arrays(a_bytes, b_bytes))]
-    return [staged_flat([a_bytes, b_bytes], add, dtype)]
+        qa, qb = np.broadcast_arrays(a_bytes, b_bytes)
+        index = np.left_shift(qa, 8, dtype=np.uint16)
+        index |= qb
+        return [np.take(table, index)]
+    out = np.empty_like(a, dtype=dtype)
+    flats = flat(a_bytes), flat(b_bytes), flat(out)
+    if a.strides != b.strides or any(f is None for f in flats):
+        return [table[(a_bytes.astype(np.uint16) << 8) | b_bytes]]
+    fa, fb, fo = flats
+    for i in range(0, a.size, SLAB_ELEMENTS):  # the index in one reused buffer, the gather into out
+        part = slice(i, i + SLAB_ELEMENTS)
+        index = scratch_uint16(fa[part].size)
+        np.left_shift(fa[part], 8, out=index, dtype=np.uint16)
+        index |= fb[part]
+        np.take(table, index, out=fo[part])  # type: ignore[index]
+    return [out]
 
 
 def pow2_shift_add(za: int, zb: int, operands: tuple[im.Requant, im.Requant],
