@@ -54,10 +54,10 @@ def test_winograd_matches_direct_convolution(n: int, c: int, m: int, h: int, w: 
     assert np.abs(fast - exact).max() <= 4 * np.abs(direct - exact).max() + 1e-6
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 3 * 16 * 7 * 16 * 4])  # one row of tiles per chunk; three, the last one short
+@pytest.mark.parametrize("chunk_tiles", [1, 3 * 7])  # one row of tiles per chunk; three, the last one short
 @pytest.mark.parametrize("with_residual", [False, True])
-def test_winograd_in_chunks_of_tile_rows(chunk_bytes: int, with_residual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "WINOGRAD_CHUNK_BYTES", chunk_bytes)
+def test_winograd_in_chunks_of_tile_rows(chunk_tiles: int, with_residual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "WINOGRAD_CHUNK_TILES", chunk_tiles)
     x, weight, b = random(1, 16, 13, 14, seed=10), he_weights(16, 16, seed=11), random(16, seed=12)
     residual = random(1, 13, 14, 16, seed=13)
     whole = conv2d(x, weight, (1, 1), (1, 1, 1, 1), (1, 1), 1, (13, 14), b, relu, residual.copy() if with_residual else None)
