@@ -469,16 +469,18 @@ def channel_chunks(w: np.ndarray, zero_point: int, x_bound: int) -> tuple[list[t
     return list(zip(starts, facts[1:].tolist(), strict=True)), int(facts[0])
 
 
+def conv_attributes(op: qnn.Conv2dOp) -> tuple:
+    """Strides, pads, dilations, group, output (H, W), z_x and z_w of a qnn conv."""
+    return (nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations), int(op.group.value.data),
+            _result_shape(op)[2:], op.input_quantization()[1], qnn.ival(op.weight_zero_point) or 0)
+
+
 def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.ndarray, int]:
     """sum x * (w - z_w) over each window of `x` padded with its zero point, as a
     channels-last (N, OH, OW, M) array of exact integers, and the bound on its magnitude."""
-    strides, pads, dilations = nn.int_list(op.strides), nn.int_list(op.pads), nn.int_list(op.dilations)
-    group = int(op.group.value.data)
-    out_hw = _result_shape(op)[2:]
-    _, zx = op.input_quantization()
-    zw = qnn.ival(op.weight_zero_point) or 0
+    strides, pads, dilations, group, out_hw, zx, zw = parameters(op, "conv", lambda: conv_attributes(op))
     wc = centred_weight(w, zw)
-    x_bound = max(abs(v) for v in im.int_range(x.dtype))
+    x_bound = 128 if x.dtype == np.int8 else max(abs(v) for v in im.int_range(x.dtype))
     chunks, bound = channel_chunks(w, zw, x_bound)
     xp = as_nchw(pad_nhwc(x, pads, zx).astype(np.float32))  # padding holds z_x, i.e. real 0
     no_pads = (0, 0, 0, 0)
@@ -688,10 +690,26 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.Conv2dOp)
     x, w = args[0], args[1]
     acc, bound = exact_conv2d(x, w, op)
+    return [as_nchw(finish_contraction(op, acc, conv_offset(op, w, args[2] if len(args) > 2 else None), bound))]
+
+
+def conv_offset(op: qnn.Conv2dOp, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray | None:
+    """The per-channel integer a conv adds to its accumulator: bias - z_x * sum(w - z_w),
+    kept per op while it gets the same (read-only) weight and bias arrays."""
+    seen: dict[str, tuple] = parameters(op, "offset", dict)
+    hit = seen.get("last")
+    if hit is not None and hit[0] is w and hit[1] is bias:
+        return hit[2]
     _, zx = op.input_quantization()
     _, sums = weight_facts(w, weight_zero_point(op))
-    offset = plus(bias_of(args, 2), -zx * sums) if zx else bias_of(args, 2)
-    return [as_nchw(finish_contraction(op, acc, offset, bound))]
+    offset = None if bias is None else bias.astype(np.int64)
+    if zx:
+        offset = plus(offset, -zx * sums)
+    if offset is not None:
+        offset.flags.writeable = False
+    if not w.flags.writeable and (bias is None or not bias.flags.writeable):
+        seen["last"] = (w, bias, offset)
+    return offset
 
 
 def product_bound(a: np.ndarray, b: np.ndarray, raw_b: np.ndarray, zero_point: int) -> int:
