@@ -162,9 +162,6 @@ def fidelity_verdict(fidelity: Results) -> str:
 
 
 def section(results: Results, fidelity: Results, speed: dict | None) -> str:
-    from benchmarks.common import machine_info
-
-    info = machine_info()
     ort = {kind: fidelity[f"{kind} onnxruntime int8"] for kind in MODELS}
     lines = [
         SECTION,
@@ -203,49 +200,10 @@ def section(results: Results, fidelity: Results, speed: dict | None) -> str:
         "",
     ]
     if speed is not None:
-        from benchmarks.quant_speed import GOAL_RATIO
-        from benchmarks.quant_speed import table as speed_table
-        from benchmarks.quant_speed import verdict as speed_verdict
+        from benchmarks.quant_speed import section as speed_section
 
-        lines += [
-            "### Int8 speed (ResNet-50)",
-            "",
-            "The light ResNet-50 (seeded random weights, 1x3x224x224) through the reference executor,",
-            "float against int8 (calibrated on two seeded inputs), median of "
-            f"{speed['repeats']} alternating runs per program; ratio = int8 / float (goal: at most "
-            f"{GOAL_RATIO}). Reproduce with `.venv/bin/python benchmarks/quant_speed.py`.",
-            "",
-            speed_table(speed),
-            "",
-            f"Goal (ratio at most {GOAL_RATIO}): {speed_verdict(speed)}.",
-            "",
-            *SPEED_NOTES,
-            "",
-            f"Machine: {info['cpu']}, {info['cores']} cores, load average {speed['load']:.2f} during the run "
-            f"({info['date']}; numpy {info['numpy']}).",
-            "",
-        ]
+        lines += [speed_section(speed)]
     return "\n".join(lines)
-
-
-SPEED_NOTES = [
-    "The integer convolutions run the same float32 BLAS GEMMs as the float ones (exact: the",
-    "input channels are cut so that every partial sum stays below 2^24), but never Winograd,",
-    "which the float run uses for its 3x3 convolutions (7 ms of its run). The rest is the int8",
-    "path's own work: the output stages, the residual adds (`fixed`: a 65,536-entry table",
-    "lookup per element; `pow2`: int16 shifts and adds; the float run adds inside its GEMM)",
-    "and the inputs' conversion to float32. `pow2`",
-    "evaluates its output stage in float32 (one floor per element). `fixed` needs float64 for",
-    "its 31-bit multipliers: under a relu one float64 floor, elsewhere one float64 floor for",
-    "SaturatingRoundingDoublingHighMul and int32 shifts for RoundingDivideByPOT's tie rule",
-    "(about 2.5 and 3 ns per output against pow2's 1.2; the bottlenecks' last convolutions,",
-    "without a relu, hold 60 % of the outputs). With two threads only the GEMMs use both",
-    "cores: the int8 path's own work runs in one thread (on a thread pool, the GIL changing",
-    "hands around each NumPy call of a cache-sized slab made the output stages slower, 53",
-    "against 29 ms), while almost all of the float run is OpenBLAS's. The two-thread rows",
-    "also need both cores free: OpenBLAS's threads wait actively, so any other process on",
-    "the machine slows them most.",
-]
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:

@@ -4,11 +4,13 @@ schemes), the ratio int8 / float against the goal of 1.5.
 
     .venv/bin/python benchmarks/quant_speed.py             # print the table
     .venv/bin/python benchmarks/quant_speed.py --threads 1,2
+    .venv/bin/python benchmarks/quant_speed.py --write-docs  # and its subsection of docs/performance.md
 
 Each thread count runs in a child process of its own, the thread variables set before NumPy
 loads (BLAS follows them). Within a child the float and the int8
 programs alternate run by run, so that both see the same load on a shared machine.
-`benchmarks/quant_accuracy.py --write-docs` puts these numbers in docs/performance.md.
+`--write-docs` replaces the "Int8 speed" subsection of docs/performance.md (under "Accuracy");
+`benchmarks/quant_accuracy.py --write-docs` writes the same subsection with the whole section.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MODEL = "resnet50"
 PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
 SCHEMES = ("fixed", "pow2")
 GOAL_RATIO = 1.5
+DOCS = ROOT / "docs" / "performance.md"
+SUBSECTION = "### Int8 speed (ResNet-50)"
 
 
 def child(repeats: int) -> dict[str, object]:
@@ -118,10 +122,75 @@ def verdict(results: dict) -> str:
     return "; ".join(parts)
 
 
+NOTES = [
+    "The integer convolutions run the same float32 BLAS GEMMs as the float ones (exact: the",
+    "input channels are cut so that every partial sum stays below 2^24), but never Winograd,",
+    "which the float run uses for its 3x3 convolutions. The rest is the int8 path's own",
+    "work, measured in one process at 1 thread (`fixed`, per run): the output stages (about",
+    "20 ms for the 7.0 M outputs without a relu, 9 ms for the 4.1 M under one), the residual",
+    "adds (about 9 ms for 5.5 M elements: a 65,536-entry table gather per element, of which",
+    "NumPy's `take` alone is 1.3 ns; the float run adds inside its GEMM) and im2col with the",
+    "inputs' conversion to float32 (about 6 ms). `pow2` evaluates its output stage in float32",
+    "(one floor per element) and adds by int16 shifts. `fixed` needs float64 for its 31-bit",
+    "multipliers: under a relu one float64 floor, elsewhere one float64 floor for",
+    "SaturatingRoundingDoublingHighMul and int32 shifts for RoundingDivideByPOT's tie rule,",
+    "about eleven NumPy passes over each cache-sized slab. Those passes are compute-bound:",
+    "running each GEMM and its output stage chunk by chunk of 1 MiB (everything in L2 cache)",
+    "measured no faster, and converting the 8-bit input inside the im2col copy saved under",
+    "0.05 ms per 3x3 layer, so neither is in the kernels. With two threads only the GEMMs use",
+    "both cores: the int8 path's own work runs in one thread (on a thread pool, the GIL",
+    "changing hands around each NumPy call of a slab made the output stages slower), while",
+    "almost all of the float run is OpenBLAS's. The two-thread rows also need both cores",
+    "free: OpenBLAS's threads wait actively, so any other process on the machine slows them most.",
+]
+
+
+def section(results: dict) -> str:
+    """The "Int8 speed" subsection of docs/performance.md for `measure`'s results."""
+    from benchmarks.common import machine_info
+
+    info = machine_info()
+    return "\n".join([
+        SUBSECTION,
+        "",
+        "The light ResNet-50 (seeded random weights, 1x3x224x224) through the reference executor,",
+        "float against int8 (calibrated on two seeded inputs), median of "
+        f"{results['repeats']} alternating runs per program; ratio = int8 / float (goal: at most "
+        f"{GOAL_RATIO}). Reproduce with `.venv/bin/python benchmarks/quant_speed.py --write-docs`.",
+        "",
+        table(results),
+        "",
+        f"Goal (ratio at most {GOAL_RATIO}): {verdict(results)}.",
+        "",
+        *NOTES,
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, load average {results['load']:.2f} during the run "
+        f"({info['date']}; numpy {info['numpy']}).",
+        "",
+    ])
+
+
+def write_docs(text: str, path: Path = DOCS) -> None:
+    """Replace the Int8 speed subsection of `path` (up to the next heading), keeping the rest;
+    appended at the end if there is none yet."""
+    from compiler.program import atomic_write_with
+
+    current = path.read_text() if path.exists() else "# Performance\n"
+    start = current.find(SUBSECTION + "\n")
+    if start < 0:
+        current = current.rstrip("\n") + "\n\n" + text
+    else:
+        ends = [i for i in (current.find("\n## ", start + 1), current.find("\n### ", start + 1)) if i >= 0]
+        end = min(ends) if ends else -1
+        current = current[:start] + text.rstrip("\n") + "\n" + (current[end:] if end >= 0 else "")
+    atomic_write_with(path, lambda tmp: Path(tmp).write_text(current.rstrip("\n") + "\n"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="int8 vs float ResNet-50 through the reference executor")
     parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each program (median)")
+    parser.add_argument("--write-docs", action="store_true", help=f"replace '{SUBSECTION}' in docs/performance.md")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -132,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
           f"load average {results['load']:.2f}")
     print(table(results))
     print(verdict(results))
+    if args.write_docs:
+        write_docs(section(results))
+        print(f"updated {DOCS.relative_to(ROOT)} ({SUBSECTION})")
 
 
 if __name__ == "__main__":
