@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
-from backends.reference.kernels import as_nchw, conv2d
+from backends.reference.kernels import KERNELS, as_nchw, conv2d
 from backends.reference.qnn_kernels import FixedStage, chunk_count, exact_matmul, float_stage, max_abs, output_stage
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
@@ -27,6 +27,12 @@ SCHEMES = st.sampled_from(["pow2", "fixed"])
 def run(op_class: type[Operation], arrays: list[np.ndarray], result: tuple[tuple[int, ...], object],
         **properties: Attribute | None) -> np.ndarray:
     """Build `op_class` on block arguments typed like `arrays`, verify it, and evaluate it."""
+    return evaluate(build(op_class, arrays, result, **properties), arrays)[0]
+
+
+def build(op_class: type[Operation], arrays: list[np.ndarray], result: tuple[tuple[int, ...], object],
+          **properties: Attribute | None) -> Operation:
+    """`op_class` on block arguments typed like `arrays`, verified."""
     block = Block(arg_types=[tensor_type(a.shape, a.dtype) for a in arrays])
     props = {k: v for k, v in properties.items() if v is not None}
     operands: list = list(block.args)
@@ -36,7 +42,7 @@ def run(op_class: type[Operation], arrays: list[np.ndarray], result: tuple[tuple
     operands += [[]] * missing  # absent optional operands (bias)
     op = op_class.build(operands=operands, result_types=[tensor_type(result[0], result[1])], properties=props)
     op.verify()
-    return evaluate(op, arrays)[0]
+    return op
 
 
 def requant_props(scheme: str, reals: np.ndarray | list[float]) -> dict[str, Attribute]:
@@ -343,6 +349,27 @@ def test_conv2d_matches_int64_reference(seed: int, scheme: str, group_kind: str,
     assert np.array_equal(got, want)
 
 
+def test_conv2d_offset_follows_its_bias_and_weight_arrays() -> None:
+    """A conv keeps its offset (bias - z_x sum(w - z_w)) while it gets the same read-only
+    weight and bias arrays, as in the executor's runs, and computes it again for new ones."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (1, 3, 5, 5)).astype(np.int8)
+
+    def constant(a: np.ndarray) -> np.ndarray:
+        a.flags.writeable = False
+        return a
+
+    w1, w2 = (constant(rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)) for _ in range(2))
+    b1, b2 = (constant(rng.integers(-5000, 5000, 4).astype(np.int32)) for _ in range(2))
+    op = build(qnn.Conv2dOp, [x, w1, b1], ((1, 4, 3, 3), np.int32), strides=ints([1, 1]), pads=ints([0, 0, 0, 0]),
+               dilations=ints([1, 1]), group=i64attr(1), input_scale=f64attr(1.0), input_zero_point=i64attr(7),
+               weight_scales=floats([1.0]))
+    for w, b in ((w1, b1), (w1, b1), (w1, b2), (w2, b2), (w1, b1)):
+        got = KERNELS[qnn.Conv2dOp](op, [x, w, b])[0]
+        want = reference_conv(x, w, 7, 0, [1, 1], [0, 0, 0, 0], [1, 1], 1, (3, 3)) + b[None, :, None, None]
+        assert np.array_equal(got, want)
+
+
 def test_conv2d_long_reduction_is_exact() -> None:
     """K = 256 * 9 with large values of one sign: sums pass 2^24, float32's exact
     integers, so the input channels must be cut into chunks (as the plain float conv shows)."""
@@ -478,6 +505,10 @@ def test_add_matches_reference(seed: int, scheme: str, b_shape: tuple[int, ...],
         got_t = run(qnn.AddOp, [a_t, b_t], (a.shape, np.int8), input_scales=floats([sa, sb]),
                     input_zero_points=ints([za, zb]), scale=f64attr(sy), zero_point=i64attr(zy), **operand, **clamp)
         assert np.array_equal(got_t, want)
+        # Operands in different layouts: the table add's one-piece path.
+        got_mixed = run(qnn.AddOp, [a, b_t], (a.shape, np.int8), input_scales=floats([sa, sb]),
+                        input_zero_points=ints([za, zb]), scale=f64attr(sy), zero_point=i64attr(zy), **operand, **clamp)
+        assert np.array_equal(got_mixed, want)
 
 
 @pytest.mark.parametrize(("shifts", "relu"), [
