@@ -257,6 +257,26 @@ def test_float_stage_is_intmaths(seed: int, scheme: str, channels: int, leaky: b
         assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want), single
 
 
+@pytest.mark.parametrize("multiplier", [2**30, 1908874354, 2**31 - 1])
+@pytest.mark.parametrize("zero_point", [-128, 17])
+def test_fixed_stage_without_floor_pass_is_intmaths(multiplier: int, zero_point: int) -> None:
+    """The lifted FixedStage (truncating cast, sign term from bit 21) on every accumulator
+    near 0 and every 61st through both saturation ends, shifts 0 to 12 mixed per channel
+    (the sign mask), with and without offsets: against intmath."""
+    shifts = np.array([0, 1, 5, 12, 7])
+    values = np.concatenate([np.arange(-(2**14), 2**14), np.arange(-(2**22), 2**22, 61)])
+    acc = values[:, None] + np.zeros((1, shifts.size), np.int64)
+    stage = im.OutputStage(im.Requant.of("fixed", shifts, np.full(shifts.size, multiplier)), zero_point, -128, 127).along(2, 1)
+    for offset in (None, np.array([-40000, 3, 0, 2**20, -(2**19)])):
+        fixed = FixedStage.of(stage, shifts.size, offset, acc.shape[0])
+        assert fixed is not None and fixed.lifted and fixed.limit >= 2**22
+        out = np.empty(acc.size, np.int8)
+        fixed.store(acc.astype(np.float32).reshape(-1), out)
+        want = stage(acc + (0 if offset is None else offset))
+        assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want)
+        assert want.min() == -128 and want.max() == 127  # both ends reached
+
+
 # ---------------------------------------------------------------------------------------
 # Exact sums in float BLAS
 # ---------------------------------------------------------------------------------------

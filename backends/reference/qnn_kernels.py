@@ -231,6 +231,16 @@ class FloatStage:
 # negative h gives at most 0 either way), so it is left out. Then the clamp and the cast.
 
 MAX_INT32_STAGE_SHIFT = 22  # |h| < 2^22 and |R| <= 2^30: h + R stays in int32
+#
+# Without the floor pass (e <= 12, |offset M'| < 2^51): lifted by L = 2^21, v + L is exact
+# and positive for |v| < 2^21 (multiples of 2^-31 below 2^22), so the truncating cast is
+# floor(v) + L. Every result that is not clipped has |h| <= 256 * 2^e + 2^(e-1) + 1 < 2^21,
+# so there h' = h + L lies in [0, 2^22) and h' >> 21 is 1 - [h < 0]: the sign term is that
+# shift with 1 more taken off R (R - L - 1). Beyond (|v| >= 2^21) the cast may be one off
+# and h' >> 21 other than 0 or 1, but those results clip to the same end however they go:
+# (-2^21 + R) >> e <= -2^9 + 128 and (2^21 - 1 + R) >> e >= 2^9 - 129. Channels without
+# the sign term (e = 0) get h' >> 21 | 1 (1 where it counts); |h' + ...| stays below 2^31.
+LIFT_BITS = 21
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,7 @@ class FixedStage:
     lo: int
     hi: int
     limit: float
+    lifted: bool = False  # c1 and r hold the lift by 2^LIFT_BITS (no floor pass); the mask is then 1 where e = 0
 
     @staticmethod
     def of(stage: im.OutputStage, channels: int, offset: np.ndarray | None, rows: int) -> FixedStage | None:
@@ -264,7 +275,8 @@ class FixedStage:
         spread = float(np.abs(off).max(initial=0))
         k1 = scaled * 2.0**-31
         no_saturation = im.INT32_MAX / float(np.exp2(left.max(initial=0)))  # x << left stays in int32
-        if e.max(initial=0) <= MAX_FIXED_SHIFT and spread * float(scaled.max(initial=0)) < FLOAT64_EXACT / 4:
+        lifted = bool(e.max(initial=0) <= MAX_FIXED_SHIFT and spread * float(scaled.max(initial=0)) < FLOAT64_EXACT / 4)
+        if lifted:
             # |offset M'| < 2^51, so beyond |x M'| < 2^53, |a K1| >= 1.5 * 2^21 while |C1| < 2^20 + 1/2:
             # |h| >= 2^21 - 1 and the result saturates (|h| / 2^e > 2^9) however v rounds;
             # h + R must only stay in int32.
@@ -275,10 +287,14 @@ class FixedStage:
         clamped_below = stage.lo >= stage.zero_point
         sign: np.ndarray | bool = False
         if not clamped_below and np.any(e > 0):
-            sign = True if np.all(e > 0) else np.tile(np.where(e > 0, -1, 0), rows).astype(np.int32)
+            mask = np.where(e > 0, 0, 1) if lifted else np.where(e > 0, -1, 0)
+            sign = True if np.all(e > 0) else np.tile(mask, rows).astype(np.int32)
+        lift = (1 << LIFT_BITS) if lifted else 0
+        if lifted:
+            r = r - lift - (1 if sign is not False else 0)
         shifts: np.ndarray | int = int(e[0]) if np.all(e == e[0]) else np.tile(e, rows).astype(np.int32)
-        return FixedStage(np.tile(k1, rows), np.tile(0.5 + off * k1, rows), np.tile(r, rows).astype(np.int32),
-                          shifts, sign, stage.lo, stage.hi, limit)
+        return FixedStage(np.tile(k1, rows), np.tile(0.5 + lift + off * k1, rows), np.tile(r, rows).astype(np.int32),
+                          shifts, sign, stage.lo, stage.hi, limit, lifted)
 
     def store(self, a: np.ndarray, out: np.ndarray) -> None:
         """On the flat slab `a` into the flat 8-bit `out`."""
@@ -287,13 +303,17 @@ class FixedStage:
         np.copyto(v, a)  # then multiply within one type: faster than a mixed-type multiply
         v *= self.k1[:n]
         v += self.c1[:n]
-        np.floor(v, out=v)
-        h[...] = v
+        if not self.lifted:
+            np.floor(v, out=v)
+        h[...] = v  # lifted: the truncating cast is the floor (see above)
         if self.sign is not False:
             t = scratch_int32(n)
-            np.right_shift(h, 31, out=t)  # -1 where h < 0
+            np.right_shift(h, LIFT_BITS if self.lifted else 31, out=t)  # 1 - [h < 0] (lifted), or -[h < 0]
             if self.sign is not True:
-                t &= self.sign[:n]  # type: ignore[index]
+                if self.lifted:
+                    t |= self.sign[:n]  # type: ignore[index]
+                else:
+                    t &= self.sign[:n]  # type: ignore[index]
             h += t
         h += self.r[:n]
         np.right_shift(h, self.e if isinstance(self.e, int) else self.e[:n], out=h)
