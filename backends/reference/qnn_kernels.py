@@ -802,17 +802,9 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     parameters), indexed by byte_a << 8 | byte_b."""
     assert isinstance(op, qnn.AddOp)
     a, b = args
-    (_, za), (_, zb) = parameters(op, "inputs", op.input_quantizations)
-    (ra, rb), stage, dtype = parameters(op, "operands", op.operand_requants), parameters(op, "stage", op.output_stage), \
-        result_dtype(op)
-    operand = (tuple(int(r.multipliers.reshape(-1)[0]) for r in (ra, rb)),
-               tuple(int(r.shifts.reshape(-1)[0]) for r in (ra, rb)))
-    output = (int(stage.requant.multipliers.reshape(-1)[0]), int(stage.requant.shifts.reshape(-1)[0]),
-              stage.zero_point, stage.lo, stage.hi)
-    shifted = pow2_shift_add(za, zb, (ra, rb), stage)
+    dtype, shifted, table = parameters(op, f"add {a.dtype.str} {b.dtype.str}", lambda: add_plan(op, a.dtype, b.dtype))
     if shifted is not None and a.shape == b.shape:
         return [staged_flat([a, b], shifted, dtype)]
-    table = add_table(a.dtype.str, b.dtype.str, za, zb, stage.requant.scheme, operand, output, dtype.str)
     a_bytes, b_bytes = a.view(np.uint8), b.view(np.uint8)
     if a.shape != b.shape:  # broadcasting: in one piece (the index takes the broadcast shape)
         qa, qb = np.broadcast_arrays(a_bytes, b_bytes)
@@ -820,17 +812,29 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
         index |= qb
         return [np.take(table, index)]
     out = np.empty_like(a, dtype=dtype)
-    flats = flat(a_bytes), flat(b_bytes), flat(out)
-    if a.strides != b.strides or any(f is None for f in flats):
+    fa, fb, fo = flat(a_bytes), flat(b_bytes), flat(out)
+    if a.strides != b.strides or fa is None or fb is None or fo is None:
         return [table[(a_bytes.astype(np.uint16) << 8) | b_bytes]]
-    fa, fb, fo = flats
     for i in range(0, a.size, SLAB_ELEMENTS):  # the index in one reused buffer, the gather into out
         part = slice(i, i + SLAB_ELEMENTS)
         index = scratch_uint16(fa[part].size)
         np.left_shift(fa[part], 8, out=index, dtype=np.uint16)
         index |= fb[part]
-        np.take(table, index, out=fo[part])  # type: ignore[index]
+        np.take(table, index, out=fo[part])
     return [out]
+
+
+def add_plan(op: qnn.AddOp, a_type: np.dtype, b_type: np.dtype) -> tuple[np.dtype, Callable | None, np.ndarray]:
+    """An add's result type, its pow2 shift-and-add form (or None) and its table, read
+    once per op and operand types."""
+    (_, za), (_, zb) = op.input_quantizations()
+    (ra, rb), stage, dtype = op.operand_requants(), op.output_stage(), result_dtype(op)
+    operand = (tuple(int(r.multipliers.reshape(-1)[0]) for r in (ra, rb)),
+               tuple(int(r.shifts.reshape(-1)[0]) for r in (ra, rb)))
+    output = (int(stage.requant.multipliers.reshape(-1)[0]), int(stage.requant.shifts.reshape(-1)[0]),
+              stage.zero_point, stage.lo, stage.hi)
+    table = add_table(a_type.str, b_type.str, za, zb, stage.requant.scheme, operand, output, dtype.str)
+    return dtype, pow2_shift_add(za, zb, (ra, rb), stage), table
 
 
 def pow2_shift_add(za: int, zb: int, operands: tuple[im.Requant, im.Requant],
