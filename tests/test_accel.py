@@ -122,13 +122,16 @@ def test_mapped_module_runs_and_analyses_as_before(tiny: tuple[Program, dict[str
     got = execute(mapped, inputs)
     assert got.keys() == want.keys()
     for name in want:
-        np.testing.assert_array_equal(got[name], want[name])
+        # Not bit-equal: the executor fuses a conv with its neighbours (bias or residual inside
+        # the GEMM) only within one region, so inside the accel.layer wrappers it sums in
+        # another order; the same values up to float32 rounding.
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
     assert [layer.as_dict() for layer in analyze(mapped)] == before
     # Saved and loaded (weights.npz beside model.mlir) it still runs the same.
     mapped.save(tmp_path)
     again = Program.load(tmp_path)
     for name, array in execute(again, inputs).items():
-        np.testing.assert_array_equal(array, want[name])
+        np.testing.assert_array_equal(array, got[name])
 
 
 def test_the_documented_example_is_what_the_passes_write(monkeypatch: pytest.MonkeyPatch) -> None:
