@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
     sys.path.insert(0, str(ROOT))
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+from benchmarks import children  # noqa: E402
+from benchmarks.children import blas_threads  # noqa: E402
+
 THREADS = (1, 2)
 BLOCKS = 3
 RUNS_PER_BLOCK = 3
@@ -187,28 +188,13 @@ def phase_run(dpu: Any, q: Any, blob: Any, gemm: list[float]) -> dict[str, float
     return seconds
 
 
-def blas_threads() -> int | None:
-    """The BLAS thread count NumPy uses (the reference's; threadpoolctl if installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    return max(counts) if counts else None
-
-
 # ---------------------------------------------------------------------------------------
 # Parent
 # ---------------------------------------------------------------------------------------
 
 
 def run_child(threads: int) -> dict:
-    env = dict(os.environ) | dict.fromkeys(THREAD_VARIABLES, str(threads))
-    done = subprocess.run([sys.executable, __file__, "--child", str(threads)], env=env, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"benchmark child ({threads} threads) failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return children.run_child(__file__, [str(threads)], threads)
 
 
 def measure(threads: tuple[int, ...] = THREADS) -> list[dict]:

@@ -23,7 +23,6 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
     sys.path.insert(0, str(ROOT))
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+from benchmarks import children  # noqa: E402
+from benchmarks.children import blas_threads  # noqa: E402
+
 MODEL = "resnet50"
 SEED = 0
 COMPILE_STEPS = ("canonicalize", "fold-batchnorm")
@@ -192,16 +193,6 @@ def child_profile(path: str, repeats: int) -> dict[str, object]:
     return {"runs": runs, "load": os.getloadavg()[0]}
 
 
-def blas_threads() -> int | None:
-    """The BLAS thread count NumPy really uses (threadpoolctl if installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"]
-    return max(counts) if counts else None
-
-
 def timed_runs(repeats: int) -> int:
     """How many timed runs per side `child_execute` makes for `repeats`."""
     return BLOCKS * -(-repeats // BLOCKS)
@@ -209,15 +200,7 @@ def timed_runs(repeats: int) -> int:
 
 def run_child(arguments: list[str], threads: int | None = None) -> dict:
     """Run this script as a child measurement (thread variables set before NumPy loads)."""
-    env = dict(os.environ)
-    if threads is not None:
-        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", *arguments], env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"benchmark child {arguments[:2]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return children.run_child(__file__, arguments, threads)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 - The digits CNN and MLP (examples/train_digits.py) as int8, float and half accelerators
   (SESL, 4 PEs per layer), run in C simulation on the 400 test images: top-1, agreement with
   the float reference's top-1, and the largest logit error against the float reference
-  executor. int8 is quantized on the first 1200 training images (min-max, fixed-point) and is
+  executor. int8 is quantized on the first 1200 training images (the quantize pass's defaults:
+  mse calibration, bias correction, fixed-point) and is
   also compared bit for bit with the reference executor on its quantized program.
 - STANN's arc-detection MLP (examples/stann_arc/run.py): latency estimates, float and half,
   1 and 4 PEs.
@@ -161,8 +162,9 @@ def section() -> str:
         "### Data types on the digits models (SESL, 4 PEs per layer, 400 test images)",
         "",
         "The float reference is the reference executor on the float program (batch norms folded,",
-        "activations fused). int8 is quantized on the first 1200 training images (min-max,",
-        "fixed-point multipliers, per-channel weights); float and half compile the float program",
+        "activations fused). int8 is quantized on the first 1200 training images (the `quantize`",
+        "pass's defaults: mse calibration, bias correction, fixed-point multipliers, per-channel",
+        "weights); float and half compile the float program",
         "(half: weights rounded with NumPy's float16, every operation rounded to half). The bound is",
         "the largest per-value probabilistic bound of `backends/hls/error_bound.py` over the test",
         "images: what the generated testbenches check (the worst-case bound is far looser).",

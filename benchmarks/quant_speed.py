@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
     sys.path.insert(0, str(ROOT))
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                    "LAYERLOOM_THREADS")
+from benchmarks import children  # noqa: E402
+
 MODEL = "resnet50"
 PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
 SCHEMES = ("fixed", "pow2")
@@ -69,12 +68,7 @@ def child(repeats: int) -> dict[str, object]:
 
 
 def run_child(threads: int, repeats: int) -> dict:
-    env = dict(os.environ) | dict.fromkeys(THREAD_VARIABLES, str(threads))
-    done = subprocess.run([sys.executable, __file__, "--child", str(repeats)], env=env, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"benchmark child failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return children.run_child(__file__, [str(repeats)], threads)
 
 
 def median(values: list[float]) -> float:
