@@ -34,7 +34,7 @@ from xdsl.dialects.func import ReturnOp
 from xdsl.ir import Operation, SSAValue
 
 from compiler.errors import LayerloomError
-from compiler.program import Program, _io_names, atomic_write_with
+from compiler.program import Program, atomic_write_with, io_names
 from compiler.tensors import dtype_of
 from dialects import nn, qnn
 from dialects.nn import float_list, int_list
@@ -619,8 +619,8 @@ def to_onnx(program: Program, graph_name: str = "layerloom") -> onnx.ModelProto:
     main = main_function(program.module, program.source)
     block = main.body.block
     ex = Exporter(program)
-    input_names = _io_names(main.arg_attrs, "input", len(block.args))
-    output_names = _io_names(main.res_attrs, "output", len(main.function_type.outputs))
+    input_names = io_names(main.arg_attrs, "input", len(block.args))
+    output_names = io_names(main.res_attrs, "output", len(main.function_type.outputs))
     ex.used.update(output_names)
     inputs = []
     for arg, name in zip(block.args, input_names, strict=True):

@@ -133,11 +133,11 @@ class Program:
 
     @property
     def input_names(self) -> list[str]:
-        return _io_names(self.main.arg_attrs, "input", len(self.main.function_type.inputs))
+        return io_names(self.main.arg_attrs, "input", len(self.main.function_type.inputs))
 
     @property
     def output_names(self) -> list[str]:
-        return _io_names(self.main.res_attrs, "output", len(self.main.function_type.outputs))
+        return io_names(self.main.res_attrs, "output", len(self.main.function_type.outputs))
 
     @property
     def input_types(self) -> list[TensorType]:
@@ -183,7 +183,8 @@ class Program:
         return Program(module, store, str(p))
 
 
-def _io_names(attrs: object, kind: str, count: int) -> list[str]:
+def io_names(attrs: object, kind: str, count: int) -> list[str]:
+    """The graph input or output names kept on func.func (`nn.name`), else `input0`, `output1` ..."""
     names: list[str] = []
     entries = list(getattr(attrs, "data", ()) or ())
     for i in range(count):

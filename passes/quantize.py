@@ -422,10 +422,10 @@ class Quantizer(Lowerer):
         owner = value.owner
         if isinstance(owner, Operation):
             return layer_name(owner) or owner.name
-        from compiler.program import _io_names
+        from compiler.program import io_names
 
         func = self.block.parent_op()
-        names = _io_names(getattr(func, "arg_attrs", None), "input", len(self.block.args))
+        names = io_names(getattr(func, "arg_attrs", None), "input", len(self.block.args))
         return names[value.index] if hasattr(value, "index") else "input"  # type: ignore[attr-defined]
 
     def int_type(self, value: SSAValue, q: QParams) -> TensorType:

@@ -43,7 +43,7 @@ from backends.reference.kernels import (
     weight_array,
 )
 from compiler.errors import LayerloomError
-from compiler.program import Program, WeightStore, _io_names, weights_of
+from compiler.program import Program, WeightStore, io_names, weights_of
 from compiler.tensors import dtype_of
 from dialects import nn
 from dialects.nn import WeightOp
@@ -86,8 +86,8 @@ class _Plan:
     def __init__(self, main: FuncOp, source: str) -> None:
         self.main, self.source = main, source
         block = main.body.block
-        self.input_names = _io_names(main.arg_attrs, "input", len(block.args))
-        self.output_names = _io_names(main.res_attrs, "output", len(main.function_type.outputs))
+        self.input_names = io_names(main.arg_attrs, "input", len(block.args))
+        self.output_names = io_names(main.res_attrs, "output", len(main.function_type.outputs))
         self.signature = _signature(main)
         slots: dict[SSAValue, int] = {}
 

@@ -35,7 +35,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import SSAValue
 
 from compiler.errors import LayerloomError
-from compiler.program import Program, WeightStore, _io_names
+from compiler.program import Program, WeightStore, io_names
 from compiler.quant import intmath as im
 from compiler.tensors import dtype_of
 
@@ -80,7 +80,7 @@ class InputSpec:
 
 
 def input_specs(main: FuncOp) -> list[InputSpec]:
-    names = _io_names(main.arg_attrs, "input", len(main.function_type.inputs))
+    names = io_names(main.arg_attrs, "input", len(main.function_type.inputs))
     specs = []
     for name, t in zip(names, main.function_type.inputs, strict=True):
         assert isinstance(t, TensorType)
