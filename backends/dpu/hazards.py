@@ -130,7 +130,7 @@ class HazardTracker:
         return space
 
     def conflicts(
-        self, index: int, queue: int, clock: Clock, reads: Sequence[Region], writes: Sequence[Region]
+        self, index: int, queue: int, clock: Clock | np.ndarray, reads: Sequence[Region], writes: Sequence[Region]
     ) -> list[Conflict]:
         """The latest unordered earlier access per (region, other queue, kind), and reads
         of on-chip words that nothing wrote."""
@@ -170,24 +170,31 @@ def all_written(writers: list[np.ndarray]) -> bool:
     return bool(latest.min() >= 0)
 
 
-def clocks(queues: Sequence[int | None], token_pairs: Sequence[Token]) -> list[Clock]:
-    """The vector clock of every instruction (queue index, None for END): the max of its
-    queue predecessor's and its signallers' clocks, with its own entry set to itself."""
-    signallers: dict[int, list[int]] = {}
-    for t in token_pairs:
-        signallers.setdefault(t.waiter, []).append(t.signaller)
-    last: list[Clock] = [NO_CLOCK] * len(QUEUES)
-    out: list[Clock] = []
-    for i, q in enumerate(queues):
-        if q is None:
-            out.append(NO_CLOCK)
-            continue
-        c = last[q]
-        for s in signallers.get(i, ()):
-            c = merge(c, out[s])
-        out.append(advance(c, q, i))
-        last[q] = out[-1]
-    return out
+def clocks(queues: Sequence[int | None], token_pairs: Sequence[Token]) -> np.ndarray:
+    """The vector clock of every instruction (queue index, None for END) as the rows of an
+    (instructions, queues) array: the max of its queue predecessor's and its signallers'
+    clocks, with its own entry set to itself (END's row all -1).
+
+    Whole columns at a time: a pass takes each waiter's signallers' clocks, then a running
+    max along every queue; pass k knows the chains of k tokens. Until nothing changes (a
+    shortest chain passes each queue once, so at most len(QUEUES) - 1 passes add)."""
+    queue = np.array([-1 if q is None else q for q in queues], np.int64)
+    own = np.full((queue.size, len(QUEUES)), -1, np.int64)
+    queued = np.flatnonzero(queue >= 0)
+    own[queued, queue[queued]] = queued
+    members = [np.flatnonzero(queue == q) for q in range(len(QUEUES))]
+    waiter = np.array([t.waiter for t in token_pairs], np.int64)
+    signaller = np.array([t.signaller for t in token_pairs], np.int64)
+    signaller, waiter = signaller[queue[waiter] >= 0], waiter[queue[waiter] >= 0]  # END keeps no clock
+    clock = own
+    while True:
+        joined = own.copy()
+        np.maximum.at(joined, waiter, clock[signaller])
+        for m in members:
+            joined[m] = np.maximum.accumulate(joined[m], axis=0)
+        if np.array_equal(joined, clock):
+            return clock
+        clock = joined
 
 
 def advance(clock: Clock, queue: int, index: int) -> Clock:
@@ -209,7 +216,7 @@ Accesses = tuple[int, int, Sequence[Region], Sequence[Region]]  # (index, queue,
 PAIRS_PER_BLOCK = 1 << 20
 
 
-def first_hazard(accesses: Sequence[Accesses], clock: Sequence[Clock]) -> int | None:
+def first_hazard(accesses: Sequence[Accesses], clock: Sequence[Clock] | np.ndarray) -> int | None:
     """The index of the first instruction that breaks the hazard rule or reads on-chip
     entries that no earlier instruction wrote (what `HazardTracker.conflicts` finds, in
     program order), None if none does.
@@ -234,20 +241,21 @@ class _AccessTable:
     def __init__(self, accesses: Sequence[Accesses]) -> None:
         index, queue, reads, writes = zip(*accesses, strict=True) if accesses else ((), (), (), ())
         groups = [group for pair in zip(reads, writes, strict=True) for group in pair]  # reads first
+        # Each distinct region once (steps share their template's), as a row of numbers.
+        regions = list(itertools.chain.from_iterable(groups))
+        distinct = dict.fromkeys(regions, 0)
+        for k, r in enumerate(distinct):
+            distinct[r] = k
         space_ids: dict[str, int] = {}
-        # Each distinct region list once (steps share their template's lists), as number rows.
-        rows_of: dict[int, list[tuple[int, ...]]] = {id(g): [] for g in groups}
-        for group in {id(g): g for g in groups if g}.values():
-            rows_of[id(group)] = [(space_ids.setdefault(r.space, len(space_ids)), *r[1:]) for r in group]
-        table = list(itertools.chain.from_iterable(map(rows_of.__getitem__, map(id, groups))))
+        rows = np.array([(space_ids.setdefault(r.space, len(space_ids)), *r[1:]) for r in distinct], np.int64)
         counts = list(map(len, groups))
-        self.size = len(table)
+        self.size = len(regions)
         self.space_names = list(space_ids)
         per_instruction = np.array(counts, np.int64).reshape(-1, 2)
         self.index = np.repeat(np.array(index, np.int64), per_instruction.sum(axis=1))
         self.queue = np.repeat(np.array(queue, np.int64), per_instruction.sum(axis=1))
         self.writes = np.repeat(np.tile([False, True], len(index)), per_instruction.reshape(-1))
-        numbers = np.fromiter(itertools.chain.from_iterable(table), np.int64, count=7 * len(table)).reshape(-1, 7)
+        numbers = rows.reshape(-1, 7)[np.fromiter(map(distinct.__getitem__, regions), np.int64, count=self.size)]
         self.numbers = numbers
         space, start, rows, cols, chans, row_stride, col_stride = numbers.T
         self.space, self.start = space, start
@@ -307,18 +315,52 @@ class _AccessTable:
         onchip_reads = np.flatnonzero(self.onchip & ~self.writes)
         if onchip_reads.size == 0:
             return None
-        # Per space, the first instruction that wrote each word: paint the writes, latest first.
+        # Per space, the first instruction that wrote each word, then its latest over each read.
         size = np.zeros(int(self.space.max()) + 1, np.int64)
         np.maximum.at(size, self.space[self.onchip], self.stop[self.onchip])
         offset = np.concatenate([[0], np.cumsum(size)])
-        written = np.full(int(offset[-1]) + 1, np.iinfo(np.int64).max)
         lo, hi = self.start + offset[self.space], self.stop + offset[self.space]
-        for w in onchip_writes[::-1].tolist():
-            written[lo[w] : hi[w]] = self.index[w]
-        bounds = np.stack([lo[onchip_reads], hi[onchip_reads]], axis=1).reshape(-1)
-        latest_first = np.maximum.reduceat(written, bounds)[::2]  # over each read's words
+        written = _least_cover(lo[onchip_writes], hi[onchip_writes], self.index[onchip_writes], int(offset[-1]) + 1)
+        reads_lo = lo[onchip_reads]
+        latest_first = _range_max(written, reads_lo, np.maximum(hi[onchip_reads], reads_lo + 1))
         bad = onchip_reads[latest_first >= self.index[onchip_reads]]
         return int(self.index[bad].min()) if bad.size else None
+
+
+def _floor_log2(n: np.ndarray) -> np.ndarray:
+    return np.frexp(n.astype(np.float64))[1].astype(np.int64) - 1
+
+
+def _least_cover(lo: np.ndarray, hi: np.ndarray, value: np.ndarray, size: int) -> np.ndarray:
+    """Per entry of arange(size), the least value of the ranges [lo, hi) covering it (int64
+    max for none), without expanding the ranges: each range is two blocks of a power-of-two
+    length, whose levels are pushed down to single entries."""
+    nonempty = hi > lo
+    lo, hi, value = lo[nonempty], hi[nonempty], value[nonempty]
+    level = _floor_log2(hi - lo) if lo.size else np.zeros(0, np.int64)
+    levels = int(level.max()) + 1 if lo.size else 1
+    table = np.full((levels, size), np.iinfo(np.int64).max)
+    np.minimum.at(table.reshape(-1), level * size + lo, value)
+    np.minimum.at(table.reshape(-1), level * size + hi - (1 << level), value)
+    for j in range(levels - 1, 0, -1):
+        half = 1 << (j - 1)
+        np.minimum(table[j - 1], table[j], out=table[j - 1])
+        np.minimum(table[j - 1, half:], table[j, : size - half], out=table[j - 1, half:])
+    return table[0]
+
+
+def _range_max(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """max(values[lo[i]:hi[i]]) for every i (non-empty ranges), from a sparse table of
+    power-of-two block maxima."""
+    level = _floor_log2(hi - lo)
+    size = values.size
+    table = [values]
+    for j in range(1, int(level.max()) + 1 if lo.size else 1):
+        half = 1 << (j - 1)
+        previous = table[-1]
+        table.append(np.concatenate([np.maximum(previous[: size - half], previous[half:]), previous[size - half :]]))
+    stacked = np.stack(table).reshape(-1)
+    return np.maximum(stacked[level * size + lo], stacked[level * size + hi - (1 << level)])
 
 
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backends.dpu.encoding import decode
-from backends.dpu.hazards import Clock, Conflict, HazardTracker, Region, clocks, first_hazard
+from backends.dpu.hazards import Conflict, HazardTracker, Region, clocks, first_hazard
 from backends.dpu.isa import OPCODES, QUEUES, DpuConfig, Instruction, Token, tokens
 from backends.dpu.memory import (
     DdrImage,
@@ -812,7 +812,7 @@ def plan(program: Sequence[Instruction], config: DpuConfig, ddr: DdrImage) -> li
     return [planner.plan(i, ins) for i, ins in enumerate(program)]
 
 
-def check_hazards(steps: Sequence[Step], clock: Sequence[Clock]) -> None:
+def check_hazards(steps: Sequence[Step], clock: np.ndarray) -> None:
     """The hazard rule over the whole program; the first violation raises. Checked over
     all accesses at once (`first_hazard`); the instruction it finds is then replayed
     access by access (`HazardTracker`) to name the unordered pair."""
