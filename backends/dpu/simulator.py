@@ -69,6 +69,7 @@ INITS = frozenset(INIT_OF.values())
 FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
+ZERO32 = np.float32(0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -134,17 +135,29 @@ class Machine:
         # across runs (`derived_from`), as the reference executor keeps its repacked weights.
         self.sources: dict[str, list[tuple[int, int, np.ndarray]]] = {"weights": [], "bias": []}
         self.step: Step = None  # type: ignore[assignment]  # the instruction executing (its errors name it)
+        # The memory views a step's run function takes, per its planned fields (`views`):
+        # the memories stay in place, so each is made once per machine.
+        self.views: dict[object, Any] = {}
 
-    def unpacked(self, space: str, addr: int, count: int, key: Any, make: Callable[[], Any]) -> Any:
-        """`make()` of words addr .. addr+count-1 of `space`, kept until a LOAD overwrites them."""
+    def unpacked(self, space: str, words: tuple[int, int, Any], make: Callable[[], Any]) -> Any:
+        """`make()` of words (addr, count, key): addr .. addr+count-1 of `space`, kept until
+        a LOAD overwrites them."""
         entries = self.derived[space]
-        value = entries.get((addr, count, key))
+        value = entries.get(words)
         if value is None:
+            addr, count, key = words
             source = next((data[(addr - a) * self.widths[space] : (addr - a + count) * self.widths[space]]
                            for a, n, data in self.sources[space] if a <= addr and addr + count <= a + n), None)
             value = make() if source is None else derived_from(source, key, make)
-            entries[(addr, count, key)] = value
+            entries[words] = value
         return value
+
+    def viewed(self, owner: object, make: Callable[[Machine], Any]) -> Any:
+        """`make(self)`, the memory views of the run function `owner`, made once per machine."""
+        views = self.views.get(owner)
+        if views is None:
+            views = self.views[owner] = make(self)
+        return views
 
     def loaded(self, space: str, addr: int, count: int, source: np.ndarray | None) -> None:
         """Forget what was derived from words a LOAD overwrote; `source`: the read-only DDR
@@ -238,11 +251,12 @@ class GemmWeights:
 
     matrix: np.ndarray
     l1: int
+    peak: int  # max |w|: with max |x|, the product bound of exact_matmul's chunks (not measured per call)
 
     @staticmethod
     def of(w: np.ndarray) -> GemmWeights:
         l1 = int(np.abs(w.astype(np.int32)).sum(axis=0).max(initial=0))
-        return GemmWeights(w.astype(np.float32), l1)
+        return GemmWeights(w.astype(np.float32), l1, qk.max_abs(w))
 
     def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
         """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
@@ -250,11 +264,13 @@ class GemmWeights:
         else max |source| decides), else the reference kernels' float32 chunks summed in
         float64 (int64 beyond); and a bound on the products' magnitude."""
         bound = 128 * self.l1
-        if bound >= qk.FLOAT32_EXACT:
-            bound = int8_bound(source) * self.l1
         if bound < qk.FLOAT32_EXACT:
             return np.matmul(x, self.matrix), bound
-        return qk.exact_matmul(x, self.matrix), bound
+        peak = int8_bound(source)
+        bound = peak * self.l1
+        if bound < qk.FLOAT32_EXACT:
+            return np.matmul(x, self.matrix), bound
+        return qk.exact_matmul(x, self.matrix, peak * self.peak), bound
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,6 +291,8 @@ class ConvStage:
     offset: np.ndarray | None = None  # for |acc| <= limit (None: not exact in float32)
     limit: float = -1.0
     tiled: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (scale, offset) per row count
+    top: np.float32 = np.float32(255)  # hi - lo, the clip's upper end
+    lift: np.uint8 = np.uint8(0)  # lo modulo 256, added back after the clip
 
     @staticmethod
     def of(bias: np.ndarray, stage: im.OutputStage) -> ConvStage:
@@ -282,7 +300,8 @@ class ConvStage:
         if fast is None or fast.negative is not None or fast.limit32 < 0:
             return ConvStage(bias, stage, qk.max_abs(bias))
         return ConvStage(bias, stage, qk.max_abs(bias), fast.k.astype(np.float32),
-                         (fast.c - stage.lo).astype(np.float32), fast.limit32)
+                         (fast.c - stage.lo).astype(np.float32), fast.limit32,
+                         top=np.float32(stage.hi - stage.lo), lift=np.uint8(stage.lo % 256))
 
     def rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The float32 scale and offset repeated for `count` rows."""
@@ -299,13 +318,14 @@ class ConvStage:
             if bound > self.limit:
                 bound = min(bound, qk.max_abs(acc))
             if bound <= self.limit:
-                scale, offset = self.rows(acc.shape[0])  # whole rows: faster than broadcasting
+                tiled = self.tiled.get(acc.shape[0])
+                scale, offset = tiled if tiled is not None else self.rows(acc.shape[0])  # whole rows: faster than broadcasting
                 acc *= scale
                 acc += offset
                 raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
-                np.clip(acc, np.float32(0), np.float32(self.stage.hi - self.stage.lo), out=raw, casting="unsafe")
-                if self.stage.lo % 256:
-                    raw += np.uint8(self.stage.lo % 256)  # back to [lo, hi], modulo 256
+                np.clip(acc, ZERO32, self.top, out=raw, casting="unsafe")
+                if self.lift:
+                    raw += self.lift  # back to [lo, hi], modulo 256
                 return
         if bound + self.spread > im.INT32_MAX:
             bound = min(bound, qk.max_abs(acc))
@@ -479,12 +499,15 @@ class Planner:
         inner = (slice(i.pad_top, i.pad_top + i.rows), slice(i.pad_left, i.pad_left + i.cols), slice(0, i.chans))
         chans, addr = i.chans, i.addr
 
+        def view(m: Machine) -> np.ndarray:
+            return m.memories[space][first:stop].reshape(shape)
+
         def run(m: Machine) -> None:
             region, start = m.step.ddr
             data = strided_box(m.ddr.arrays[region], start, *box)
             if derives:
                 m.loaded(space, addr, count, data.reshape(-1) if dense and not data.flags.writeable else None)
-            tile = m.memories[space][first:stop].reshape(shape)
+            tile = m.viewed(run, view)
             if plain:
                 tile[...] = data
                 return
@@ -509,9 +532,12 @@ class Planner:
         space, first, stop = src.space, src.start * width, src.stop * width
         shape, chans = (i.rows, i.cols, -(-i.chans // width) * width), i.chans
 
+        def view(m: Machine) -> np.ndarray:
+            return m.memories[space][first:stop].reshape(shape)[:, :, :chans]
+
         def run(m: Machine) -> None:
             region, start = m.step.ddr
-            strided_box(m.ddr.arrays[region], start, *box)[...] = m.memories[space][first:stop].reshape(shape)[:, :, :chans]
+            strided_box(m.ddr.arrays[region], start, *box)[...] = m.viewed(run, view)
 
         step.run = run
 
@@ -540,18 +566,24 @@ class Planner:
                        * kernel[0] * kernel[1])
         p_in, p_out = pitch(i.ic, c.icp), pitch(i.oc, c.icp)
         shape = (i.out_rows, i.out_cols)
-        weights_key = ("conv", i.oc, i.ic, kernel, c.icp, c.ocp)
-        stage_key = ("stage", cfg.act, cfg.alpha, activation_bounds(cfg))
+        weights_key = (i.addr_w, n_words, ("conv", i.oc, i.ic, kernel, c.icp, c.ocp))
+        stage_key = (i.addr_bias, i.oc, ("stage", cfg.act, cfg.alpha, activation_bounds(cfg)))
+
+        def views(m: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            y = m.tile(i.bank_out, i.addr_out, *shape, p_out)
+            return m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic], y, y[:, :, : i.oc].reshape(-1, i.oc)
 
         def run(m: Machine) -> None:
-            x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic]
+            x, y, out = m.viewed(run, views)
             patches = im2col(x, kernel, stride, dilation, shape)
-            w = m.unpacked("weights", i.addr_w, n_words, weights_key,
+            w = m.unpacked("weights", weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
-            stage = m.unpacked("bias", i.addr_bias, i.oc, stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
+            stage = m.unpacked("bias", stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
             acc, bound = w.matmul(patches, x)
-            stage(m.step, acc, bound, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p_out), i.oc))
+            if y.shape[2] > i.oc:  # the words' tail bytes are 0 for the values written there
+                y[:, :, i.oc :] = 0
+            stage(m.step, acc, bound, out)
 
         step.run = run
 
@@ -571,17 +603,17 @@ class Planner:
         step.cycles = self.misc_cycles(i, kernel[0] * kernel[1])
         p = pitch(i.chans, c.icp)
         shape = (i.out_rows, i.out_cols)
-        weights_key = ("dwconv", i.chans, kernel, c.icp, c.ocp)
-        stage_key = ("stage", cfg.act, cfg.alpha, activation_bounds(cfg))
+        weights_key = (i.addr_w, n_words, ("dwconv", i.chans, kernel, c.icp, c.ocp))
+        stage_key = (i.addr_bias, i.chans, ("stage", cfg.act, cfg.alpha, activation_bounds(cfg)))
 
         def run(m: Machine) -> None:
             x = m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p)[:, :, : i.chans].astype(np.float32)
-            w = m.unpacked("weights", i.addr_w, n_words, weights_key,
+            w = m.unpacked("weights", weights_key,
                            lambda: DwWeights.of(dw_weight_taps(m.words("weights", i.addr_w, n_words), i.chans, *kernel, c)))
             acc = np.zeros((*shape, i.chans), np.float32)  # exact: |acc| <= 256 taps * 128 * 127 < 2^24
             for (a, b), tap in tap_views(x, kernel, stride, dilation, shape):
                 acc += tap * w.taps[a, b]
-            stage = m.unpacked("bias", i.addr_bias, i.chans, stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.chans))
+            stage = m.unpacked("bias", stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.chans))
             stage(m.step, acc.reshape(-1, i.chans), 128 * w.l1, output_tile(m.tile(i.bank_out, i.addr_out, *shape, p), i.chans))
 
         step.run = run
@@ -655,13 +687,18 @@ class Planner:
         shape = (i.out_rows, i.out_cols)
         table = elew_table(cfg.inputs, cfg.shift_a, cfg.shift_b, cfg.shift_out, *activation_bounds(cfg))
 
+        def views(m: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (m.tile(i.bank_a, i.addr_a, *shape, p)[:, :, : i.chans].view(np.uint8),
+                    m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans].view(np.uint8),
+                    m.tile(i.bank_out, i.addr_out, *shape, p))
+
         def run(m: Machine) -> None:
-            x = m.tile(i.bank_a, i.addr_a, *shape, p)[:, :, : i.chans].view(np.uint8)
+            x, b, y = m.viewed(run, views)
             if cfg.inputs == 2:  # one lookup per element: the table holds every pair of operand bytes
                 index = np.left_shift(x, 8, dtype=np.uint16)
-                index |= m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans].view(np.uint8)
+                index |= b
                 x = index
-            write_tile(m.tile(i.bank_out, i.addr_out, *shape, p), np.take(table, x))
+            write_tile(y, np.take(table, x))
 
         step.run = run
 
@@ -1186,13 +1223,15 @@ def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: Dpu
         check_hazards(steps, clocks([s.queue for s in steps], pairs))
     sequence = check_order(order, steps, pairs) if order is not None else [s.index for s in steps if s.queue is not None]
     machine = Machine(config, ddr.copy())
-    seconds = np.zeros(len(steps))
+    host = [0.0] * len(steps)
+    clock = time.perf_counter
     for i in sequence:
         step = machine.step = steps[i]
         if step.run is not None:
-            started = time.perf_counter()
+            started = clock()
             step.run(machine)
-            seconds[i] = time.perf_counter() - started
+            host[i] = clock() - started
+    seconds = np.array(host)
     if not timed:
         untimed = np.zeros((0, len(steps)), np.int64)
         return SimResult(machine.ddr, config, timing, list(steps), names, untimed, untimed, [], seconds)
