@@ -252,24 +252,33 @@ class GemmWeights:
     matrix: np.ndarray
     l1: int
     peak: int  # max |w|: with max |x|, the product bound of exact_matmul's chunks (not measured per call)
+    # The larger of a column's positive and negative weight sums, at most: for inputs >= 0
+    # (a ReLU's outputs) every partial sum lies between -max x * that and max x * that.
+    one_sided: int
 
     @staticmethod
     def of(w: np.ndarray) -> GemmWeights:
-        l1 = int(np.abs(w.astype(np.int32)).sum(axis=0).max(initial=0))
-        return GemmWeights(w.astype(np.float32), l1, qk.max_abs(w))
+        w32 = w.astype(np.int32)
+        positive, negative = np.maximum(w32, 0).sum(axis=0), -np.minimum(w32, 0).sum(axis=0)
+        l1 = int((positive + negative).max(initial=0))
+        return GemmWeights(w.astype(np.float32), l1, qk.max_abs(w), int(np.maximum(positive, negative).max(initial=0)))
 
     def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
         """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
         from one BLAS call where that is exact (int8 inputs always are for most layers;
-        else max |source| decides), else the reference kernels' float32 chunks summed in
-        float64 (int64 beyond); and a bound on the products' magnitude."""
+        else max |source| decides, or for inputs >= 0 the one-sided sums), else the
+        reference kernels' float32 chunks summed in float64 (int64 beyond); and a bound on
+        the magnitude of the result and its partial sums."""
         bound = 128 * self.l1
         if bound < qk.FLOAT32_EXACT:
             return np.matmul(x, self.matrix), bound
-        peak = int8_bound(source)
+        low, high = int(source.min(initial=0)), int(source.max(initial=0))
+        peak = max(high, -low)
         bound = peak * self.l1
         if bound < qk.FLOAT32_EXACT:
             return np.matmul(x, self.matrix), bound
+        if low == 0 and high * self.one_sided < qk.FLOAT32_EXACT:  # no input below 0
+            return np.matmul(x, self.matrix), high * self.one_sided
         return qk.exact_matmul(x, self.matrix, peak * self.peak), bound
 
 
@@ -796,11 +805,6 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dila
     if kernel == (1, 1) and stride == (1, 1):
         return x.reshape(shape[0] * shape[1], -1).astype(np.float32)
     return windows(x.astype(np.float32), kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
-
-
-def int8_bound(x: np.ndarray) -> int:
-    """max |x| of an int8 array."""
-    return max(int(x.max(initial=0)), -int(x.min(initial=0)))
 
 
 def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
