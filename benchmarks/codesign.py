@@ -14,7 +14,6 @@ the loop, on `zcu102` (hybrid) at a PE budget.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -28,8 +27,11 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], no
 if str(ROOT / "examples") not in sys.path:
     sys.path.insert(0, str(ROOT / "examples"))
 
-from benchmarks.common import machine_info, markdown_table  # noqa: E402
-from benchmarks.mapping import write_docs  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine_info,
+    markdown_table,
+    section_main,  # noqa: E402
+)
 from compiler.hw import load_target  # noqa: E402
 from compiler.program import Program  # noqa: E402
 from compiler.prune.codesign import mapped  # noqa: E402
@@ -174,14 +176,7 @@ def section() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", action="store_true", help="replace the section in docs/performance.md")
-    args = parser.parse_args()
-    text = section()
-    print(text)
-    if args.write_docs:
-        write_docs(text, SECTION)
-    return 0
+    return section_main(__doc__.splitlines()[0], section, SECTION)
 
 
 if __name__ == "__main__":

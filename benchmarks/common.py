@@ -364,3 +364,42 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+PERFORMANCE_DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+
+
+def replace_doc_section(text: str, heading: str, path: Path = PERFORMANCE_DOC,
+                        header: str = "# Performance\n", append: bool = True) -> None:
+    """Put `text` in place of the part of `path` under `heading` (a `## ` or `### ` line, up
+    to the next heading of its level or above), keeping the rest; where there is no such
+    heading, append it (or, without `append`, stop with a message). Written atomically."""
+    from compiler.program import atomic_write_with
+
+    doc = path.read_text() if path.exists() else header
+    start = doc.find(heading + "\n")
+    if start < 0:
+        if not append:
+            raise SystemExit(f"{path}: no '{heading}' to replace")
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        level = len(heading.split(" ", 1)[0])
+        stops = [doc.find("\n" + "#" * n + " ", start + len(heading)) for n in range(2, level + 1)]
+        end = min((i for i in stops if i >= 0), default=-1)
+        doc = doc[:start] + text.rstrip("\n") + "\n" + (doc[end:] if end >= 0 else "")
+    atomic_write_with(path, lambda tmp: Path(tmp).write_text(doc.rstrip("\n") + "\n"))
+
+
+def section_main(description: str, section: Callable[[], str], heading: str) -> int:
+    """The command line of a benchmark that prints one section of docs/performance.md and,
+    with --write-docs, puts it there."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write-docs", action="store_true", help="replace the section in docs/performance.md")
+    args = parser.parse_args()
+    text = section()
+    print(text)
+    if args.write_docs:
+        replace_doc_section(text, heading)
+    return 0

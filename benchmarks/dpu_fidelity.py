@@ -265,10 +265,10 @@ def main() -> int:
     print(worst_layers(runs), end="\n\n")
     print(f"Goal {verdict(runs)}; on one core {verdict(single)}.")
     if args.write_docs:
+        from benchmarks.common import replace_doc_section
         from benchmarks.dpu_speed import speed_section
-        from benchmarks.mapping import write_docs
 
-        write_docs(section(runs, single, speed_section()), SECTION)
+        replace_doc_section(section(runs, single, speed_section()), SECTION)
     return 0
 
 

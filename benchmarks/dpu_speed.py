@@ -299,22 +299,6 @@ the other core: the row with its GEMMs on the BLAS threads) and has no other use
 second core, so at two threads the ratio grows by the reference's speed-up."""
 
 
-def write_section(text: str) -> None:
-    """Replace the speed subsection of docs/performance.md (up to the next heading of its
-    level or above)."""
-    from compiler.program import atomic_write_with
-
-    doc = DOCS.read_text()
-    if HEADING not in doc:
-        raise SystemExit(f"{DOCS}: no '{HEADING}' to replace (run benchmarks/dpu_fidelity.py --write-docs first)")
-    start = doc.index(HEADING)
-    rest = doc[start + len(HEADING):]
-    ends = [i for i in (rest.find("\n### "), rest.find("\n## ")) if i >= 0]
-    end = start + len(HEADING) + (min(ends) + 1 if ends else len(rest))
-    new = doc[:start] + text.rstrip("\n") + "\n\n" + doc[end:].lstrip("\n")
-    atomic_write_with(DOCS, lambda tmp: Path(tmp).write_text(new))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="replace the simulator speed part of docs/performance.md")
@@ -327,7 +311,9 @@ def main() -> int:
     text = speed_section(measure(tuple(int(t) for t in args.threads.split(","))))
     print(text)
     if args.write_docs:
-        write_section(text)
+        from benchmarks.common import replace_doc_section
+
+        replace_doc_section(text, HEADING, DOCS, append=False)  # it lives in dpu_fidelity.py's DPU section
     return 0
 
 

@@ -449,20 +449,6 @@ section records both.
 """
 
 
-def write_docs(section: str, path: Path = DOCS) -> None:
-    """Replace the Foundation section of `path` (up to the next `## ` heading), keeping the rest."""
-    from compiler.program import atomic_write_with
-
-    text = path.read_text() if path.exists() else DOCS_HEADER
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
-    atomic_write_with(path, lambda tmp: Path(tmp).write_text(text.rstrip("\n") + "\n"))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Foundation benchmark (issue 2): ResNet-50 compile time, executor vs onnxruntime, peak memory"
@@ -493,7 +479,9 @@ def main(argv: list[str] | None = None) -> None:
     section = report(measure(threads, args.repeats, args.others_threads))
     print(section)
     if args.write_docs:
-        write_docs(section)
+        from benchmarks.common import replace_doc_section
+
+        replace_doc_section(section, SECTION, DOCS, DOCS_HEADER)
         print(f"wrote {DOCS}", file=sys.stderr)
 
 

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -37,8 +36,11 @@ from backends.hls.error_bound import error_bound  # noqa: E402
 from backends.hls.project import HlsProject  # noqa: E402
 from backends.hls.target import FLOAT_PIPELINE  # noqa: E402
 from backends.reference import execute  # noqa: E402
-from benchmarks.common import machine_info, markdown_table  # noqa: E402
-from benchmarks.mapping import write_docs  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine_info,
+    markdown_table,
+    section_main,  # noqa: E402
+)
 from compiler import import_onnx, quantize  # noqa: E402
 from compiler.hw import load_target  # noqa: E402
 from compiler.pipeline import run_pipeline  # noqa: E402
@@ -195,14 +197,7 @@ def section() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", action="store_true", help="replace the section in docs/performance.md")
-    args = parser.parse_args()
-    text = section()
-    print(text)
-    if args.write_docs:
-        write_docs(text, SECTION)
-    return 0
+    return section_main(__doc__.splitlines()[0], section, SECTION)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ wheel's light model) takes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
@@ -21,11 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: benchmarks/ is sys.path[0], not the repository
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import LIGHT, machine_info, markdown_table  # noqa: E402
+from benchmarks.common import LIGHT, machine_info, markdown_table, section_main  # noqa: E402
 
 BUDGETS = (512, 1024, 2048)
 MODELS = ("mobilenet_v1", "mobilenet_v2")
-DOCS = ROOT / "docs" / "performance.md"
 SECTION = "## Hardware model"
 PIPELINE = "canonicalize,fold-batchnorm,fuse-activation"
 
@@ -173,28 +171,8 @@ def section() -> str:
     ])  # fmt: skip
 
 
-def write_docs(text: str, heading: str = SECTION) -> None:
-    """Replace the section under `heading` in docs/performance.md with `text` (append it
-    when there is none)."""
-    doc = DOCS.read_text()
-    start = doc.find(heading + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(heading))
-        doc = doc[:start] + text.rstrip("\n") + "\n" + ("\n" + doc[end + 1 :] if end >= 0 else "")
-    DOCS.write_text(doc)
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", action="store_true", help="replace the section in docs/performance.md")
-    args = parser.parse_args()
-    text = section()
-    print(text)
-    if args.write_docs:
-        write_docs(text)
-    return 0
+    return section_main(__doc__.splitlines()[0], section, SECTION)
 
 
 if __name__ == "__main__":

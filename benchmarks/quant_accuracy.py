@@ -206,20 +206,6 @@ def section(results: Results, fidelity: Results, speed: dict | None) -> str:
     return "\n".join(lines)
 
 
-def write_docs(text: str, path: Path = DOCS) -> None:
-    """Replace the Accuracy section of `path` (up to the next `## ` heading), keeping the rest."""
-    from compiler.program import atomic_write_with
-
-    current = path.read_text() if path.exists() else "# Performance\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        current = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        current = current[:start] + text.rstrip("\n") + "\n" + (current[end:] if end >= 0 else "")
-    atomic_write_with(path, lambda tmp: Path(tmp).write_text(current.rstrip("\n") + "\n"))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="int8 vs float top-1 of the digits models, beside onnxruntime's int8")
     parser.add_argument("--write-docs", action="store_true", help="update the Accuracy section of docs/performance.md "
@@ -238,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
 
         speed = measure_speed(sorted({int(t) for t in args.speed_threads.split(",")}), args.speed_repeats)
         print(speed_table(speed))
-        write_docs(section(results, fidelity, speed))
+        from benchmarks.common import replace_doc_section
+
+        replace_doc_section(section(results, fidelity, speed), SECTION, DOCS)
         print(f"updated {DOCS.relative_to(ROOT)} ({SECTION})")
 
 if __name__ == "__main__":

@@ -166,22 +166,6 @@ def section(results: dict) -> str:
     ])
 
 
-def write_docs(text: str, path: Path = DOCS) -> None:
-    """Replace the Int8 speed subsection of `path` (up to the next heading), keeping the rest;
-    appended at the end if there is none yet."""
-    from compiler.program import atomic_write_with
-
-    current = path.read_text() if path.exists() else "# Performance\n"
-    start = current.find(SUBSECTION + "\n")
-    if start < 0:
-        current = current.rstrip("\n") + "\n\n" + text
-    else:
-        ends = [i for i in (current.find("\n## ", start + 1), current.find("\n### ", start + 1)) if i >= 0]
-        end = min(ends) if ends else -1
-        current = current[:start] + text.rstrip("\n") + "\n" + (current[end:] if end >= 0 else "")
-    atomic_write_with(path, lambda tmp: Path(tmp).write_text(current.rstrip("\n") + "\n"))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="int8 vs float ResNet-50 through the reference executor")
     parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="comma-separated thread counts")
@@ -198,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     print(verdict(results))
     if args.write_docs:
-        write_docs(section(results))
+        from benchmarks.common import replace_doc_section
+
+        replace_doc_section(section(results), SUBSECTION, DOCS)
         print(f"updated {DOCS.relative_to(ROOT)} ({SUBSECTION})")
 
 
