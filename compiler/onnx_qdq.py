@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 from xdsl.dialects.builtin import StringAttr, TensorType
 from xdsl.dialects.func import ReturnOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.pattern_rewriter import PatternRewriteWalker
 
 from compiler.errors import LayerloomError
@@ -128,9 +128,18 @@ def check_version_attributes(n: Node) -> None:
         raise Refused("precision not supported")
 
 
-def per_axis(b: Builder, x: SSAValue, axis: int, emit_one: Callable[[SSAValue, int], SSAValue]) -> SSAValue:
-    """`emit_one(slice, channel)` on each slice of `x` along `axis`, concatenated again
-    (quantization with one scale per channel of a computed tensor)."""
+def emit_quantization(b: Builder, op: type[qnn.QuantizeOp] | type[qnn.DequantizeOp], x: SSAValue, axis: int,
+                      scale: np.ndarray, zero_points: np.ndarray, result: Attribute) -> SSAValue:
+    """`op` on `x` with its one scale and zero point, or with one per channel along `axis`:
+    then on each slice of `x`, concatenated again (a computed tensor quantized per channel)."""
+
+    def emit_one(part: SSAValue, c: int) -> SSAValue:
+        sc, zc = (scale, zero_points) if scale.size == 1 else (scale[c : c + 1], zero_points[c : c + 1])
+        return b.emit(op, [part], shape_of(part), result, scale=f64attr(float(sc.reshape(-1)[0])),
+                      zero_point=i64attr(int(zc.reshape(-1)[0])))
+
+    if scale.size == 1:
+        return emit_one(x, 0)
     shape = shape_of(x)
     part = shape[:axis] + (1,) + shape[axis + 1 :]
     parts = b.emit_multi(nn.SplitOp, [x], [part] * shape[axis], element_of(x), {"axis": i64attr(axis)},
@@ -160,14 +169,7 @@ def convert_quantize_linear(b: Builder, n: Node) -> list[Value]:
         return [im.quantize(x, s.astype(np.float32), z, lo, hi).astype(dtype)]  # type: ignore[arg-type]  # (broadcast)
     if dtype_of(x).kind != "f":
         raise Refused(f"QuantizeLinear of a {dtype_of(x)} tensor not supported (float is)")
-    result = element_type(dtype)
-
-    def quantize(part: SSAValue, c: int) -> SSAValue:
-        sc, zc = (scale, zero_points) if scale.size == 1 else (scale[c : c + 1], zero_points[c : c + 1])
-        return b.emit(qnn.QuantizeOp, [part], shape_of(part), result, scale=f64attr(float(sc.reshape(-1)[0])),
-                      zero_point=i64attr(int(zc.reshape(-1)[0])))
-
-    return [quantize(x, 0) if scale.size == 1 else per_axis(b, x, axis, quantize)]
+    return [emit_quantization(b, qnn.QuantizeOp, x, axis, scale, zero_points, element_type(dtype))]
 
 
 @converter("DequantizeLinear", foldable=True)
@@ -190,14 +192,7 @@ def convert_dequantize_linear(b: Builder, n: Node) -> list[Value]:
         for key, value in (("values", x), ("scales", s), ("zero_points", z)):
             b.store.set(f"{n.name}{RECORD}{key}", np.asarray(value))
         return [im.dequantize(x, s.astype(np.float32), z).astype(out)]  # type: ignore[arg-type]  # (broadcast)
-    result = element_type(out)
-
-    def dequantize(part: SSAValue, c: int) -> SSAValue:
-        sc, zc = (scale, zero_points) if scale.size == 1 else (scale[c : c + 1], zero_points[c : c + 1])
-        return b.emit(qnn.DequantizeOp, [part], shape_of(part), result, scale=f64attr(float(sc.reshape(-1)[0])),
-                      zero_point=i64attr(int(zc.reshape(-1)[0])))
-
-    return [dequantize(x, 0) if scale.size == 1 else per_axis(b, x, axis, dequantize)]
+    return [emit_quantization(b, qnn.DequantizeOp, x, axis, scale, zero_points, element_type(out))]
 
 
 # ---------------------------------------------------------------------------------------
