@@ -192,6 +192,19 @@ def test_bottleneck_chain_on_thin_maps(hw: tuple[int, int]) -> None:
     assert "bias_in_k" in fusions_of(program)[2]
 
 
+@pytest.mark.parametrize("kernel", [1, 2, 3], ids=["ones-channel", "deferred-relu-1x2", "deferred-relu-3x3"])
+def test_single_channel_conv_feeding_a_conv(kernel: int) -> None:
+    """A conv with one input channel and group 1 is dense, not depthwise: it still makes the
+    channel of ones its 1x1 reader's bias rides on, and its reader still applies the relu
+    it deferred (found by the random-CNN property test: a relu silently dropped)."""
+    x = random(1, 1, 6, 6, seed=4)
+    shape = (1, kernel) if kernel == 2 else (kernel, kernel)
+    w2 = np.random.default_rng(5).standard_normal((3, 1, *shape)).astype(np.float32)
+    consts = {"w1": he(1, 1, 3, 6), "b1": random(1, seed=7), "w2": w2, "b2": random(3, seed=8)}
+    nodes = [conv("x", "w1", "c", "b1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]), conv("r", "w2", "y", "b2")]
+    check(nodes, {"x": x}, consts)
+
+
 def test_identity_block_chain() -> None:
     """The last 1x1 conv of an identity block takes its bias from the ones channel and its
     residual as the GEMM's initial output: the whole add costs no pass."""

@@ -550,7 +550,7 @@ def conv2d(
         x = as_nchw(channels_last(x, input_activation))  # no copy of x below to apply it on
         input_activation = None
     assert not ones_channel or group == 1 and residual is None
-    if group == c and c_per_group == 1:
+    if group == c > 1 and c_per_group == 1:  # (one input channel, group 1: the dense path below)
         y = _depthwise(x, w, strides, pads, dilations, out_hw)
     elif group > 1:
         y = _grouped(x, w, strides, pads, dilations, group, out_hw)
