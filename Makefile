@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= build/demo
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo test test-slow soak lint install clean
 
 $(STAMP): pyproject.toml examples/winograd_engine/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 # Only the suites marked slow (CI runs `make test` then this); "no tests" (exit 5) is fine.
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m slow tests || test $$? -eq 5
+
+# Every property test with 400 drawn examples instead of 15-30 (not in CI: ~an hour on 2 cores).
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --hypothesis-profile=soak -m "not slow" $$(grep -l "@given" tests/*.py)
 
 lint: $(STAMP)
 	$(BIN)/ruff check compiler dialects passes backends tests benchmarks examples

@@ -65,6 +65,32 @@ def test_winograd_in_chunks_of_tile_rows(chunk_tiles: int, with_residual: bool, 
     np.testing.assert_allclose(fast, whole, rtol=1e-5, atol=1e-5)
 
 
+# ---------------------------------------------------------------------------------------
+# im2col in chunks of output rows
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5 * 9 * 8 * 4 * 3])  # the fewest rows allowed; three rows, the last chunk short
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_im2col_in_chunks_of_output_rows(chunk_bytes: int, with_residual: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked im2col (rows of the output at a time, each GEMM accumulating into its rows of
+    the output) gives what one whole im2col gives, bias and residual included."""
+    x, weight, b = random(1, 8, 17, 10, seed=20), random(6, 8, 3, 3, seed=21), random(6, seed=22)
+    residual = random(1, 8, 5, 6, seed=23)
+
+    def run() -> np.ndarray:
+        r = residual.copy() if with_residual else None
+        return conv2d(x, weight, (2, 2), (0, 1, 0, 1), (1, 1), 1, (8, 5), b, relu, r)
+
+    monkeypatch.setattr(kernels, "IM2COL_CHUNK_BYTES", 1 << 40)
+    whole = run()
+    monkeypatch.setattr(kernels, "IM2COL_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(kernels, "IM2COL_MIN_ROWS", 1)
+    chunked = run()
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+    check_conv(x, weight, b, strides=(2, 2), pads=(0, 1, 0, 1))  # and against onnxruntime, through the op
+
+
 @pytest.mark.parametrize(
     "activation",
     [relu, lambda x, out: kernels.clip(x, 0.0, 0.5, out), lambda x, out: kernels.leaky_relu(x, 0.1, out)],

@@ -559,16 +559,45 @@ def conv2d(
             x = x[:, :, : (oh - 1) * strides[0] + 1 : strides[0], : (ow - 1) * strides[1] + 1 : strides[1]]
             cols = channels_last(x).reshape(n * oh * ow, c)
         else:
+            cols = None
             windows = window_view(pad_nhwc(x, pads, activation=input_activation), (kh, kw), strides, dilations, out_hw)
-            cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
-            cols.reshape(windows.shape)[...] = windows
         weights = hwio_weights(w)
         out = initial_output(n * oh * ow, bias, residual, x.dtype, m, ones_channel)
-        y = gemm(cols, weights) if out is None else gemm(cols, weights, out=out, accumulate=True)
+        if cols is not None:
+            y = gemm(cols, weights) if out is None else gemm(cols, weights, out=out, accumulate=True)
+        else:
+            y = _im2col_gemm(windows, weights, out, n * oh * ow)
         y = y.reshape(n, oh, ow, m)
         bias = residual = None  # both are in y already
     finish(y, bias, residual, activation)
     return y
+
+
+# im2col copies at most this much at a time (single images): measured on ResNet-50 in whole
+# runs, where its 7.4 MB stem copy would otherwise leave the caches before its GEMM reads it
+# (-1.1 ms a run at one thread, -1.7 at two); chunks of fewer rows lose more to smaller GEMMs.
+IM2COL_CHUNK_BYTES = 1 << 20
+IM2COL_MIN_ROWS = 512
+
+
+def _im2col_gemm(windows: np.ndarray, weights: np.ndarray, out: np.ndarray | None, rows: int) -> np.ndarray:
+    """The GEMM of the (N, OH, OW, KH, KW, C) `windows` copied into im2col rows, accumulated
+    into `out` (rows, M) when given, else into a fresh array; the copy goes in chunks of
+    whole output rows (`IM2COL_CHUNK_BYTES`), each multiplied while it is still in cache."""
+    n, oh, ow = windows.shape[:3]
+    k = int(np.prod(windows.shape[3:]))
+    accumulate = out is not None
+    if out is None:
+        out = np.empty((rows, weights.shape[1]), dtype=windows.dtype)
+    per_chunk = max(-(-IM2COL_MIN_ROWS // ow), IM2COL_CHUNK_BYTES // (ow * k * windows.itemsize)) if n == 1 else oh
+    per_chunk = min(per_chunk, oh)
+    buffer = np.empty((n * per_chunk * ow, k), dtype=windows.dtype)
+    for r0 in range(0, oh, per_chunk):
+        r1 = min(oh, r0 + per_chunk)
+        cols = buffer[: n * (r1 - r0) * ow]
+        cols.reshape(windows[:, r0:r1].shape)[...] = windows[:, r0:r1]
+        gemm(cols, weights, out=out[r0 * ow : r1 * ow] if n == 1 else out, accumulate=accumulate)
+    return out
 
 
 def hwio_weights(w: np.ndarray) -> np.ndarray:
