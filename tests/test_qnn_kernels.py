@@ -15,7 +15,16 @@ from xdsl.ir import Attribute, Block, Operation
 
 from backends.reference import evaluate
 from backends.reference.kernels import KERNELS, as_nchw, conv2d
-from backends.reference.qnn_kernels import FixedStage, chunk_count, exact_matmul, float_stage, max_abs, output_stage
+from backends.reference.qnn_kernels import (
+    CheckedStage,
+    FixedStage,
+    chunk_count,
+    exact_matmul,
+    float_stage,
+    max_abs,
+    output_stage,
+    requantize,
+)
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
 from dialects import nn, qnn
@@ -275,6 +284,57 @@ def test_fixed_stage_without_floor_pass_is_intmaths(multiplier: int, zero_point:
         want = stage(acc + (0 if offset is None else offset))
         assert np.array_equal(out.reshape(acc.shape).astype(np.int64), want)
         assert want.min() == -128 and want.max() == 127  # both ends reached
+
+
+def checked_stage_run(stage: im.OutputStage, acc: np.ndarray, offset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """CheckedStage on the float32 accumulators `acc` (rows x channels) in one slab: its
+    result (after the exact redo) and its flags."""
+    checked = CheckedStage.of(stage, acc.shape[1], offset, acc.shape[0])
+    assert checked is not None
+    a = acc.astype(np.float32).reshape(-1)
+    out, flags = np.empty(a.size, np.int8), np.empty(a.size, bool)
+    checked.store(a, out, flags)
+    checked.redo(a, out, flags, acc.shape[1])
+    return out.reshape(acc.shape).astype(np.int64), flags
+
+
+@pytest.mark.parametrize("multiplier", [2**30, 1908874354, 2**31 - 1])
+@pytest.mark.parametrize(("zero_point", "relu"), [(-128, False), (17, False), (17, True), (-128, True)])
+def test_checked_stage_is_intmaths(multiplier: int, zero_point: int, relu: bool) -> None:
+    """The float32 CheckedStage (flagged elements redone in int64) on every accumulator within
+    2^18 of 0 (each result step of the shifts up to 9, all their ties and boundaries) and every
+    4099th through both saturation ends up to 2^24 (float32's exact integers), shifts 0 to 12 mixed
+    per channel, with and without offsets: against intmath."""
+    shifts = np.array([0, 3, 7, 12, 9])
+    values = np.concatenate([np.arange(-(2**18), 2**18), np.arange(-(2**24), 2**24 + 1, 4099)])
+    acc = values[:, None] + np.zeros((1, shifts.size), np.int64)
+    stage = im.OutputStage(im.Requant.of("fixed", shifts, np.full(shifts.size, multiplier)), zero_point,
+                           zero_point if relu else -128, 127).along(2, 1)
+    for offset in (None, np.array([-40000, 3, 0, 2**20, -(2**19)])):
+        got, flags = checked_stage_run(stage, acc, offset)
+        x = acc + (0 if offset is None else offset)
+        want = stage(x)
+        assert np.array_equal(got, want)
+        assert want.min() == stage.lo and want.max() == 127  # both ends reached
+        assert np.count_nonzero(flags) < acc.size // 100  # few redone
+        if stage.lo < zero_point:  # ties went down below 0, and some were kept: the tie term mattered
+            assert np.any(flags)
+            without_tie = np.clip(requantize(x, stage.requant, clamped_below=True) + zero_point, -128, 127)
+            assert not np.array_equal(without_tie, want)
+
+
+def test_checked_stage_refuses_coarse_or_left_shifts() -> None:
+    """No CheckedStage where a tie zone (2^-e) leaves no room for float32's rounding, for left
+    shifts (x << left may saturate) or pow2."""
+    def of(shifts: list[int], lo: int = -128, scheme: str = "fixed") -> object:
+        requant = im.Requant.of(scheme, shifts, [2**30] * len(shifts))
+        return CheckedStage.of(im.OutputStage(requant, 0, lo, 127).along(2, 1), len(shifts), None, 4)
+
+    assert of([3, 7]) is not None
+    assert of([2, 7]) is None  # tie zone 1/4
+    assert of([2, 7], lo=0) is not None  # under a relu clamp: no tie term
+    assert of([-1, 7]) is None
+    assert of([3, 7], scheme="pow2") is None
 
 
 # ---------------------------------------------------------------------------------------

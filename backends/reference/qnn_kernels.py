@@ -321,6 +321,133 @@ class FixedStage:
         out[...] = h
 
 
+# ---------------------------------------------------------------------------------------
+# The fixed scheme's output stage in float32, its few doubtful roundings redone exactly
+# ---------------------------------------------------------------------------------------
+#
+# For shifts s = e >= 0 (no left shift) and x = a + offset in int32, the stage is
+# clip(floor(X - [P < -2^30] 2^-e), lo, hi) with X = a K + C, K = M0 / 2^(31+e) and
+# C = 1/2 + 2^-(e+1) [e > 0] + z + offset K (the single floor derived above; the tie term only
+# where e > 0 and the clamp is below the zero point). CheckedStage evaluates
+#     t = fl32(fl32(a K32) + C32),   K32 = fl32(K),   C32 = fl32(C - lo + 256 + d)
+# in float32. While X - lo lies in [-1, H + 3] (H = hi - lo <= 255), |a K| <= B = H + 4 + |C - lo|
+# and each of the four roundings (K32, the product, C32, the sum, which stays below 1024) is
+# at most 2^-24 of its operand, so |t - (X - lo + 256 + d)| <= 2^-23 (B + |C - lo| + 700) =: d,
+# per channel: t - 256 lies in [X - lo, X - lo + 2d]. Clipped to [256.5, 256.5 + H], t is a
+# float32 in [256, 512): its bits >> 15 are 0x8700 + floor(t - 256) (so the byte is the result
+# minus lo, modulo 256) and its low 15 bits are frac(t) exactly, in units of 2^-15. Where
+# frac(t) >= 2d + Z (Z = 2^-e where the tie term applies, else 0), X - lo lies in [k + Z, k + 1)
+# for k = floor(t - 256), so both floors are k; clipped ends are right too (2d + Z <= 1/4:
+# t - 256 < 1/2 means X - lo < 1/2, and t - 256 > H + 1/2 means X - lo > H + Z). Accumulators
+# beyond that range of X only saturate: K < 1 and the float ops are monotone in a, so t is
+# beyond the t of the last accumulator inside it. The rest, the elements with frac(t) < 2d + Z
+# (about 2^-e of those a relu does not clamp), are flagged and go through `requantize` in int64.
+
+CHECKED_FRACTION_BITS = 15
+CHECKED_BASE = 256.0  # t + 256 keeps every unclipped value in float32's binade [256, 512)
+
+
+@dataclass(frozen=True)
+class CheckedStage:
+    """The fixed scheme's output stage in float32 on flat slabs (per-channel terms tiled over
+    `rows` rows), with flags for the elements to redo exactly; for |a + offset| < 2^31."""
+
+    k: np.ndarray  # float32, tiled
+    c: np.ndarray  # float32, tiled: C - lo + 256 + d
+    threshold: np.ndarray  # int32, tiled: ceil((2d + Z) 2^15)
+    lo: int
+    hi: int
+    zero_point: int
+    ties: bool  # the tie term applies somewhere
+    exact_terms: np.ndarray  # int64 (channels, 5): M0, 2^30 + 2^(30+e) [e > 0], 31 + e, the tie's 2^31 or 0, offset
+    limit: float = float(im.INT32_MAX)
+
+    @staticmethod
+    def of(stage: im.OutputStage, channels: int, offset: np.ndarray | None, rows: int) -> CheckedStage | None:
+        """`stage` (parameters along the last axis) applied to a + offset, or None where it does
+        not apply (pow2, a leaky slope, left shifts, a clamp range over 255, rounding too coarse)."""
+        requant = stage.requant
+        top = stage.hi - stage.lo
+        if requant.scheme != "fixed" or stage.negative is not None or top > 255:
+            return None
+        m = np.broadcast_to(requant.multipliers.reshape(-1), (channels,)).astype(np.int64)
+        e = np.broadcast_to(requant.shifts.reshape(-1), (channels,)).astype(np.int64)
+        if e.min(initial=0) < 0 or e.max(initial=0) > 30:
+            return None
+        off = np.zeros(channels, np.int64) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.int64)
+        k = m * np.exp2(-31.0 - e)
+        c = np.exp2(-1.0 - e) + np.where(e > 0, 0.5, 0.0) + (stage.zero_point - stage.lo) + off * k
+        d = 2.0**-23 * ((top + 4 + np.abs(c)) + np.abs(c) + 700)
+        tie = stage.lo < stage.zero_point
+        z = np.where(e > 0, np.exp2(-e.astype(np.float64)), 0.0) if tie else 0.0
+        threshold = 2 * d + z
+        if threshold.max(initial=0) > 0.25:
+            return None
+        halves = (1 << 30) + np.where(e > 0, np.left_shift(1, 30 + e), 0)
+        exact = np.stack([m, halves, 31 + e, np.where((e > 0) & tie, 1 << 31, 0), off], axis=1)
+        return CheckedStage(np.tile(k.astype(np.float32), rows), np.tile((c + CHECKED_BASE + d).astype(np.float32), rows),
+                            np.tile(np.ceil(threshold * 2**CHECKED_FRACTION_BITS).astype(np.int32), rows),
+                            stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact, float(im.INT32_MAX - np.abs(off).max(initial=0)))
+
+    def store(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray) -> None:
+        """On the flat float32 slab `a` into the flat 8-bit `out`; `flags` (bool) marks the
+        elements `redo` must recompute."""
+        n = a.size
+        t, bits = scratch(n, np.dtype(np.float32), np.dtype(np.int32))
+        np.multiply(a, self.k[:n], out=t)
+        t += self.c[:n]
+        clip(t, np.float32(CHECKED_BASE + 0.5), np.float32(CHECKED_BASE + 0.5 + self.hi - self.lo), out=t)
+        raw = t.view(np.int32)
+        np.bitwise_and(raw, (1 << CHECKED_FRACTION_BITS) - 1, out=bits)
+        np.less(bits, self.threshold[:n], out=flags)
+        np.right_shift(raw, CHECKED_FRACTION_BITS, out=raw)
+        bytes_ = out.view(np.uint8)
+        bytes_[...] = raw  # 0x8700 + result - lo: the byte is result - lo
+        if self.lo % 256:
+            bytes_ += np.uint8(self.lo % 256)
+
+    def redo(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray, channels: int) -> None:
+        """Recompute the flagged elements of the flat `a` (rows of `channels`) in int64:
+        `requantize`'s one floor, (P + 2^30 + 2^(30+e) - [P < -2^30] 2^31) >> (31 + e) for
+        P = (a + offset) M0, with per-channel terms looked up per element."""
+        where = flagged(flags)
+        if where.size == 0:
+            return
+        channel = where & (channels - 1) if channels & (channels - 1) == 0 else where % channels
+        multiplier, halves, shift, tie, offset = np.take(self.exact_terms, channel, axis=0).T
+        p = np.take(a, where).astype(np.int64)
+        p += offset
+        p *= multiplier
+        p += halves
+        if self.ties:
+            np.subtract(p, tie, out=p, where=p < halves - (1 << 30))  # P < -2^30: ties go down
+        p >>= shift
+        p += self.zero_point
+        out[where] = clip(p, self.lo, self.hi, out=p)
+
+
+def flagged(flags: np.ndarray) -> np.ndarray:
+    """np.flatnonzero(flags) for a sparse bool array, faster: its nonzero 8-byte words first."""
+    n = flags.size
+    whole = n - n % 8
+    words = flags[:whole].view(np.uint64)
+    busy = np.flatnonzero(words != 0)
+    within = np.flatnonzero(np.take(words, busy).view(bool))
+    hits = busy[within >> 3] * 8 + (within & 7)
+    if whole == n:
+        return hits
+    return np.concatenate([hits, whole + np.flatnonzero(flags[whole:])])
+
+
+def scratch_flags(n: int) -> np.ndarray:
+    """A per-thread bool buffer of n elements (CheckedStage's flags for a whole layer)."""
+    buffer = getattr(SCRATCH, "flags", None)
+    if buffer is None or buffer.size < n:
+        buffer = np.empty(n, bool)
+        SCRATCH.flags = buffer
+    return buffer[:n]
+
+
 def scratch_int32(n: int) -> np.ndarray:
     """A second per-thread int32 buffer of n elements (beside `scratch`'s)."""
     buffer = getattr(SCRATCH, "int32", None)
@@ -547,7 +674,7 @@ def parameters(op: Operation, name: str, read: Callable[[], T]) -> T:
     return entry[1][name]
 
 
-Compiled = tuple[FloatStage | None, FloatStage | FixedStage | None, FloatStage | None]
+Compiled = tuple[FloatStage | None, FloatStage | FixedStage | None, FloatStage | None, CheckedStage | None]
 STAGES: weakref.WeakKeyDictionary[Operation, dict[tuple, Compiled]] = weakref.WeakKeyDictionary()
 
 
@@ -565,8 +692,11 @@ def compiled_stage(op: Operation, stage: im.OutputStage, cols: int, offset: np.n
         tiled: FloatStage | FixedStage | None = None if fast is None else fast.tiled(rows, acc_type)
         if fixed is not None and (tiled is None or fixed.sign is not False):
             tiled = fixed
-        cache[key] = (fast, tiled, None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True))
+        single = None if fast is None or acc_type != np.float32 else fast.tiled(rows, acc_type, single=True)
+        checked = CheckedStage.of(stage, cols, offset, rows) if acc_type == np.float32 else None
+        cache[key] = (fast, tiled, single, checked)
     return cache[key]
+
 
 
 def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np.dtype, offset: np.ndarray | None,
@@ -576,9 +706,17 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     rows, cols = acc.shape
     out = np.empty((rows, cols), dtype=dtype)
     parts = slabs(rows, cols)
-    fast, tiled, single = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
+    fast, tiled, single, checked = compiled_stage(op, stage, cols, offset, parts[0].stop - parts[0].start, acc.dtype)
     if dtype.itemsize != 1 or not acc.flags.c_contiguous:
-        tiled = single = None
+        tiled = single = checked = None
+    if checked is not None and bound <= checked.limit:
+        flags = scratch_flags(acc.size)
+        flat_acc, flat_out = acc.reshape(-1), out.reshape(-1)
+        for part in parts:
+            span = slice(part.start * cols, min(part.stop, rows) * cols)
+            checked.store(flat_acc[span], flat_out[span], flags[span])
+        checked.redo(flat_acc, flat_out, flags, cols)
+        return out
     best = next((s for s in (single, tiled, fast) if s is not None), None)
     if best is not None and bound > best.limit:
         # The actual magnitude lets more layers take the faster paths (two passes over acc:
