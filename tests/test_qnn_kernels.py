@@ -287,9 +287,9 @@ def test_fixed_stage_without_floor_pass_is_intmaths(multiplier: int, zero_point:
 
 
 def checked_stage_run(stage: im.OutputStage, acc: np.ndarray, offset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """CheckedStage on the float32 accumulators `acc` (rows x channels) in one slab: its
+    """CheckedStage on the float32 accumulators `acc` (rows x channels), slab by slab: its
     result (after the exact redo) and its flags."""
-    checked = CheckedStage.of(stage, acc.shape[1], offset, acc.shape[0])
+    checked = CheckedStage.of(stage, acc.shape[1], offset, 1000)  # slabs of 1000 rows, the last one shorter
     assert checked is not None
     a = acc.astype(np.float32).reshape(-1)
     out, flags = np.empty(a.size, np.int8), np.empty(a.size, bool)

@@ -390,21 +390,30 @@ class CheckedStage:
                             stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact, float(im.INT32_MAX - np.abs(off).max(initial=0)))
 
     def store(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray) -> None:
-        """On the flat float32 slab `a` into the flat 8-bit `out`; `flags` (bool) marks the
-        elements `redo` must recompute."""
-        n = a.size
-        t, bits = scratch(n, np.dtype(np.float32), np.dtype(np.int32))
-        np.multiply(a, self.k[:n], out=t)
-        t += self.c[:n]
-        clip(t, np.float32(CHECKED_BASE + 0.5), np.float32(CHECKED_BASE + 0.5 + self.hi - self.lo), out=t)
+        """On the flat float32 `a` into the flat 8-bit `out`, slab by slab (the tiles' length:
+        a whole number of rows); `flags` (bool, a's size) marks the elements `redo` must
+        recompute. The per-slab work is eight NumPy calls, positional outs, nothing else."""
+        step = self.k.size
+        t, bits = scratch(step, np.dtype(np.float32), np.dtype(np.int32))
         raw = t.view(np.int32)
-        np.bitwise_and(raw, (1 << CHECKED_FRACTION_BITS) - 1, out=bits)
-        np.less(bits, self.threshold[:n], out=flags)
-        np.right_shift(raw, CHECKED_FRACTION_BITS, out=raw)
-        bytes_ = out.view(np.uint8)
-        bytes_[...] = raw  # 0x8700 + result - lo: the byte is result - lo
-        if self.lo % 256:
-            bytes_ += np.uint8(self.lo % 256)
+        k, c, threshold = self.k, self.c, self.threshold
+        bottom, top = np.float32(CHECKED_BASE + 0.5), np.float32(CHECKED_BASE + 0.5 + self.hi - self.lo)
+        mask, shift, lift = np.int32((1 << CHECKED_FRACTION_BITS) - 1), np.int32(CHECKED_FRACTION_BITS), np.uint8(self.lo % 256)
+        out_bytes = out.view(np.uint8)
+        for i in range(0, a.size, step):
+            j = min(i + step, a.size)
+            if j - i < step:  # the last, shorter slab
+                n = j - i
+                k, c, threshold, t, bits, raw = k[:n], c[:n], threshold[:n], t[:n], bits[:n], raw[:n]
+            np.multiply(a[i:j], k, t)
+            np.add(t, c, t)
+            clip(t, bottom, top, t)
+            np.bitwise_and(raw, mask, bits)
+            np.less(bits, threshold, flags[i:j])
+            np.right_shift(raw, shift, raw)
+            np.copyto(out_bytes[i:j], raw, casting="unsafe")  # 0x8700 + result - lo: the byte is result - lo
+            if lift:
+                np.add(out_bytes[i:j], lift, out_bytes[i:j])
 
     def redo(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray, channels: int) -> None:
         """Recompute the flagged elements of the flat `a` (rows of `channels`) in int64:
@@ -712,9 +721,7 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     if checked is not None and bound <= checked.limit:
         flags = scratch_flags(acc.size)
         flat_acc, flat_out = acc.reshape(-1), out.reshape(-1)
-        for part in parts:
-            span = slice(part.start * cols, min(part.stop, rows) * cols)
-            checked.store(flat_acc[span], flat_out[span], flags[span])
+        checked.store(flat_acc, flat_out, flags)
         checked.redo(flat_acc, flat_out, flags, cols)
         return out
     best = next((s for s in (single, tiled, fast) if s is not None), None)
