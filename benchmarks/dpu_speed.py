@@ -8,10 +8,10 @@ at most 2x).
 
 Each thread count runs in a child process of its own, the BLAS thread variables set
 before NumPy loads (as benchmarks/foundation.py does): the reference executor's threads
-are OpenBLAS's; the simulator limits BLAS to one thread for its tile-sized GEMMs
-(backends/dpu/runtime.py) and otherwise runs in Python on one core. Within a child the
-reference and the simulator's variants run in alternating blocks (`BLOCKS`, an untimed run
-opening each), so every variant sees the load of the same minutes on a shared machine.
+and those of the simulator's GEMMs (a layer's CONV tiles at once) are OpenBLAS's; the
+rest of the simulator runs in Python on one core. Within a child the reference and the
+simulator's variants run in alternating blocks (`BLOCKS`, an untimed run opening each),
+so every variant sees the load of the same minutes on a shared machine.
 `benchmarks/dpu_fidelity.py --write-docs` writes this table too, inside its '## DPU'.
 """
 
@@ -48,10 +48,13 @@ VARIANTS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("functional", "simulator, functional run: decode, plan, hazard check, execute", {"timed": False}),
     ("unchecked", "simulator, functional run without the hazard check (`layerloom run` of our own build)",
      {"timed": False, "hazards": False}),
+    ("tiles", "simulator, functional run, each CONV tile its own GEMM (`batched=False`)",
+     {"timed": False, "batched": False}),
 )
-# With more than one thread: the functional run with its GEMMs on all of them, as the reference's.
-THREADED: tuple[str, str, dict[str, object]] = ("threaded", "simulator, functional run, its GEMMs on the BLAS threads too (not the default)",
-            {"timed": False, "blas_threads": None})
+# With more than one thread: the functional run with its GEMMs on one of them.
+THREADED: tuple[str, str, dict[str, object]] = (
+    "one_blas", "simulator, functional run, its GEMMs on one BLAS thread (`blas_threads=1`)",
+    {"timed": False, "blas_threads": 1})
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,7 +119,7 @@ PHASES = (
     ("tokens", "token pairing and rules"),
     ("plan", "planning (regions, checks, cycles, run functions)"),
     ("hazards", "hazard check (clocks, unordered pairs)"),
-    ("gemm", "executing: the CONV tiles' GEMMs"),
+    ("gemm", "executing: the GEMMs of the CONV tiles (a layer's at once)"),
     ("execute", "executing: everything else (im2col, output stages, LOAD, SAVE, ELEW, POOL, dispatch)"),
     ("schedule", "cycle schedule and per-layer statistics (whole run only)"),
 )
@@ -175,10 +178,7 @@ def phase_run(dpu: Any, q: Any, blob: Any, gemm: list[float]) -> dict[str, float
     machine = sim.Machine(config, ddr.copy())
     gemm[0] = 0.0
     started = clock()
-    for step in steps:
-        if step.run is not None:
-            machine.step = step
-            step.run(machine)
+    sim.run_batched(steps, range(len(steps)), machine)
     seconds["gemm"] = gemm[0]
     seconds["execute"] = clock() - started - gemm[0]
     started = clock()
@@ -250,8 +250,8 @@ def speed_section(results: list[dict] | None = None) -> str:
         f"Written by `benchmarks/dpu_speed.py --write-docs`: the median of {BLOCKS * RUNS_PER_BLOCK} runs per row",
         f"and thread count ({results[0]['instructions']:,} instructions), in alternating blocks (load average",
         f"at the end: {loads}). Each thread count is its own process with the BLAS thread variables set:",
-        "the reference executor's GEMMs use that many OpenBLAS threads; the simulator keeps BLAS to one",
-        "thread for its tile GEMMs and runs the rest in Python. The functional run is what the issue's goal",
+        "the reference executor's GEMMs use that many OpenBLAS threads, and so do the simulator's (a layer's",
+        "CONV tiles at once), which runs the rest in Python. The functional run is what the issue's goal",
         "names (the simulation of the program's results; `layerloom run`), the whole run adds the cycle",
         f"schedule of three cores. Goal: the functional run at most {GOAL:g}x the int8 reference.",
         "",
@@ -264,7 +264,7 @@ def speed_section(results: list[dict] | None = None) -> str:
         f"{per}.",
         "",
         f"Where the time goes ({results[0]['threads']} thread{'s' if results[0]['threads'] > 1 else ''}, one BLAS "
-        f"thread for the simulator; each phase its fastest of {BLOCKS * RUNS_PER_BLOCK} runs,",
+        f"thread; each phase its fastest of {BLOCKS * RUNS_PER_BLOCK} runs,",
         f"taken between the blocks above; the reference's median {reference * 1e3:.0f} ms):",
         "",
         markdown_table(["phase", "ms", "/ reference"], phase_rows(results[0]["phases"], reference)),
@@ -281,22 +281,24 @@ def phase_rows(seconds: dict[str, float], reference: float) -> list[list[str]]:
 
 SPEED_NOTE = """\
 The simulator executes the decoded binary instruction by instruction over the DDR image.
-A CONV is one tile: an im2col of its input tile (none for a 1x1 kernel of stride 1), one
-float32 GEMM (exact: max|x| times the largest L1 norm of a weight column stays below 2^24,
-else the reference kernels' float32 chunks summed in float64) and the output stage in
-place on the float32 accumulator where the reference's `float_stage` says float32 is exact.
-The unpacked weights and compiled stages are kept with the read-only DDR bytes they were
-loaded from, so only the first run unpacks them (the reference keeps its repacked weights
-so too). The GEMMs are the reference's multiply-adds, but on the DPU's tiles (28-pixel
-tiles of the 1024-channel layers, 7x7 maps cut into 48-channel output tiles), where BLAS
-is slower than on whole layers: they alone take about as long as the reference's whole
-run (table above). Everything else is Python per instruction: planning is shared by the
-tiles that repeat a layer's fields; tokens, decoding and the hazard check work on whole
-arrays, the latter only on the instruction pairs no token orders. The reference puts its
-second thread into its GEMMs; the simulator keeps its tile GEMMs on one BLAS thread
-(handing tile-sized GEMMs to a second thread is slower as soon as another process holds
-the other core: the row with its GEMMs on the BLAS threads) and has no other use for the
-second core, so at two threads the ratio grows by the reference's speed-up."""
+A CONV reads its input tile where it stands (im2col rows, a copy; none for a 1x1 kernel
+of stride 1 but the copy) and defers its multiply: the deferred tiles of a layer, and
+the SAVEs after them, run when an instruction touches what they write or read (the next
+layer's first LOAD), as float32 GEMMs of about 1024 rows per weights (exact: max|x|
+times the largest L1 norm of a weight column stays below 2^24, else the reference
+kernels' float32 chunks summed in float64) and the output stage in place on the float32
+accumulator where the reference's `float_stage` says float32 is exact; then each tile's
+rows go to its bank and each SAVE runs, in order. Each tile multiplied on its own (the
+`batched=False` row) is BLAS on the DPU's tiles (28-pixel tiles of the 1024-channel
+layers, 7x7 maps cut into 48-channel output tiles), where it is slower than on whole
+layers and gains nothing from a second thread. The unpacked weights and compiled stages
+are kept with the read-only DDR bytes they were loaded from, so only the first run
+unpacks them (the reference keeps its repacked weights so too). Everything else is
+Python per instruction: planning is shared by the tiles that repeat a layer's fields;
+tokens, decoding and the hazard check work on whole arrays, the latter only on the
+instruction pairs no token orders. Running the three queues on threads of their own
+was tried and measured slower: the GIL hands over at every token (about a thousand
+times a run), which costs more than the loads and saves it would overlap."""
 
 
 def main() -> int:

@@ -222,6 +222,42 @@ def test_untimed_run_computes_the_same(rng: np.random.Generator) -> None:
     assert untimed.cores == 0 and untimed.layers == [] and untimed.latency_cycles == 0
 
 
+BATCH_CASES = {
+    "residual": lambda rng: dp.residual_case(rng, B512, 16, 8, 8, tile=bld.Tile(3)),
+    "concat": lambda rng: dp.concat_case(rng, B512, 12, 8, 8, (10, 7), tile=bld.Tile(4)),
+    "3x3 in 2x5x8 tiles": lambda rng: dp.conv_case(rng, B512, 20, 9, 11, 24, (3, 3), pads=(1, 1, 1, 1),
+                                                   tile=bld.Tile(2, 5, 8)),
+    "1x1 in rows, relu": lambda rng: dp.conv_case(rng, B512, 40, 7, 6, 33, (1, 1), act="relu", tile=bld.Tile(1)),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCH_CASES))
+def test_batched_run_computes_what_one_by_one_does(name: str, rng: np.random.Generator) -> None:
+    """A layer's CONV tiles multiplied at once leave the DDR image of each multiplied on
+    its own, in program order and in a reordered one."""
+    case = BATCH_CASES[name](rng)
+    one_by_one = case.run(B512, batched=False).ddr.data
+    assert np.array_equal(case.run(B512).ddr.data, one_by_one)
+    order = dp.random_order(case.program, np.random.default_rng(0))
+    assert np.array_equal(case.run(B512, order=order).ddr.data, one_by_one)
+
+
+def test_batched_run_flushes_before_reading_deferred_outputs(rng: np.random.Generator,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """conv1's tiles share one GEMM; conv2 LOADs what conv1's deferred SAVEs write, so the
+    deferred tiles run first: without that flush conv2 reads a DDR image not yet written."""
+    case = dp.residual_case(rng, B512, 16, 8, 8, tile=bld.Tile(2))
+    gemms: list[int] = []
+    matmul = sim.GemmWeights.matmul
+    monkeypatch.setattr(sim.GemmWeights, "matmul", lambda self, x, source: gemms.append(len(x)) or matmul(self, x, source))
+    case.run(B512)
+    convs = sum(1 for i in case.program if i.mnemonic == "CONV")
+    assert len(gemms) == 2 and sum(gemms) == 2 * 8 * 8 and convs == 8  # one GEMM per layer, 4 tiles each
+    monkeypatch.setattr(sim.Deferred, "conflicts", lambda self, step: False)
+    result = simulate(case.program, case.ddr(), B512, layers=case.built.layers)
+    assert not np.array_equal(result.read(case.output), case.expected)
+
+
 def test_builder_leaves_out_redundant_inits(rng: np.random.Generator) -> None:
     case = dp.residual_case(rng, B1024, 16, 6, 6)
     assert [i.mnemonic for i in case.program].count("CONVINIT") == 2  # conv1 has relu, conv2 not

@@ -10,11 +10,10 @@ a `dpu.run`) executes with `backends.reference.execute` like any other; `recordi
 collects the simulator results of the runs inside it (for traces and reports), and can
 give the binary to run instead of the program's own instructions (`model.bin`).
 
-The functional simulation does one small GEMM per CONV tile: BLAS is limited to one
-thread during a run by default (threadpoolctl, when installed): handing tile-sized
-matrices between threads costs more than it saves as soon as another process keeps the
-other cores busy (`blas_threads=None` leaves BLAS as the process has it); without
-threadpoolctl set OPENBLAS_NUM_THREADS=1 in the environment instead.
+The functional simulation multiplies a layer's CONV tiles together (the simulator's
+`run_batched`): GEMMs of about a thousand rows, which BLAS runs on as many threads as
+the process gives it, as the reference executor's; `blas_threads` limits them for a run
+(threadpoolctl, when installed; without it set OPENBLAS_NUM_THREADS in the environment).
 """
 
 from __future__ import annotations
@@ -102,12 +101,12 @@ def timing_of(program: ProgramOp) -> Timing:
 
 def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes | np.ndarray,
                 output_shapes: Sequence[Sequence[int]] | None = None, binary: bytes | None = None,
-                hazards: bool = True, timed: bool = True, blas_threads: int | None = 1
+                hazards: bool = True, timed: bool = True, blas_threads: int | None = None, batched: bool = True
                 ) -> tuple[list[np.ndarray], SimResult]:
     """Simulate `program` (or `binary`, its encoding from model.bin) on int8 inputs;
     the outputs (int8, in `output_shapes`, default (1, c, h, w)) and the SimResult.
-    `hazards` and `timed` as `simulate` takes them; `blas_threads` for its GEMMs
-    (None: the process's)."""
+    `hazards`, `timed` and `batched` as `simulate` takes them; `blas_threads` for its
+    GEMMs (None: the process's)."""
     instructions, layers = program.instructions()
     if binary is not None:
         from backends.dpu.encoding import decode
@@ -120,7 +119,7 @@ def run_program(program: ProgramOp, inputs: Sequence[np.ndarray], weights: bytes
     ddr = ddr_image(program, weights, inputs)
     with blas_threads_limited(blas_threads):
         result = simulate(instructions, ddr, program.config(), timing=timing_of(program), layers=layers,
-                          hazards=hazards, timed=timed)
+                          hazards=hazards, timed=timed, batched=batched)
     maps = program.output_maps()
     shapes = output_shapes or [(1, m["shape"][2], m["shape"][0], m["shape"][1]) for m in maps]
     return [read_output(result.ddr, m, s) for m, s in zip(maps, shapes, strict=True)], result

@@ -18,9 +18,11 @@ A run has four phases, each over the instructions in program order:
 4. the functional run executes the steps in program order (or any order the caller gives
    that respects the queues and the tokens: the hazard check guarantees it computes the
    same); `schedule` times them (`timed=False` leaves that out).
-Each CONV is one float32 GEMM of the whole tile (exact: the reference kernels' bound)
-and the reference kernels' output stage; each other compute instruction a few whole-tile
-NumPy operations or a table lookup; every rounding is intmath's, bit for bit.
+A CONV reads its tile where it stands in that order, but its multiply waits for the
+layer's other tiles (`run_batched`): one float32 GEMM per layer's weights (exact: the
+reference kernels' bound) and the reference kernels' output stage, each tile's rows
+written back before anything reads them; each other compute instruction is a few
+whole-tile NumPy operations or a table lookup; every rounding is intmath's, bit for bit.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ INITS = frozenset(INIT_OF.values())
 FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
+TILED_ROWS = 512
+CHUNK_ROWS = 1024  # GEMM rows of a layer's deferred CONV tiles at once (`run_batched`)  # ConvStage keeps its scale and offset repeated for accumulators of up to this many rows
 ZERO32 = np.float32(0)
 
 
@@ -216,6 +220,9 @@ class Step:
     macs: int = 0
     run: Callable[[Machine], None] | None = None
     ddr: tuple[str, int] = ("", 0)  # LOAD / SAVE: the DDR region and the box's offset in it
+    # CONV: the first half of `run` -- its input as GEMM rows, its weights and output
+    # stage -- for a GEMM shared with the layer's other tiles (`run_batched`)
+    operands: Callable[[Machine], ConvTile] | None = None
 
     @property
     def name(self) -> str:
@@ -327,8 +334,11 @@ class ConvStage:
             if bound > self.limit:
                 bound = min(bound, qk.max_abs(acc))
             if bound <= self.limit:
-                tiled = self.tiled.get(acc.shape[0])
-                scale, offset = tiled if tiled is not None else self.rows(acc.shape[0])  # whole rows: faster than broadcasting
+                if acc.shape[0] > TILED_ROWS:  # a layer's tiles at once (`run_batched`): broadcast
+                    scale, offset = self.scale, self.offset
+                else:  # whole rows: faster than broadcasting on a tile
+                    tiled = self.tiled.get(acc.shape[0])
+                    scale, offset = tiled if tiled is not None else self.rows(acc.shape[0])
                 acc *= scale
                 acc += offset
                 raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
@@ -342,6 +352,25 @@ class ConvStage:
             out[...] = apply(step, self.stage, acc.astype(np.int64) + self.bias)
             return
         out[...] = qk.staged_rows(self, acc, self.stage, np.dtype(np.int8), self.bias, bound)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class ConvTile:
+    """What a CONV computes its output tile from, read at its place in program order:
+    its input as (pixels, kh*kw*ic) int8 GEMM rows (a copy), its unpacked weights and
+    output stage (kept as long as they are used); and the views of its output tile."""
+
+    patches: np.ndarray
+    weights: GemmWeights
+    stage: ConvStage
+    tile: np.ndarray  # (rows, cols, words) int8: the whole output tile
+    out: np.ndarray  # (pixels, oc) int8 view of its channels
+
+    def write(self, step: Step, acc: np.ndarray, bound: int) -> None:
+        """The output tile from the accumulator x @ w (|acc| <= bound)."""
+        if self.tile.shape[2] > self.out.shape[1]:  # the words' tail bytes are 0 for the values written there
+            self.tile[:, :, self.out.shape[1] :] = 0
+        self.stage(step, acc, bound, self.out)
 
 
 @dataclass(frozen=True)
@@ -456,9 +485,10 @@ class Planner:
         if shared is None:
             self.planners[mnemonic](step)
             shared = self.shared[key] = (step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs,
-                                         step.run)
+                                         step.run, step.operands)
         else:
-            step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs, step.run = shared
+            (step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs, step.run,
+             step.operands) = shared
         if offset is not None:
             self.place(step, record)
         return step
@@ -580,21 +610,21 @@ class Planner:
 
         def views(m: Machine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             y = m.tile(i.bank_out, i.addr_out, *shape, p_out)
-            return m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in)[:, :, : i.ic], y, y[:, :, : i.oc].reshape(-1, i.oc)
+            return m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in), y, y[:, :, : i.oc].reshape(-1, i.oc)
 
-        def run(m: Machine) -> None:
-            x, y, out = m.viewed(run, views)
-            patches = im2col(x, kernel, stride, dilation, shape)
+        def operands(m: Machine) -> ConvTile:
+            x, y, out = m.viewed(operands, views)
             w = m.unpacked("weights", weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
             stage = m.unpacked("bias", stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
-            acc, bound = w.matmul(patches, x)
-            if y.shape[2] > i.oc:  # the words' tail bytes are 0 for the values written there
-                y[:, :, i.oc :] = 0
-            stage(m.step, acc, bound, out)
+            return ConvTile(im2col(x, i.ic, kernel, stride, dilation, shape), w, stage, y, out)
 
-        step.run = run
+        def run(m: Machine) -> None:
+            tile = operands(m)
+            tile.write(m.step, *tile.weights.matmul(tile.patches.astype(np.float32), tile.patches))
+
+        step.run, step.operands = run, operands
 
     def plan_dwconv(self, step: Step) -> None:
         i, cfg, c = step.ins.record, self.init(step, "DWINIT"), self.config
@@ -798,13 +828,13 @@ def conv_stage(m: Machine, cfg: Instruction, addr: int, count: int) -> ConvStage
     return ConvStage.of(*output_stage(m, cfg, addr, count))
 
 
-def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+def im2col(x: np.ndarray, chans: int, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
            shape: tuple[int, int]) -> np.ndarray:
-    """The (pixels, kh*kw*ic) float32 rows of the windows of an int8 (h, w, ic) tile. A 1x1
-    kernel of stride 1 takes the tile as it is."""
-    if kernel == (1, 1) and stride == (1, 1):
-        return x.reshape(shape[0] * shape[1], -1).astype(np.float32)
-    return windows(x.astype(np.float32), kernel, stride, dilation, shape).reshape(shape[0] * shape[1], -1)
+    """The (pixels, kh*kw*chans) int8 rows of the windows of the first `chans` channels of
+    a contiguous int8 (h, w, words) tile, a copy (its bank words may be loaded anew
+    before the rows are used)."""
+    rows = windows(x, kernel, stride, dilation, shape)[..., :chans].reshape(shape[0] * shape[1], -1)
+    return rows.copy() if np.may_share_memory(rows, x) else rows
 
 
 def apply(step: Step, stage: im.OutputStage, acc: np.ndarray) -> np.ndarray:
@@ -907,6 +937,151 @@ def check_order(order: Sequence[int], steps: Sequence[Step], pairs: Sequence[Tok
             raise LayerloomError(f"the execution order runs instruction {t.waiter} before instruction {t.signaller}, "
                                  f"whose token it waits for")
     return list(order)
+
+
+# ---------------------------------------------------------------------------------------
+# Executing the steps
+# ---------------------------------------------------------------------------------------
+
+
+def run_in_order(steps: Sequence[Step], sequence: Sequence[int], machine: Machine) -> list[float]:
+    """Run the steps of `sequence` one by one on `machine`; the host seconds of each."""
+    host = [0.0] * len(steps)
+    clock = time.perf_counter
+    for i in sequence:
+        step = machine.step = steps[i]
+        if step.run is not None:
+            started = clock()
+            step.run(machine)
+            host[i] = clock() - started
+    return host
+
+
+class Deferred:
+    """CONV tiles read but not yet multiplied, and the SAVEs after them, in sequence
+    order; with the bounding range per space of what they write and of what the SAVEs
+    will read (conservative: a range may cover gaps)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Step, ConvTile | None]] = []
+        self.writes: dict[str, tuple[int, int]] = {}
+        self.reads: dict[str, tuple[int, int]] = {}
+        self.covered: set[tuple[int, int]] = set()  # (ranges, region list) done: a layer's tiles share their lists
+
+    def cover(self, ranges: dict[str, tuple[int, int]], regions: list[Region]) -> None:
+        key = (id(ranges), id(regions))
+        if key in self.covered:
+            return
+        self.covered.add(key)
+        for r in regions:
+            low, high = ranges.get(r.space, (r.start, r.stop))
+            ranges[r.space] = (min(low, r.start), max(high, r.stop))
+
+    @staticmethod
+    def meets(ranges: dict[str, tuple[int, int]], regions: Sequence[Region]) -> bool:
+        for r in regions:
+            span = ranges.get(r.space)
+            if span is not None and r.start < span[1] and span[0] < r.stop:
+                return True
+        return False
+
+    def add(self, step: Step, tile: ConvTile | None) -> None:
+        self.steps.append((step, tile))
+        self.cover(self.writes, step.writes)
+        if tile is None:  # a CONV read its input already; a SAVE reads its tile when replayed
+            self.cover(self.reads, step.reads)
+
+    def conflicts(self, step: Step) -> bool:
+        """Whether `step`, run now, would read what a deferred step writes or write what
+        one reads or writes."""
+        return bool(self.steps) and (self.meets(self.writes, step.reads) or self.meets(self.writes, step.writes)
+                                     or self.meets(self.reads, step.writes))
+
+    def flush(self, machine: Machine, host: list[float]) -> None:
+        """One GEMM and output stage per weights over their deferred tiles' rows, then the
+        deferred steps in order: each CONV writes its rows into its output tile, each
+        SAVE runs."""
+        clock = time.perf_counter
+        groups: dict[tuple[int, int], list[tuple[Step, ConvTile]]] = {}
+        for step, tile in self.steps:
+            if tile is not None:
+                groups.setdefault((id(tile.weights), id(tile.stage)), []).append((step, tile))
+        rows: dict[int, np.ndarray] = {}  # per CONV: its output rows
+        for members in groups.values():
+            for chunk in chunks(members):
+                started = clock()
+                step, first = chunk[0]
+                patches = first.patches if len(chunk) == 1 else np.concatenate([tile.patches for _, tile in chunk])
+                machine.step = step
+                acc, bound = first.weights.matmul(patches.astype(np.float32), patches)
+                out = np.empty((patches.shape[0], first.out.shape[1]), np.int8)
+                first.stage(step, acc, bound, out)
+                offset = 0
+                seconds = (clock() - started) / patches.shape[0]
+                for step, tile in chunk:  # its share of the time
+                    n = tile.patches.shape[0]
+                    rows[step.index] = out[offset : offset + n]
+                    host[step.index] += seconds * n
+                    offset += n
+        for step, tile in self.steps:
+            started = clock()
+            if tile is not None:
+                if tile.tile.shape[2] > tile.out.shape[1]:
+                    tile.tile[:, :, tile.out.shape[1] :] = 0
+                tile.out[...] = rows[step.index]
+            else:
+                machine.step = step
+                step.run(machine)  # type: ignore[misc]
+            host[step.index] += clock() - started
+        self.steps.clear()
+        self.writes.clear()
+        self.reads.clear()
+        self.covered.clear()
+
+
+def chunks(members: list[tuple[Step, ConvTile]]) -> Iterator[list[tuple[Step, ConvTile]]]:
+    """Consecutive tiles of about CHUNK_ROWS rows in all: a GEMM that large runs as fast
+    as one of the whole layer, and its accumulator stays in the cache for the stage."""
+    chunk: list[tuple[Step, ConvTile]] = []
+    count = 0
+    for member in members:
+        chunk.append(member)
+        count += member[1].patches.shape[0]
+        if count >= CHUNK_ROWS:
+            yield chunk
+            chunk, count = [], 0
+    if chunk:
+        yield chunk
+
+
+def run_batched(steps: Sequence[Step], sequence: Sequence[int], machine: Machine) -> list[float]:
+    """What `run_in_order` computes, with one GEMM per layer instead of one per tile: a
+    CONV reads its input tile (im2col, a copy), weights and stage where it stands, and
+    defers its multiply and its output; the SAVEs after it are deferred too. Any other
+    instruction first runs the deferred ones (`Deferred.flush`) if it touches what they
+    write or read, as do a CONV reading what they write and the end of the sequence: so
+    every location sees its reads and writes in sequence order. The GEMM of a layer's
+    tiles at once is exact where theirs one by one is (the same bound on every partial
+    sum), and faster: BLAS is slow on a tile's few rows."""
+    host = [0.0] * len(steps)
+    clock = time.perf_counter
+    deferred = Deferred()
+    for i in sequence:
+        step = steps[i]
+        if step.run is None:
+            continue
+        conv, save = step.operands is not None, bool(deferred.steps) and step.ins.mnemonic == "SAVE"
+        if not save and (deferred.meets(deferred.writes, step.reads) if conv else deferred.conflicts(step)):
+            deferred.flush(machine, host)
+        started = clock()
+        machine.step = step
+        if conv or save:
+            deferred.add(step, step.operands(machine) if conv else None)  # type: ignore[misc]
+        else:
+            step.run(machine)
+        host[i] += clock() - started
+    deferred.flush(machine, host)
+    return host
 
 
 # ---------------------------------------------------------------------------------------
@@ -1186,6 +1361,7 @@ def simulate(
     order: Sequence[int] | None = None,
     hazards: bool = True,
     timed: bool = True,
+    batched: bool = True,
 ) -> SimResult:
     """Run a program (binary or instructions) on a copy of `ddr` and time it.
 
@@ -1194,9 +1370,10 @@ def simulate(
     order that respects the queues and the tokens (the result must not change: that is
     what the hazard check guarantees); `hazards=False` skips the check; `timed=False`
     skips the cycle-level schedule (a functional run: the result has no cycles, no
-    cores and no layers)."""
+    cores and no layers); `batched=False` multiplies each CONV tile on its own instead
+    of a layer's tiles at once (`run_batched`: the same results)."""
     with cyclic_gc_paused():
-        return _simulate(program, ddr, config, timing, layers, order, hazards, timed)
+        return _simulate(program, ddr, config, timing, layers, order, hazards, timed, batched)
 
 
 @contextmanager
@@ -1215,7 +1392,8 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 
 def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: DpuConfig, timing: Timing | None,
-              layers: Sequence[str] | None, order: Sequence[int] | None, hazards: bool, timed: bool) -> SimResult:
+              layers: Sequence[str] | None, order: Sequence[int] | None, hazards: bool, timed: bool,
+              batched: bool) -> SimResult:
     instructions = decode(program) if isinstance(program, bytes | bytearray) else list(program)
     names = list(layers) if layers is not None else [""] * len(instructions)
     if len(names) != len(instructions):
@@ -1227,14 +1405,13 @@ def _simulate(program: bytes | Sequence[Instruction], ddr: DdrImage, config: Dpu
         check_hazards(steps, clocks([s.queue for s in steps], pairs))
     sequence = check_order(order, steps, pairs) if order is not None else [s.index for s in steps if s.queue is not None]
     machine = Machine(config, ddr.copy())
-    host = [0.0] * len(steps)
-    clock = time.perf_counter
-    for i in sequence:
-        step = machine.step = steps[i]
-        if step.run is not None:
-            started = clock()
-            step.run(machine)
-            host[i] = clock() - started
+    try:
+        host = (run_batched if batched else run_in_order)(steps, sequence, machine)
+    except LayerloomError:
+        if not batched:
+            raise
+        machine = Machine(config, ddr.copy())  # raise what running them one by one raises (its instruction)
+        host = run_in_order(steps, sequence, machine)
     seconds = np.array(host)
     if not timed:
         untimed = np.zeros((0, len(steps)), np.int64)
