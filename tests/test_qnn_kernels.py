@@ -316,7 +316,8 @@ def test_checked_stage_is_intmaths(multiplier: int, zero_point: int, relu: bool)
         want = stage(x)
         assert np.array_equal(got, want)
         assert want.min() == stage.lo and want.max() == 127  # both ends reached
-        assert np.count_nonzero(flags) < acc.size // 100  # few redone
+        inside = (want > stage.lo) & (want < stage.hi)  # (saturated elements may be flagged: redone alike)
+        assert np.count_nonzero(flags.reshape(acc.shape) & inside) < np.count_nonzero(inside) // 20  # few redone
         if stage.lo < zero_point:  # ties went down below 0, and some were kept: the tie term mattered
             assert np.any(flags)
             without_tie = np.clip(requantize(x, stage.requant, clamped_below=True) + zero_point, -128, 127)

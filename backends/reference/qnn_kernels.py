@@ -335,18 +335,20 @@ class FixedStage:
 # in float32. While X - lo lies in [-1, H + 3] (H = hi - lo <= 255), |a K| <= B = H + 4 + |C - lo|
 # and each of the four roundings (K32, the product, C32, the sum, which stays below 1024) is
 # at most 2^-24 of its operand, so |t - (X - lo + 256 + d)| <= 2^-23 (B + |C - lo| + 700) =: d,
-# per channel: t - 256 lies in [X - lo, X - lo + 2d]. Clipped to [256.5, 256.5 + H], t is a
-# float32 in [256, 512): its bits >> 15 are 0x8700 + floor(t - 256) (so the byte is the result
-# minus lo, modulo 256) and its low 15 bits are frac(t) exactly, in units of 2^-15. Where
-# frac(t) >= 2d + Z (Z = 2^-e where the tie term applies, else 0), X - lo lies in [k + Z, k + 1)
-# for k = floor(t - 256), so both floors are k; clipped ends are right too (2d + Z <= 1/4:
-# t - 256 < 1/2 means X - lo < 1/2, and t - 256 > H + 1/2 means X - lo > H + Z). Accumulators
-# beyond that range of X only saturate: K < 1 and the float ops are monotone in a, so t is
-# beyond the t of the last accumulator inside it. The rest, the elements with frac(t) < 2d + Z
-# (about 2^-e of those a relu does not clamp), are flagged and go through `requantize` in int64.
+# per channel: t - 256 lies in [X - lo, X - lo + 2d]. A float32 t in [256, 512) has bits >> 15
+# = 0x8700 + floor(t - 256) and its low 15 bits are frac(t) exactly, in units of 2^-15; the bits
+# of floats are monotone as int32 (negative floats negative), so clip(bits >> 15, 0x8700,
+# 0x8700 + H) is 0x8700 + clip(floor(t - 256), 0, H) for every t, and its byte the result minus
+# lo, modulo 256. In [256, 512), where frac(t) >= 2d + Z (Z = 2^-e where the tie term applies,
+# else 0), X - lo lies in [k + Z, k + 1) for k = floor(t - 256), so both floors are k. Beyond:
+# t >= 512 means X - lo > H + 1 and t < 256 means X - lo < 0, so both clip alike whatever the
+# low bits say. Accumulators beyond that range of X only saturate: K < 1 and the float ops are
+# monotone in a, so t is beyond the t of the last accumulator inside it. The rest, the elements
+# with frac(t) < 2d + Z (about 2^-e of those a relu does not clamp), are flagged and go through
+# `requantize` in int64 (a saturated element may be flagged too: it is redone, exactly).
 
 CHECKED_FRACTION_BITS = 15
-CHECKED_BASE = 256.0  # t + 256 keeps every unclipped value in float32's binade [256, 512)
+CHECKED_BASE = 256.0  # t + 256 keeps every unsaturated value in float32's binade [256, 512)
 
 
 @dataclass(frozen=True)
@@ -399,7 +401,8 @@ class CheckedStage:
         t, bits = scratch(step, np.dtype(np.float32), np.dtype(np.int32))
         raw = t.view(np.int32)
         k, c, threshold = self.k, self.c, self.threshold
-        bottom, top = np.float32(CHECKED_BASE + 0.5), np.float32(CHECKED_BASE + 0.5 + self.hi - self.lo)
+        bottom = np.float32(CHECKED_BASE).view(np.int32) >> CHECKED_FRACTION_BITS  # 0x8700, 0 modulo 256
+        top = bottom + np.int32(self.hi - self.lo)
         mask, shift, lift = np.int32((1 << CHECKED_FRACTION_BITS) - 1), np.int32(CHECKED_FRACTION_BITS), np.uint8(self.lo % 256)
         out_bytes = out.view(np.uint8)
         for i in range(0, a.size, step):
@@ -409,10 +412,10 @@ class CheckedStage:
                 k, c, threshold, t, bits, raw = k[:n], c[:n], threshold[:n], t[:n], bits[:n], raw[:n]
             np.multiply(a[i:j], k, t)
             np.add(t, c, t)
-            clip(t, bottom, top, t)
             np.bitwise_and(raw, mask, bits)
             np.less(bits, threshold, flags[i:j])
             np.right_shift(raw, shift, raw)
+            clip(raw, bottom, top, raw)
             np.copyto(out_bytes[i:j], raw, casting="unsafe")  # 0x8700 + result - lo: the byte is result - lo
             if lift:
                 np.add(out_bytes[i:j], lift, out_bytes[i:j])
