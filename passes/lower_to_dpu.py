@@ -433,16 +433,19 @@ class Lowered:
     def program_op(self, target: Target, hw: str, config: DpuConfig) -> ProgramOp:
         """The dpu.program: a dpu.layer per layer with instructions, recording its kind, its
         tile (rows, cols, channels) and the cost model's cycles for that tile."""
+        from compiler.engines.dpu import program_cycles
+
         grouped = dict(group_by_layer(self.built))
+        tiles = [tile_of(grouped.get(plan.name, [])) for plan in self.plans]
+        model = program_cycles([(p.op, t, self.copied_channels(p)) for p, t in zip(self.plans, tiles, strict=True)],
+                               target)
         layers = []
-        for plan in self.plans:  # also those without instructions (views, placed concats)
+        for plan, tile, cycles in zip(self.plans, tiles, model, strict=True):  # also views, placed concats
             instructions = grouped.get(plan.name, [])
             attrs: dict[str, Attribute] = {"kind": StringAttr(plan.kind),
                                            "output": _map_attr(plan.result, self.maps[plan.result])}
-            tile = tile_of(instructions)
             if tile is not None:
                 attrs["tile"] = ints(list(tile))
-                cycles = model_cycles(plan.op, tile, target, self.copied_channels(plan))
                 if cycles is not None:
                     attrs["model_cycles"] = i64attr(cycles)
             layers.append((plan.name, attrs, instructions))
@@ -499,25 +502,6 @@ def tile_of(instructions: Sequence) -> tuple[int, int, int] | None:
         return None
     return (max(i.out_rows for i in compute), max(i.out_cols for i in compute),
             max(i[COMPUTE[i.mnemonic]] for i in compute))
-
-
-def model_cycles(op: Operation, tile: tuple[int, int, int], target: Target, copied: int = 0) -> int | None:
-    """Cycles of the cost model (compiler/cost.py) for the layer with the tile the lowering
-    chose (`copied`: a concatenation's channels that ELEW copies); None for what it has no
-    model of."""
-    from compiler.cost import layer_cost
-    from compiler.engines.base import Tile as CostTile
-    from compiler.engines.dpu import lowered_workload
-
-    workload = lowered_workload(op, copied)
-    if workload is None:
-        return None
-    rows, cols, chans = tile
-    try:
-        engine = next(e for e in target.engines if e.kind == "dpu")
-        return layer_cost(workload, target, engine, tile=CostTile(m=chans, e=rows, f=cols)).cycles
-    except LayerloomError:
-        return None
 
 
 def scale_of(value: SSAValue) -> float:

@@ -45,8 +45,9 @@ frames: a layer's cycles are one core's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from compiler.engines.base import (
@@ -70,7 +71,7 @@ from compiler.engines.workload import (
 from compiler.hw.schema import ParamError, count, word
 
 if TYPE_CHECKING:
-    from xdsl.ir import Operation
+    from xdsl.ir import Operation, SSAValue
 
     from compiler.hw.model import Engine, Target
 
@@ -275,8 +276,69 @@ class DpuEngine(EngineKind):
             for chans in [tile.m] * (slices - 2) + [last_chans]:
                 reload = last_input + sum(transfer(b) for b in self.prologue_loads(layer, engine, (tile.e, tile.f, chans)))
                 fixed += max(0, int(reload - 2 * step))
+        inputs, _, outputs = self.traffic(layer, engine, tile)
+        if tiles > 2:
+            # Two banks per operand: tile k+2's LOAD waits for tile k's compute to free its
+            # input bank and its compute for tile k's SAVE to free its output bank, so the
+            # two transfers and a DDR latency fall between computes two tiles apart.
+            step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
+            period = (step + timing.ddr_latency + memory_cycles(inputs + outputs, target, engine) / tiles) / 2
+            fixed += int((tiles - 2) * max(0.0, period - step))
+        memory = timing.ddr_latency * len(loads)
+        if engine.count == 1 and layer.inputs > 1:
+            # A tile's second operand LOAD is the last transfer before its compute: the next
+            # tile's first LOAD waits its latency with the DDR idle (other cores fill it).
+            memory += timing.ddr_latency * (layer.inputs - 1) * tiles
         # The layer before ends with a SAVE whose DDR latency the first LOAD overlaps.
-        return Overheads(fixed + prologue + epilogue - timing.ddr_latency, timing.ddr_latency * len(loads))
+        return Overheads(fixed + prologue + epilogue - timing.ddr_latency, memory)
+
+    def tail(self, layer: Workload, engine: Engine, target: Target, tile: Tile) -> Tail:
+        """The end of the layer's instruction stream (see `Tail`)."""
+        from backends.dpu.simulator import Timing
+        from compiler.cost import memory_cycles
+
+        timing = Timing.from_target(target, engine.name)
+        assert tile.m and tile.e and tile.f
+        (rows, last_rows), (cols, last_cols) = spans(layer.out_h, tile.e), spans(layer.out_w, tile.f)
+        slices, last_chans = spans(layer.out_channels, tile.m)
+        per_slice = rows * cols * layer.batch
+        tiles = per_slice * slices
+        inputs, _, outputs = self.traffic(layer, engine, tile)
+        load, save = memory_cycles(inputs, target, engine) / tiles, memory_cycles(outputs, target, engine) / tiles
+        step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
+        period = max(step, load + save, (step + timing.ddr_latency + load + save) / 2) if tiles > 2 else step
+        # The last LOAD ends before the last compute starts, when compute-bound as soon as
+        # the compute two tiles before freed its bank and the SAVE beside it moved.
+        loads_done = -step if tiles < 2 else min(-step, -2 * step + timing.ddr_latency + load + save)
+
+        def freed(slots: int) -> float:
+            """When the computes stop reading slot 0 of a double-buffered weights / bias bank."""
+            if (slices - 1) % slots == 0:
+                return 0.0  # the last output-channel tile's computes read it
+            return -period * per_slice
+
+        depth = engine.params["bank_depth"]
+        weights_free = bias_free = -math.inf
+        if layer.has_macs:
+            words = self.weight_words(layer, engine, tile.m)
+            weights_free, bias_free = freed(2 if words <= depth // 2 else 1), freed(2 if tile.m <= depth // 2 else 1)
+        elif layer.op in ("avgpool", "global_avgpool"):
+            bias_free = 0.0  # every POOL reads the divisor records
+        last_save = memory_cycles(last_rows * last_cols * last_chans * layer.elem_bytes, target, engine)
+        # Input bank 0 (and the second operand's first bank): read by the last tile's
+        # compute when there is an odd number of tiles.
+        input_free = (0.0 if (tiles - 1) % 2 == 0 else -period,) * (layer.inputs if layer.op != "concat" else 1)
+        if layer.inputs == 1:
+            input_free += (-math.inf,)  # a second operand's bank it never reads
+        return Tail(period, save if tiles > 1 else None, last_save, loads_done, weights_free, bias_free,
+                    input_free, tile.e, cols, per_slice, tile.m, slices, timing.ddr_latency + save)
+
+    def independent_loads(self, layer: Workload, engine: Engine, tile: Tile) -> list[int]:
+        """Bytes of the prologue's LOADs that read no map: the first weights and bias
+        records, an average pool's divisor records."""
+        assert tile.m and tile.e and tile.f
+        loads = self.prologue_loads(layer, engine, (tile.e, tile.f, tile.m))
+        return loads[: len(loads) - layer.inputs]
 
     def prologue_loads(self, layer: Workload, engine: Engine, tile: tuple[int, int, int]) -> list[int]:
         """Bytes of each LOAD before a layer's first compute instruction can start, for its
@@ -298,3 +360,184 @@ class DpuEngine(EngineKind):
         in_chans = layer.in_channels if layer.has_macs and layer.op != "depthwise" else chans
         loads += [in_rows * in_cols * in_chans * layer.elem_bytes] * layer.inputs
         return loads
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of a layer's instruction stream, in cycles from its last compute
+    instruction's end: the cycles between its last computes (`period`), the DDR cycles of
+    the SAVE before the last (None for one tile) and of the last, when its load queue
+    has issued its last LOAD, and when its computes stop reading word 0 of the weights
+    and of the bias bank (-inf: they never do). The next layer's first LOADs write there."""
+
+    period: float
+    save: float | None
+    last_save: float
+    loads_done: float
+    weights_free: float
+    bias_free: float
+    input_free: tuple[float, ...]  # when its computes stop reading input bank 0 (per operand's banks)
+    tile_rows: int  # its output tiles: rows, column tiles, spatial tiles per channel tile,
+    col_tiles: int  # channels per tile and channel tiles
+    per_slice: int
+    chans: int
+    slices: int
+    save_end: float  # a tile's SAVE ends this long after its compute
+
+    def written(self, rows: int, chans: int) -> float | None:
+        """When the SAVEs of the first `rows` rows and `chans` channels of the layer's
+        output have moved; None when that takes the last SAVE."""
+        slice_ = min(self.slices, ceil_div(chans, self.chans)) - 1
+        index = slice_ * self.per_slice + min(self.per_slice, ceil_div(rows, self.tile_rows) * self.col_tiles) - 1
+        after = self.slices * self.per_slice - 1 - index
+        return None if after <= 0 else -after * self.period + self.save_end
+
+
+def boundary(before: tuple[Workload, Tile], after: tuple[Workload, Tile], target: Target, engine: Engine,
+             reads_before: Sequence[bool] | None = None) -> tuple[int, int]:
+    """(cycles the layer `before` gains, cycles the layer `after` saves) when `after`'s
+    first LOADs run during `before`'s last tiles. The load queue issues them as soon as
+    `before`'s LOADs are done and the bank words they write are no longer read: the
+    weights and bias records at once (they read no map), an input tile once the SAVEs of
+    `before` that wrote it are done (`reads_before`: per operand, whether it is
+    `before`'s output; else at once). On the DDR, first come first served, they may go
+    ahead of `before`'s last SAVE, which ends that layer, and `after` starts with them
+    done. A few transfers replayed as the simulator orders them (ready time, then
+    program order); with none of them early this is the per-layer model's convention
+    (the first LOAD's latency overlaps the last SAVE)."""
+    from backends.dpu.simulator import Timing
+    from compiler.cost import memory_cycles
+
+    plugin = engine.kind_plugin
+    assert isinstance(plugin, DpuEngine)
+    layer, tile = after
+    assert tile.m and tile.e and tile.f
+    loads = plugin.prologue_loads(layer, engine, (tile.e, tile.f, tile.m))
+    latency = Timing.from_target(target, engine.name).ddr_latency
+    tail = plugin.tail(before[0], engine, target, before[1])
+    independent = len(loads) - layer.inputs
+    reads = list(reads_before) if reads_before is not None else [True] * layer.inputs
+    # The first input tile: its window's rows of the map `before` writes, all channels
+    # for a dense convolution, else the first output-channel tile's.
+    rows = min(layer.in_h, layer.window_rows(tile.e) - layer.pad_h // 2)
+    chans = layer.in_channels if layer.has_macs and layer.op != "depthwise" else tile.m
+    written = tail.written(rows, chans)
+    full = target.clock_of(engine) / target.dram.bandwidth
+    cores = engine.count
+
+    def replay(with_loads: bool) -> tuple[float, float]:
+        """(end of `before`'s last SAVE, end of `after`'s first LOADs)."""
+        # (DDR cycles, earliest start, transfers it waits for): the SAVE before the last
+        # (a period earlier), the last SAVE (one save queue), then `after`'s LOADs (one
+        # load queue; each also waits for its bank words, an input for its SAVEs).
+        transfers: list[tuple[float, float, tuple[int, ...]]] = []
+        if tail.save is not None:
+            transfers.append((tail.save, -tail.period, ()))
+        transfers.append((tail.last_save, 0.0, (len(transfers) - 1,) if transfers else ()))
+        last_save = len(transfers) - 1
+        previous: tuple[int, ...] = ()
+        for k, b in enumerate(loads if with_loads else []):
+            if k < independent:
+                start, gates = tail.weights_free if k == 0 and layer.has_macs else tail.bias_free, previous
+            else:
+                operand = k - independent
+                start = tail.input_free[min(operand, len(tail.input_free) - 1)]
+                gates = previous
+                if reads[min(operand, len(reads) - 1)]:
+                    if written is None:
+                        gates += (last_save,)
+                    else:
+                        start = max(start, written)
+            # The cores run the same program in near lockstep: on average (cores - 1) / 2
+            # of them move the same LOAD just before this core's, the rest just after.
+            transfers.append((math.ceil(b * full) * (cores + 1) / 2, max(tail.loads_done, start), gates))
+            previous = (len(transfers) - 1,)
+            if cores > 1:
+                transfers.append((math.ceil(b * full) * (cores - 1) / 2, -math.inf, previous))
+        ends: dict[int, float] = {}
+        ddr = tail.loads_done  # the last LOAD of `before` moved its bytes
+        while len(ends) < len(transfers):
+            # Of the transfers whose queue is free, the one ready first (then program order).
+            ready, k = min((max([start, *(ends[g] for g in gates)]), k)
+                           for k, (_, start, gates) in enumerate(transfers)
+                           if k not in ends and all(g in ends for g in gates))
+            ddr = ends[k] = max(ready + latency, ddr) + transfers[k][0]
+        return ends[last_save], max(ends.values())
+
+    alone, _ = replay(False)
+    end, loaded = replay(True)
+    # `after`'s own model starts its prologue at `before`'s end with every LOAD's latency
+    # but the first one's (overlapped by that SAVE) and its bytes.
+    modelled = sum(latency + int(memory_cycles(b, target, engine)) for b in loads) - latency
+    return int(end - alone), max(0, int(modelled - max(0.0, loaded - end)))
+
+
+def program_cycles(layers: Sequence[tuple[Operation, tuple[int, int, int] | None, int]], target: Target) -> list[int | None]:
+    """The cost model's cycles of each layer of a DPU program, in program order: (op,
+    tile (rows, columns, channels) of its largest output tile, None when it has no
+    instructions; concatenation channels ELEW copies). None for a layer without a model
+    (no instructions, ALU layers); see `sequence_cycles`."""
+    from compiler.engines.base import Tile as CostTile
+
+    items: list[DpuLayer | None] = []
+    where: list[int | None] = []
+    before: Operation | None = None
+    for op, tile, copied in layers:
+        if tile is None:
+            where.append(None)  # no instructions: not between two layers
+            continue
+        workload = lowered_workload(op, copied)
+        where.append(len(items))
+        reads = tuple(produced_by(v, before) for v in op.operands[: workload.inputs]) if workload else ()
+        items.append(None if workload is None else (workload, CostTile(m=tile[2], e=tile[0], f=tile[1]), reads))
+        before = op
+    cycles = sequence_cycles(items, target)
+    return [None if k is None else cycles[k] for k in where]
+
+
+def produced_by(value: SSAValue, op: Operation | None) -> bool:
+    """Whether `value` is `op`'s result, looking through views (a reshape moves no byte)."""
+    from dialects.qnn import LAYOUT_OPS
+
+    owner = value.owner
+    while isinstance(owner, LAYOUT_OPS) and owner is not op:
+        owner = owner.operands[0].owner
+    return op is not None and owner is op
+
+
+# A layer of a DPU program: its workload, its tile and, per feature-map operand, whether
+# the layer before it in the program writes it.
+DpuLayer = tuple[Workload, Tile, tuple[bool, ...]]
+
+
+def sequence_cycles(layers: Sequence[DpuLayer | None], target: Target) -> list[int | None]:
+    """Cycles of consecutive layers of a DPU program (None for a layer the model does not
+    cover): each `compiler.cost.layer_cost` for its tile, with what a layer's first LOADs
+    take during the tail of the layer before moved from it to that layer (`boundary`),
+    as the simulator counts a layer's cycles: from the end of the layers before to the
+    end of its own last instruction."""
+    from compiler.cost import layer_cost
+    from compiler.errors import LayerloomError
+
+    engine = next(e for e in target.engines if e.kind == "dpu")
+    cycles: list[int | None] = []
+    previous: tuple[Workload, Tile] | None = None
+    for item in layers:
+        cost = None
+        if item is not None:
+            try:
+                cost = layer_cost(item[0], target, engine, tile=item[1])
+            except LayerloomError:
+                cost = None
+        if item is None or cost is None:
+            cycles.append(None)
+            previous = None
+            continue
+        current = (item[0], item[1].resolved(item[0]))
+        cycles.append(cost.cycles)
+        if previous is not None and cycles[-2] is not None:
+            gained, saved = boundary(previous, current, target, engine, item[2])
+            cycles[-2] = int(cycles[-2] or 0) + gained
+            cycles[-1] = max(1, cost.cycles - saved)
+        previous = current
+    return cycles
