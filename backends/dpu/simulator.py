@@ -1011,9 +1011,10 @@ class Deferred:
             for chunk in chunks(members):
                 started = clock()
                 step, first = chunk[0]
-                patches = first.patches if len(chunk) == 1 else np.concatenate([tile.patches for _, tile in chunk])
+                # the GEMM rows as float32, whose values are the int8 inputs: they bound the products as the tiles do
+                patches = np.concatenate([tile.patches for _, tile in chunk], dtype=np.float32)
                 machine.step = step
-                acc, bound = first.weights.matmul(patches.astype(np.float32), patches)
+                acc, bound = first.weights.matmul(patches, patches)
                 out = np.empty((patches.shape[0], first.out.shape[1]), np.int8)
                 first.stage(step, acc, bound, out)
                 offset = 0
