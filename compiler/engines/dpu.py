@@ -284,38 +284,72 @@ class DpuEngine(EngineKind):
             step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
             period = (step + timing.ddr_latency + memory_cycles(inputs + outputs, target, engine) / tiles) / 2
             fixed += int((tiles - 2) * max(0.0, period - step))
+        end = self.tail(layer, engine, target, tile)
+        if end.save is not None:
+            # The SAVE before the last may still move when the last compute ends: the last
+            # one waits for it (one save queue).
+            fixed += int(max(0.0, timing.ddr_latency + end.save - end.gap))
         memory = timing.ddr_latency * len(loads)
-        if engine.count == 1 and layer.inputs > 1:
-            # A tile's second operand LOAD is the last transfer before its compute: the next
-            # tile's first LOAD waits its latency with the DDR idle (other cores fill it).
-            memory += timing.ddr_latency * (layer.inputs - 1) * tiles
+        if engine.count == 1:
+            # One load queue: each LOAD waits its latency before its bytes move, and the DDR
+            # idles meanwhile unless a SAVE moves (every SAVE but the last comes before a
+            # later tile's LOAD); with other cores, their transfers fill those gaps.
+            records = 2 * slices if layer.has_macs else int(layer.op in ("avgpool", "global_avgpool"))
+            hidden = (tiles - 1) * min(timing.ddr_latency, memory_cycles(outputs, target, engine) / tiles)
+            memory = max(memory, int(timing.ddr_latency * (tiles * layer.inputs + records) - hidden))
         # The layer before ends with a SAVE whose DDR latency the first LOAD overlaps.
         return Overheads(fixed + prologue + epilogue - timing.ddr_latency, memory)
 
     def tail(self, layer: Workload, engine: Engine, target: Target, tile: Tile) -> Tail:
-        """The end of the layer's instruction stream (see `Tail`)."""
+        """The end of the layer's instruction stream (see `Tail`), from its last three
+        tiles: the last one (the last output-channel tile's last rows and columns), the one
+        before (a whole tile of that output-channel tile, or the output-channel tile before's
+        when it has one spatial tile) and the steady pace of that output-channel tile."""
         from backends.dpu.simulator import Timing
         from compiler.cost import memory_cycles
 
         timing = Timing.from_target(target, engine.name)
+        latency = timing.ddr_latency
         assert tile.m and tile.e and tile.f
         (rows, last_rows), (cols, last_cols) = spans(layer.out_h, tile.e), spans(layer.out_w, tile.f)
         slices, last_chans = spans(layer.out_channels, tile.m)
         per_slice = rows * cols * layer.batch
         tiles = per_slice * slices
-        inputs, _, outputs = self.traffic(layer, engine, tile)
-        load, save = memory_cycles(inputs, target, engine) / tiles, memory_cycles(outputs, target, engine) / tiles
-        step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
-        period = max(step, load + save, (step + timing.ddr_latency + load + save) / 2) if tiles > 2 else step
-        # The last LOAD ends before the last compute starts, when compute-bound as soon as
-        # the compute two tiles before freed its bank and the SAVE beside it moved.
-        loads_done = -step if tiles < 2 else min(-step, -2 * step + timing.ddr_latency + load + save)
+        dense = layer.has_macs and layer.op != "depthwise"
+
+        def times(chans: int, out_rows: int, out_cols: int) -> tuple[float, float, float]:
+            """(compute with its fill, input LOADs, SAVE) cycles of one tile."""
+            part = replace(layer, out_h=out_rows, out_w=out_cols, batch=1, out_channels=chans) if dense else replace(
+                layer, out_h=out_rows, out_w=out_cols, batch=1, in_channels=chans, out_channels=chans,
+                groups=chans if layer.groups > 1 else 1)
+            compute = self.compute_cycles(part, engine, self.fixed_pes(engine), Tile(m=chans, e=out_rows, f=out_cols))
+            window = min(layer.in_h, layer.window_rows(out_rows)) * min(layer.in_w, layer.window_cols(out_cols))
+            loads = window * (layer.in_channels if dense else chans) * layer.elem_bytes * layer.inputs
+            return (compute + timing.compute_latency, float(memory_cycles(loads, target, engine)),
+                    float(memory_cycles(out_rows * out_cols * chans * layer.elem_bytes, target, engine)))
+
+        step, load, save = times(last_chans, tile.e, tile.f)
+        period = max(step, load + save, (step + latency + load + save) / 2) if per_slice > 2 else step
+        step_last, load_last, save_last = times(last_chans, last_rows, last_cols)
+        if per_slice > 1:
+            before = step, save, period
+        else:
+            before_step, _, before_save = times(tile.m, last_rows, last_cols)
+            before = before_step, before_save, before_step
+        step_before, save_before, pace = before
+        if tiles > 1:
+            # Tile n's LOAD waits for tile n-2's compute (its bank) and moves after that
+            # tile's SAVE; tile n computes once its LOAD is done and tile n-1 is.
+            gap = max(step_last, latency + save_before + load_last + step_last - pace)
+            loads_done = min(-step_last, -gap - pace + latency + save_before + load_last)
+        else:
+            gap, loads_done = step_last, -step_last
 
         def freed(slots: int) -> float:
             """When the computes stop reading slot 0 of a double-buffered weights / bias bank."""
             if (slices - 1) % slots == 0:
                 return 0.0  # the last output-channel tile's computes read it
-            return -period * per_slice
+            return -gap - (per_slice - 1) * period
 
         depth = engine.params["bank_depth"]
         weights_free = bias_free = -math.inf
@@ -324,14 +358,13 @@ class DpuEngine(EngineKind):
             weights_free, bias_free = freed(2 if words <= depth // 2 else 1), freed(2 if tile.m <= depth // 2 else 1)
         elif layer.op in ("avgpool", "global_avgpool"):
             bias_free = 0.0  # every POOL reads the divisor records
-        last_save = memory_cycles(last_rows * last_cols * last_chans * layer.elem_bytes, target, engine)
         # Input bank 0 (and the second operand's first bank): read by the last tile's
         # compute when there is an odd number of tiles.
-        input_free = (0.0 if (tiles - 1) % 2 == 0 else -period,) * (layer.inputs if layer.op != "concat" else 1)
+        input_free = (0.0 if (tiles - 1) % 2 == 0 else -gap,) * (layer.inputs if layer.op != "concat" else 1)
         if layer.inputs == 1:
             input_free += (-math.inf,)  # a second operand's bank it never reads
-        return Tail(period, save if tiles > 1 else None, last_save, loads_done, weights_free, bias_free,
-                    input_free, tile.e, cols, per_slice, tile.m, slices, timing.ddr_latency + save)
+        return Tail(period, gap, save_before if tiles > 1 else None, save_last, loads_done, weights_free, bias_free,
+                    input_free, tile.e, cols, per_slice, tile.m, slices, latency + save)
 
     def independent_loads(self, layer: Workload, engine: Engine, tile: Tile) -> list[int]:
         """Bytes of the prologue's LOADs that read no map: the first weights and bias
@@ -371,6 +404,7 @@ class Tail:
     and of the bias bank (-inf: they never do). The next layer's first LOADs write there."""
 
     period: float
+    gap: float
     save: float | None
     last_save: float
     loads_done: float
@@ -432,7 +466,7 @@ def boundary(before: tuple[Workload, Tile], after: tuple[Workload, Tile], target
         # load queue; each also waits for its bank words, an input for its SAVEs).
         transfers: list[tuple[float, float, tuple[int, ...]]] = []
         if tail.save is not None:
-            transfers.append((tail.save, -tail.period, ()))
+            transfers.append((tail.save, -tail.gap, ()))
         transfers.append((tail.last_save, 0.0, (len(transfers) - 1,) if transfers else ()))
         last_save = len(transfers) - 1
         previous: tuple[int, ...] = ()
