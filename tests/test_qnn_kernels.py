@@ -292,35 +292,37 @@ def checked_stage_run(stage: im.OutputStage, acc: np.ndarray, offset: np.ndarray
     checked = CheckedStage.of(stage, acc.shape[1], offset, 1000)  # slabs of 1000 rows, the last one shorter
     assert checked is not None
     a = acc.astype(np.float32).reshape(-1)
-    out, flags = np.empty(a.size, np.int8), np.empty(a.size, bool)
+    out, flags = np.empty(a.size, np.uint8 if stage.lo >= 0 else np.int8), np.empty(a.size, bool)
     checked.store(a, out, flags)
     checked.redo(a, out, flags, acc.shape[1])
     return out.reshape(acc.shape).astype(np.int64), flags
 
 
 @pytest.mark.parametrize("multiplier", [2**30, 1908874354, 2**31 - 1])
-@pytest.mark.parametrize(("zero_point", "relu"), [(-128, False), (17, False), (17, True), (-128, True)])
-def test_checked_stage_is_intmaths(multiplier: int, zero_point: int, relu: bool) -> None:
+@pytest.mark.parametrize(("zero_point", "relu", "low", "high"),
+                         [(-128, False, -128, 127), (17, False, -128, 127), (17, True, -128, 127), (140, False, 0, 255),
+                          (3, True, 0, 255)])
+def test_checked_stage_is_intmaths(multiplier: int, zero_point: int, relu: bool, low: int, high: int) -> None:
     """The float32 CheckedStage (flagged elements redone in int64) on every accumulator within
     2^18 of 0 (each result step of the shifts up to 9, all their ties and boundaries) and every
     4099th through both saturation ends up to 2^24 (float32's exact integers), shifts 0 to 12 mixed
-    per channel, with and without offsets: against intmath."""
+    per channel, with and without offsets, int8 and uint8 results: against intmath."""
     shifts = np.array([0, 3, 7, 12, 9])
     values = np.concatenate([np.arange(-(2**18), 2**18), np.arange(-(2**24), 2**24 + 1, 4099)])
     acc = values[:, None] + np.zeros((1, shifts.size), np.int64)
     stage = im.OutputStage(im.Requant.of("fixed", shifts, np.full(shifts.size, multiplier)), zero_point,
-                           zero_point if relu else -128, 127).along(2, 1)
+                           zero_point if relu else low, high).along(2, 1)
     for offset in (None, np.array([-40000, 3, 0, 2**20, -(2**19)])):
         got, flags = checked_stage_run(stage, acc, offset)
         x = acc + (0 if offset is None else offset)
         want = stage(x)
         assert np.array_equal(got, want)
-        assert want.min() == stage.lo and want.max() == 127  # both ends reached
+        assert want.min() == stage.lo and want.max() == high  # both ends reached
         inside = (want > stage.lo) & (want < stage.hi)  # (saturated elements may be flagged: redone alike)
         assert np.count_nonzero(flags.reshape(acc.shape) & inside) < np.count_nonzero(inside) // 20  # few redone
         if stage.lo < zero_point:  # ties went down below 0, and some were kept: the tie term mattered
             assert np.any(flags)
-            without_tie = np.clip(requantize(x, stage.requant, clamped_below=True) + zero_point, -128, 127)
+            without_tie = np.clip(requantize(x, stage.requant, clamped_below=True) + zero_point, low, high)
             assert not np.array_equal(without_tie, want)
 
 

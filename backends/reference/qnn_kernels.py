@@ -330,25 +330,27 @@ class FixedStage:
 # For shifts s = e >= 0 (no left shift) and x = a + offset in int32, the stage is
 # clip(floor(X - [P < -2^30] 2^-e), lo, hi) with X = a K + C, K = M0 / 2^(31+e) and
 # C = 1/2 + 2^-(e+1) [e > 0] + z + offset K (the single floor derived above; the tie term only
-# where e > 0 and the clamp is below the zero point). CheckedStage evaluates
-#     t = fl32(fl32(a K32) + C32),   K32 = fl32(K),   C32 = fl32(C - lo + 256 + d)
+# where e > 0 and the clamp is below the zero point). CheckedStage evaluates, with the base
+# E = 512 + (lo mod 256),
+#     t = fl32(fl32(a K32) + C32),   K32 = fl32(K),   C32 = fl32(C - lo + E + d)
 # in float32. While X - lo lies in [-1, H + 3] (H = hi - lo <= 255), |a K| <= B = H + 4 + |C - lo|
-# and each of the four roundings (K32, the product, C32, the sum, which stays below 1024) is
-# at most 2^-24 of its operand, so |t - (X - lo + 256 + d)| <= 2^-23 (B + |C - lo| + 700) =: d,
-# per channel: t - 256 lies in [X - lo, X - lo + 2d]. A float32 t in [256, 512) has bits >> 15
-# = 0x8700 + floor(t - 256) and its low 15 bits are frac(t) exactly, in units of 2^-15; the bits
-# of floats are monotone as int32 (negative floats negative), so clip(bits >> 15, 0x8700,
-# 0x8700 + H) is 0x8700 + clip(floor(t - 256), 0, H) for every t, and its byte the result minus
-# lo, modulo 256. In [256, 512), where frac(t) >= 2d + Z (Z = 2^-e where the tie term applies,
-# else 0), X - lo lies in [k + Z, k + 1) for k = floor(t - 256), so both floors are k. Beyond:
-# t >= 512 means X - lo > H + 1 and t < 256 means X - lo < 0, so both clip alike whatever the
-# low bits say. Accumulators beyond that range of X only saturate: K < 1 and the float ops are
-# monotone in a, so t is beyond the t of the last accumulator inside it. The rest, the elements
-# with frac(t) < 2d + Z (about 2^-e of those a relu does not clamp), are flagged and go through
-# `requantize` in int64 (a saturated element may be flagged too: it is redone, exactly).
+# and each of the four roundings (K32, the product, C32, the sum, which stays below 1100) is
+# at most 2^-24 of its operand, so |t - (X - lo + E + d)| <= 2^-23 (B + |C - lo| + 1100) =: d,
+# per channel: t - E lies in [X - lo, X - lo + 2d]. A float32 t in [512, 1024) has bits >> 14
+# = 0x11000 + floor(t) - 512 and its low 14 bits are frac(t) exactly, in units of 2^-14; the
+# bits of floats are monotone as int32 (negative floats negative), so clip(bits >> 14, F, F + H)
+# with F = 0x11000 + E - 512 is F + clip(floor(t - E), 0, H) for every t, and its byte, F being
+# lo modulo 256, is the result modulo 256. In [512, 1024), where frac(t) >= 2d + Z (Z = 2^-e where
+# the tie term applies, else 0), X - lo lies in [k + Z, k + 1) for k = floor(t - E), so both
+# floors are k. Beyond: t >= 1024 means X - lo > H + 1 and t < 512 means X - lo < 0, so both clip
+# alike whatever the low bits say. Accumulators beyond that range of X only saturate: K < 1 and
+# the float ops are monotone in a, so t is beyond the t of the last accumulator inside it. The
+# rest, the elements with frac(t) < 2d + Z (about 2^-e of those a relu does not clamp), are
+# flagged and go through `requantize` in int64 (a saturated element may be flagged too: it is
+# redone, exactly).
 
-CHECKED_FRACTION_BITS = 15
-CHECKED_BASE = 256.0  # t + 256 keeps every unsaturated value in float32's binade [256, 512)
+CHECKED_FRACTION_BITS = 14
+CHECKED_BINADE = 512  # t + 512 + (lo mod 256) keeps every unsaturated value in float32's [512, 1024)
 
 
 @dataclass(frozen=True)
@@ -357,7 +359,7 @@ class CheckedStage:
     `rows` rows), with flags for the elements to redo exactly; for |a + offset| < 2^31."""
 
     k: np.ndarray  # float32, tiled
-    c: np.ndarray  # float32, tiled: C - lo + 256 + d
+    c: np.ndarray  # float32, tiled: C - lo + E + d
     threshold: np.ndarray  # int32, tiled: ceil((2d + Z) 2^15)
     lo: int
     hi: int
@@ -381,7 +383,7 @@ class CheckedStage:
         off = np.zeros(channels, np.int64) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.int64)
         k = m * np.exp2(-31.0 - e)
         c = np.exp2(-1.0 - e) + np.where(e > 0, 0.5, 0.0) + (stage.zero_point - stage.lo) + off * k
-        d = 2.0**-23 * ((top + 4 + np.abs(c)) + np.abs(c) + 700)
+        d = 2.0**-23 * ((top + 4 + np.abs(c)) + np.abs(c) + 1100)
         tie = stage.lo < stage.zero_point
         z = np.where(e > 0, np.exp2(-e.astype(np.float64)), 0.0) if tie else 0.0
         threshold = 2 * d + z
@@ -389,21 +391,21 @@ class CheckedStage:
             return None
         halves = (1 << 30) + np.where(e > 0, np.left_shift(1, 30 + e), 0)
         exact = np.stack([m, halves, 31 + e, np.where((e > 0) & tie, 1 << 31, 0), off], axis=1)
-        return CheckedStage(np.tile(k.astype(np.float32), rows), np.tile((c + CHECKED_BASE + d).astype(np.float32), rows),
+        return CheckedStage(np.tile(k.astype(np.float32), rows), np.tile((c + CHECKED_BINADE + stage.lo % 256 + d).astype(np.float32), rows),
                             np.tile(np.ceil(threshold * 2**CHECKED_FRACTION_BITS).astype(np.int32), rows),
                             stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact, float(im.INT32_MAX - np.abs(off).max(initial=0)))
 
     def store(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray) -> None:
         """On the flat float32 `a` into the flat 8-bit `out`, slab by slab (the tiles' length:
         a whole number of rows); `flags` (bool, a's size) marks the elements `redo` must
-        recompute. The per-slab work is eight NumPy calls, positional outs, nothing else."""
+        recompute. The per-slab work is seven NumPy calls, positional outs, nothing else."""
         step = self.k.size
         t, bits = scratch(step, np.dtype(np.float32), np.dtype(np.int32))
         raw = t.view(np.int32)
         k, c, threshold = self.k, self.c, self.threshold
-        bottom = np.float32(CHECKED_BASE).view(np.int32) >> CHECKED_FRACTION_BITS  # 0x8700, 0 modulo 256
+        bottom = (np.float32(CHECKED_BINADE).view(np.int32) >> CHECKED_FRACTION_BITS) + np.int32(self.lo % 256)  # lo mod 256
         top = bottom + np.int32(self.hi - self.lo)
-        mask, shift, lift = np.int32((1 << CHECKED_FRACTION_BITS) - 1), np.int32(CHECKED_FRACTION_BITS), np.uint8(self.lo % 256)
+        mask, shift = np.int32((1 << CHECKED_FRACTION_BITS) - 1), np.int32(CHECKED_FRACTION_BITS)
         out_bytes = out.view(np.uint8)
         for i in range(0, a.size, step):
             j = min(i + step, a.size)
@@ -416,9 +418,7 @@ class CheckedStage:
             np.less(bits, threshold, flags[i:j])
             np.right_shift(raw, shift, raw)
             clip(raw, bottom, top, raw)
-            np.copyto(out_bytes[i:j], raw, casting="unsafe")  # 0x8700 + result - lo: the byte is result - lo
-            if lift:
-                np.add(out_bytes[i:j], lift, out_bytes[i:j])
+            np.copyto(out_bytes[i:j], raw, casting="unsafe")  # F + result - lo: the byte is the result's
 
     def redo(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray, channels: int) -> None:
         """Recompute the flagged elements of the flat `a` (rows of `channels`) in int64:
