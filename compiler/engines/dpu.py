@@ -297,6 +297,8 @@ class DpuEngine(EngineKind):
             records = 2 * slices if layer.has_macs else int(layer.op in ("avgpool", "global_avgpool"))
             hidden = (tiles - 1) * min(timing.ddr_latency, memory_cycles(outputs, target, engine) / tiles)
             memory = max(memory, int(timing.ddr_latency * (tiles * layer.inputs + records) - hidden))
+        # After its last LOAD the last tile computes, the SAVE before the last moving meanwhile.
+        memory += int(max(0.0, end.last_step - (end.save or 0.0)))
         # The layer before ends with a SAVE whose DDR latency the first LOAD overlaps.
         return Overheads(fixed + prologue + epilogue - timing.ddr_latency, memory)
 
@@ -340,8 +342,9 @@ class DpuEngine(EngineKind):
         if tiles > 1:
             # Tile n's LOAD waits for tile n-2's compute (its bank) and moves after that
             # tile's SAVE; tile n computes once its LOAD is done and tile n-1 is.
-            gap = max(step_last, latency + save_before + load_last + step_last - pace)
-            loads_done = min(-step_last, -gap - pace + latency + save_before + load_last)
+            wait = save_before if tiles > 2 else 0.0
+            gap = max(step_last, latency + wait + load_last + step_last - pace)
+            loads_done = min(-step_last, -gap - pace + latency + wait + load_last)
         else:
             gap, loads_done = step_last, -step_last
 
@@ -363,7 +366,7 @@ class DpuEngine(EngineKind):
         input_free = (0.0 if (tiles - 1) % 2 == 0 else -gap,) * (layer.inputs if layer.op != "concat" else 1)
         if layer.inputs == 1:
             input_free += (-math.inf,)  # a second operand's bank it never reads
-        return Tail(period, gap, save_before if tiles > 1 else None, save_last, loads_done, weights_free, bias_free,
+        return Tail(period, gap, step_last, save_before if tiles > 1 else None, save_last, loads_done, weights_free, bias_free,
                     input_free, tile.e, cols, per_slice, tile.m, slices, latency + save)
 
     def independent_loads(self, layer: Workload, engine: Engine, tile: Tile) -> list[int]:
@@ -405,6 +408,7 @@ class Tail:
 
     period: float
     gap: float
+    last_step: float
     save: float | None
     last_save: float
     loads_done: float
@@ -503,7 +507,7 @@ def boundary(before: tuple[Workload, Tile], after: tuple[Workload, Tile], target
     # `after`'s own model starts its prologue at `before`'s end with every LOAD's latency
     # but the first one's (overlapped by that SAVE) and its bytes.
     modelled = sum(latency + int(memory_cycles(b, target, engine)) for b in loads) - latency
-    return int(end - alone), max(0, int(modelled - max(0.0, loaded - end)))
+    return int(end - alone), int(modelled - max(0.0, loaded - end))
 
 
 def program_cycles(layers: Sequence[tuple[Operation, tuple[int, int, int] | None, int]], target: Target) -> list[int | None]:
