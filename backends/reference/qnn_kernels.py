@@ -360,7 +360,7 @@ class CheckedStage:
 
     k: np.ndarray  # float32, tiled
     c: np.ndarray  # float32, tiled: C - lo + E + d
-    threshold: np.ndarray  # int32, tiled: ceil((2d + Z) 2^15)
+    threshold: np.ndarray  # int32: ceil((2d + Z) 2^14), tiled, or its largest value alone where no tie term varies it
     lo: int
     hi: int
     zero_point: int
@@ -391,9 +391,13 @@ class CheckedStage:
             return None
         halves = (1 << 30) + np.where(e > 0, np.left_shift(1, 30 + e), 0)
         exact = np.stack([m, halves, 31 + e, np.where((e > 0) & tie, 1 << 31, 0), off], axis=1)
-        return CheckedStage(np.tile(k.astype(np.float32), rows), np.tile((c + CHECKED_BINADE + stage.lo % 256 + d).astype(np.float32), rows),
-                            np.tile(np.ceil(threshold * 2**CHECKED_FRACTION_BITS).astype(np.int32), rows),
-                            stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact, float(im.INT32_MAX - np.abs(off).max(initial=0)))
+        units = np.ceil(threshold * 2**CHECKED_FRACTION_BITS).astype(np.int32)
+        # Without the tie term the channels' thresholds differ little: their largest, unrepeated, is a cheaper compare.
+        flag_below = np.tile(units, rows) if tie else units.max(initial=0, keepdims=True)
+        return CheckedStage(np.tile(k.astype(np.float32), rows),
+                            np.tile((c + CHECKED_BINADE + stage.lo % 256 + d).astype(np.float32), rows), flag_below,
+                            stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact,
+                            float(im.INT32_MAX - np.abs(off).max(initial=0)))
 
     def store(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray) -> None:
         """On the flat float32 `a` into the flat 8-bit `out`, slab by slab (the tiles' length:
@@ -411,7 +415,7 @@ class CheckedStage:
             j = min(i + step, a.size)
             if j - i < step:  # the last, shorter slab
                 n = j - i
-                k, c, threshold, t, bits, raw = k[:n], c[:n], threshold[:n], t[:n], bits[:n], raw[:n]
+                k, c, threshold, t, bits, raw = k[:n], c[:n], threshold[: n if threshold.size > 1 else 1], t[:n], bits[:n], raw[:n]
             np.multiply(a[i:j], k, t)
             np.add(t, c, t)
             np.bitwise_and(raw, mask, bits)
