@@ -139,8 +139,9 @@ NOTES = [
     "saved under 0.05 ms per 3x3 layer, so neither is in the kernels. With two threads only the",
     "GEMMs use both cores: the int8 path's own work runs in one thread (on a thread pool, the GIL",
     "changing hands around each NumPy call made the output stages slower, over small slabs as",
-    "over each layer's two halves; so did a second thread running the next rows' GEMM while the",
-    "first computed the stage), while almost all of the float run is OpenBLAS's. The two-thread",
+    "over each layer's two halves; so did, on a machine then busy with other work, a second",
+    "thread running the next rows' GEMM while the first computed the stage), while almost all of",
+    "the float run is OpenBLAS's. The two-thread",
     "rows also need both cores free: OpenBLAS's threads wait actively, so any other process on",
     "the machine slows them most.",
 ]
