@@ -46,7 +46,7 @@ frames: a layer's cycles are one core's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,16 @@ def spans(total: int, size: int) -> tuple[int, int]:
     """How many tiles of `size` cover `total`, and the last one's size."""
     count = ceil_div(total, size)
     return count, total - (count - 1) * size
+
+
+def window_span(outs: int, tile: int, stride: int, extent: Callable[[int], int], pad: int, size: int) -> int:
+    """Input rows (or columns) the LOADs of tiles of `tile` outputs along one axis read:
+    each tile's window inside the map, padding not fetched."""
+    total = 0
+    for first in range(0, outs, tile):
+        start = first * stride - pad
+        total += max(0, min(size, start + extent(min(tile, outs - first))) - max(0, start))
+    return total
 
 
 def lowered_workload(op: Operation, copied: int = 0) -> Workload | None:
@@ -221,8 +231,15 @@ class DpuEngine(EngineKind):
         if layer.op == "concat":
             return 0, 0, 0
         whole_inputs = replace(tile, n=layer.in_channels_per_group, order="output")
-        inputs, _, outputs = super().traffic(layer, engine, whole_inputs)
-        assert tile.m
+        _, _, outputs = super().traffic(layer, engine, whole_inputs)
+        assert tile.m and tile.e and tile.f
+        # Each spatial tile LOADs its window's rows and columns inside the map (a stride
+        # larger than the kernel skips the rows between windows).
+        rows = window_span(layer.out_h, tile.e, layer.stride_h, layer.window_rows, layer.pad_h // 2, layer.in_h)
+        cols = window_span(layer.out_w, tile.f, layer.stride_w, layer.window_cols, layer.pad_w // 2, layer.in_w)
+        dense = layer.has_macs and layer.op != "depthwise"
+        chans = layer.in_channels * ceil_div(layer.out_channels, tile.m) if dense else layer.out_channels
+        inputs = rows * cols * chans * layer.batch * layer.inputs * layer.elem_bytes
         return inputs, self.weight_bytes(layer, engine, tile.m), outputs
 
     def weight_bytes(self, layer: Workload, engine: Engine, chans: int) -> int:
