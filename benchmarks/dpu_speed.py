@@ -119,37 +119,37 @@ PHASES = (
     ("tokens", "token pairing and rules"),
     ("plan", "planning (regions, checks, cycles, run functions)"),
     ("hazards", "hazard check (clocks, unordered pairs)"),
-    ("gemm", "executing: the GEMMs of the CONV tiles (a layer's at once)"),
-    ("execute", "executing: everything else (im2col, output stages, LOAD, SAVE, ELEW, POOL, dispatch)"),
+    ("gemm", "executing: the CONV tiles' GEMMs and output stages (a layer's tiles at once)"),
+    ("execute", "executing: everything else (im2col, LOAD, SAVE, ELEW, POOL, dispatch)"),
     ("schedule", "cycle schedule and per-layer statistics (whole run only)"),
 )
 
 
 def phases(dpu: Any, q: Any, blob: Any, runs: int) -> dict[str, float]:
     """Seconds of each phase of a run (the fastest of `runs`, one BLAS thread), the CONV
-    GEMMs timed where they run."""
+    GEMMs and their output stages timed where they run."""
     from backends.dpu import simulator as sim
     from backends.dpu.runtime import blas_threads_limited
 
     gemm = [0.0]
-    plain = sim.GemmWeights.matmul
+    plain = sim.ConvTile.outputs
 
-    def timed_matmul(self: sim.GemmWeights, x: Any, source: Any) -> Any:
+    def timed_outputs(self: sim.ConvTile, step: Any, x: Any, out: Any) -> None:
         started = time.perf_counter()
         try:
-            return plain(self, x, source)
+            plain(self, step, x, out)
         finally:
             gemm[0] += time.perf_counter() - started
 
     best: dict[str, float] = {}
-    sim.GemmWeights.matmul = timed_matmul  # type: ignore[method-assign]
+    sim.ConvTile.outputs = timed_outputs  # type: ignore[method-assign]
     try:
         with blas_threads_limited(1), sim.cyclic_gc_paused():
             for _ in range(runs):
                 seconds = phase_run(dpu, q, blob, gemm)
                 best = {k: min(v, best.get(k, v)) for k, v in seconds.items()}
     finally:
-        sim.GemmWeights.matmul = plain  # type: ignore[method-assign]
+        sim.ConvTile.outputs = plain  # type: ignore[method-assign]
     return best
 
 
@@ -287,8 +287,9 @@ the SAVEs after them, run when an instruction touches what they write or read (t
 layer's first LOAD), as float32 GEMMs of about 1024 rows per weights (exact: max|x|
 times the largest L1 norm of a weight column stays below 2^24, else the reference
 kernels' float32 chunks summed in float64) and the output stage in place on the float32
-accumulator where the reference's `float_stage` says float32 is exact; then each tile's
-rows go to its bank and each SAVE runs, in order. Each tile multiplied on its own (the
+accumulator where the reference's `float_stage` says float32 is exact (its power-of-two
+scales folded into the weights where that is exact too); then each tile's rows go to
+its bank and each SAVE runs, in order. Each tile multiplied on its own (the
 `batched=False` row) is BLAS on the DPU's tiles (28-pixel tiles of the 1024-channel
 layers, 7x7 maps cut into 48-channel output tiles), where it is slower than on whole
 layers and gains nothing from a second thread. The unpacked weights and compiled stages

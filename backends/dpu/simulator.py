@@ -309,23 +309,49 @@ class ConvStage:
     tiled: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # (scale, offset) per row count
     top: np.float32 = np.float32(255)  # hi - lo, the clip's upper end
     lift: np.uint8 = np.uint8(0)  # lo modulo 256, added back after the clip
+    pow2: bool = False  # every scale a power of two
+    folds: dict[int, tuple[GemmWeights, np.ndarray]] = field(default_factory=dict)  # `fold`'s, per weights
 
     @staticmethod
     def of(bias: np.ndarray, stage: im.OutputStage) -> ConvStage:
         fast = qk.float_stage(stage, bias.size, bias)
         if fast is None or fast.negative is not None or fast.limit32 < 0:
             return ConvStage(bias, stage, qk.max_abs(bias))
-        return ConvStage(bias, stage, qk.max_abs(bias), fast.k.astype(np.float32),
-                         (fast.c - stage.lo).astype(np.float32), fast.limit32,
-                         top=np.float32(stage.hi - stage.lo), lift=np.uint8(stage.lo % 256))
+        scale = fast.k.astype(np.float32)
+        return ConvStage(bias, stage, qk.max_abs(bias), scale, (fast.c - stage.lo).astype(np.float32), fast.limit32,
+                         top=np.float32(stage.hi - stage.lo), lift=np.uint8(stage.lo % 256),
+                         pow2=bool(np.all(np.frexp(scale)[0] == 0.5)))
+
+    def fold(self, w: GemmWeights) -> np.ndarray | None:
+        """w's matrix times the scale, where x @ that is exactly x @ w times the scale for
+        every int8 x (then `shifted` finishes the stage): the scales are powers of two
+        and x @ w is exact in float32 and within the float32 limit, whatever x (every
+        partial sum is then the scale times an integer below 2^24: no rounding). None
+        where not."""
+        if not self.pow2 or 128 * w.l1 >= qk.FLOAT32_EXACT or 128 * w.l1 > self.limit:
+            return None
+        kept = self.folds.get(id(w))
+        if kept is None or kept[0] is not w:
+            kept = self.folds[id(w)] = (w, w.matrix * self.scale)
+        return kept[1]
 
     def rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """The float32 scale and offset repeated for `count` rows."""
+        """The float32 scale and offset repeated for `count` rows (on a tile, whole rows are
+        faster than broadcasting; a layer's tiles at once, more than TILED_ROWS, broadcast)."""
         tiled = self.tiled.get(count)
         if tiled is None:
             assert self.scale is not None and self.offset is not None
             tiled = self.tiled[count] = (np.tile(self.scale, (count, 1)), np.tile(self.offset, (count, 1)))
         return tiled
+
+    def shifted(self, acc: np.ndarray, out: np.ndarray) -> None:
+        """The float32 fast path's int8 outputs into `out` from the scaled accumulator
+        (acc times the scale: in place)."""
+        acc += self.offset if acc.shape[0] > TILED_ROWS else self.rows(acc.shape[0])[1]
+        raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
+        np.clip(acc, ZERO32, self.top, out=raw, casting="unsafe")
+        if self.lift:
+            raw += self.lift  # back to [lo, hi], modulo 256
 
     def __call__(self, step: Step, acc: np.ndarray, bound: int, out: np.ndarray) -> None:
         """The int8 outputs of an (pixels, channels) accumulator without its bias
@@ -334,17 +360,8 @@ class ConvStage:
             if bound > self.limit:
                 bound = min(bound, qk.max_abs(acc))
             if bound <= self.limit:
-                if acc.shape[0] > TILED_ROWS:  # a layer's tiles at once (`run_batched`): broadcast
-                    scale, offset = self.scale, self.offset
-                else:  # whole rows: faster than broadcasting on a tile
-                    tiled = self.tiled.get(acc.shape[0])
-                    scale, offset = tiled if tiled is not None else self.rows(acc.shape[0])
-                acc *= scale
-                acc += offset
-                raw = out.view(np.uint8)  # the cast truncates: the floor of what is >= 0
-                np.clip(acc, ZERO32, self.top, out=raw, casting="unsafe")
-                if self.lift:
-                    raw += self.lift  # back to [lo, hi], modulo 256
+                acc *= self.scale if acc.shape[0] > TILED_ROWS else self.rows(acc.shape[0])[0]
+                self.shifted(acc, out)
                 return
         if bound + self.spread > im.INT32_MAX:
             bound = min(bound, qk.max_abs(acc))
@@ -366,11 +383,19 @@ class ConvTile:
     tile: np.ndarray  # (rows, cols, words) int8: the whole output tile
     out: np.ndarray  # (pixels, oc) int8 view of its channels
 
-    def write(self, step: Step, acc: np.ndarray, bound: int) -> None:
-        """The output tile from the accumulator x @ w (|acc| <= bound)."""
-        if self.tile.shape[2] > self.out.shape[1]:  # the words' tail bytes are 0 for the values written there
+    def clear_tail(self) -> None:
+        """The words' tail bytes past the channels are 0 for the values written there."""
+        if self.tile.shape[2] > self.out.shape[1]:
             self.tile[:, :, self.out.shape[1] :] = 0
-        self.stage(step, acc, bound, self.out)
+
+    def outputs(self, step: Step, patches: np.ndarray, out: np.ndarray) -> None:
+        """The stage of patches @ weights (float32 rows of int8 values) into `out`, the
+        scale folded into the weights where that is exact (`ConvStage.fold`)."""
+        folded = self.stage.fold(self.weights)
+        if folded is not None:
+            self.stage.shifted(np.matmul(patches, folded), out)
+            return
+        self.stage(step, *self.weights.matmul(patches, patches), out)
 
 
 @dataclass(frozen=True)
@@ -622,7 +647,8 @@ class Planner:
 
         def run(m: Machine) -> None:
             tile = operands(m)
-            tile.write(m.step, *tile.weights.matmul(tile.patches.astype(np.float32), tile.patches))
+            tile.clear_tail()
+            tile.outputs(m.step, tile.patches.astype(np.float32), tile.out)
 
         step.run, step.operands = run, operands
 
@@ -1014,9 +1040,8 @@ class Deferred:
                 # the GEMM rows as float32, whose values are the int8 inputs: they bound the products as the tiles do
                 patches = np.concatenate([tile.patches for _, tile in chunk], dtype=np.float32)
                 machine.step = step
-                acc, bound = first.weights.matmul(patches, patches)
                 out = np.empty((patches.shape[0], first.out.shape[1]), np.int8)
-                first.stage(step, acc, bound, out)
+                first.outputs(step, patches, out)
                 offset = 0
                 seconds = (clock() - started) / patches.shape[0]
                 for step, tile in chunk:  # its share of the time
@@ -1027,8 +1052,7 @@ class Deferred:
         for step, tile in self.steps:
             started = clock()
             if tile is not None:
-                if tile.tile.shape[2] > tile.out.shape[1]:
-                    tile.tile[:, :, tile.out.shape[1] :] = 0
+                tile.clear_tail()
                 tile.out[...] = rows[step.index]
             else:
                 machine.step = step
