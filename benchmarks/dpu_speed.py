@@ -281,8 +281,8 @@ def phase_rows(seconds: dict[str, float], reference: float) -> list[list[str]]:
 
 SPEED_NOTE = """\
 The simulator executes the decoded binary instruction by instruction over the DDR image.
-A CONV reads its input tile where it stands (im2col rows, a copy; none for a 1x1 kernel
-of stride 1 but the copy) and defers its multiply: the deferred tiles of a layer, and
+A CONV reads its input tile where it stands (its im2col rows, an int8 copy) and defers
+its multiply: the deferred tiles of a layer, and
 the SAVEs after them, run when an instruction touches what they write or read (the next
 layer's first LOAD), as float32 GEMMs of about 1024 rows per weights (exact: max|x|
 times the largest L1 norm of a weight column stays below 2^24, else the reference
@@ -292,7 +292,7 @@ scales folded into the weights where that is exact too); then each tile's rows g
 its bank and each SAVE runs, in order. Each tile multiplied on its own (the
 `batched=False` row) is BLAS on the DPU's tiles (28-pixel tiles of the 1024-channel
 layers, 7x7 maps cut into 48-channel output tiles), where it is slower than on whole
-layers and gains nothing from a second thread. The unpacked weights and compiled stages
+layers and gains little from a second thread. The unpacked weights and compiled stages
 are kept with the read-only DDR bytes they were loaded from, so only the first run
 unpacks them (the reference keeps its repacked weights so too). Everything else is
 Python per instruction: planning is shared by the tiles that repeat a layer's fields;
