@@ -22,19 +22,24 @@ A layer's time is that of its instruction stream as lower-to-dpu emits it
 the simulator's own parameters (`backends.dpu.simulator.Timing.from_target`: DDR latency
 per LOAD / SAVE, pipeline fill per compute instruction, INIT cycles). Per output-channel
 tile its weights (bank layout: words of ICP·OCP bytes, so a depthwise kernel's words are
-mostly zero padding) and bias records load, then per spatial tile LOAD, compute, SAVE,
-double-buffered. A transfer takes latency + bytes at the core's share of the DDR
-(compiler/cost.py's memory time). The layer takes max(compute + a, memory + b) cycles,
-with what the queues cannot overlap (`overheads`):
-    a = INIT + fill · tiles + prologue + epilogue + stalls - latency, where the prologue
-        is the LOADs before the first compute instruction (first weights, bias records,
-        first input tile), the epilogue the last SAVE, a stall what the next
-        output-channel tile's weights, bias and first input (after the last input LOAD
-        before them) take beyond the last two tiles' compute (the load queue is at most
-        two tiles ahead: an input bank is reused two tiles later), and the layer
-        before's last SAVE overlaps the first LOAD by its latency;
-    b = latency · prologue LOADs: they wait their latency one after another before the
-        DDR streams, and the last SAVE its own, less the one overlapped.
+mostly zero padding) and bias records load, then per spatial tile LOAD (its window inside
+the map), compute, SAVE, double-buffered. A transfer takes latency + bytes at the core's
+share of the DDR (compiler/cost.py's memory time). The layer takes max(compute + a,
+memory + b) cycles, with what the queues cannot overlap (`overheads`):
+    a = INIT + fill · tiles + prologue + epilogue + stalls + pace + lag - latency: the
+        LOADs before the first compute (first weights, bias records, first input tile),
+        the last SAVE, what the next output-channel tile's weights, bias and first input
+        take beyond the last two tiles' compute (the load queue is at most two tiles
+        ahead), the pace two banks per operand allow (tile k+2's LOAD waits for tile k's
+        compute, its compute for tile k's SAVE), the SAVE before the last still moving
+        when the last compute ends (`tail`); the layer before's last SAVE overlaps the
+        first LOAD by its latency;
+    b = latency · prologue LOADs (on one core at least every LOAD's latency no SAVE
+        hides) + the last tile's compute after the last LOAD.
+In a program (`program_cycles`, what lower-to-dpu records) each boundary then moves what
+the next layer's first LOADs, issued during this layer's tail, do to its last SAVE from
+the next layer to this one (`boundary`): the simulator counts a layer's cycles from the
+end of the layers before to the end of its own last instruction.
 
 Limits are Vitis AI's (UG1414, "Currently Supported
 Operators", DPUCZDX8G_ISA1_B4096): conv kernel 1..16, stride 1..8, group 1,
