@@ -24,6 +24,7 @@ from backends.reference.qnn_kernels import (
     max_abs,
     output_stage,
     requantize,
+    shifted_applies,
 )
 from compiler.quant import intmath as im
 from compiler.tensors import tensor_type
@@ -399,9 +400,13 @@ def reference_conv(x: np.ndarray, w: np.ndarray, zx: int, zw: int, strides: list
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), scheme=SCHEMES, group_kind=st.sampled_from(["one", "grouped", "depthwise"]),
        kernel_size=st.sampled_from([1, 2, 3]), stride=st.sampled_from([1, 2]), dilation=st.sampled_from([1, 2]),
-       pad=st.integers(0, 2), per_channel=st.booleans(), unsigned=st.booleans(), result=st.sampled_from(["i8", "i32"]))
+       pad=st.integers(0, 2), per_channel=st.booleans(), unsigned=st.booleans(), result=st.sampled_from(["i8", "i32"]),
+       batch=st.sampled_from([1, 2]))
 def test_conv2d_matches_int64_reference(seed: int, scheme: str, group_kind: str, kernel_size: int, stride: int,
-                                        dilation: int, pad: int, per_channel: bool, unsigned: bool, result: str) -> None:
+                                        dilation: int, pad: int, per_channel: bool, unsigned: bool, result: str,
+                                        batch: int) -> None:
+    """Random convs (one image and stride 1: a GEMM per kernel tap, `shifted_conv2d`) against
+    the int64 reference."""
     rng = np.random.default_rng(seed)
     c = {"one": 3, "grouped": 4, "depthwise": 4}[group_kind]
     group = {"one": 1, "grouped": 2, "depthwise": 4}[group_kind]
@@ -409,7 +414,7 @@ def test_conv2d_matches_int64_reference(seed: int, scheme: str, group_kind: str,
     h = w = int(rng.integers(kernel_size * dilation, 9))
     xdtype = np.uint8 if unsigned and scheme == "fixed" else np.int8
     lo, hi = im.int_range(xdtype)
-    x = rng.integers(lo, hi + 1, (2, c, h, w)).astype(xdtype)
+    x = rng.integers(lo, hi + 1, (batch, c, h, w)).astype(xdtype)
     zx = int(rng.integers(lo, hi + 1)) if scheme == "fixed" else 0
     weights = rng.integers(-127, 128, (m, c // group, kernel_size, kernel_size)).astype(np.int8)
     bias = rng.integers(-5000, 5000, m).astype(np.int32)
@@ -430,6 +435,28 @@ def test_conv2d_matches_int64_reference(seed: int, scheme: str, group_kind: str,
     requant = im.Requant.of(scheme, nn.int_list(props["shifts"]), nn.int_list(props["multipliers"]) if "multipliers" in props else None)
     want = im.OutputStage(requant, zy, -128, 127).along(4, 1)(acc)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("kernel", "pads"), [((3, 3), [1, 1, 1, 1]), ((2, 5), [0, 2, 1, 0]), ((3, 1), [0, 0, 0, 0])])
+def test_shifted_conv2d_matches_int64_reference(kernel: tuple[int, int], pads: list[int]) -> None:
+    """A GEMM per kernel tap on one image (`shifted_conv2d`), with every weight at +-127 and
+    the input at its ends (large sums, wrapped columns and the extra row all read), uint8
+    and int8 inputs, zero points: the int64 reference, and the path taken."""
+    rng = np.random.default_rng(7)
+    c, m, h, w = 24, 6, 9, 11
+    weights = np.where(rng.random((m, c, *kernel)) < 0.5, -127, 127).astype(np.int8)
+    strides, dilations = [1, 1], [1, 1]
+    out = nn.conv2d_output_shape((1, c, h, w), weights.shape, strides, pads, dilations, 1)
+    assert shifted_applies((1, c, h, w), weights.shape, strides, dilations, 1)
+    for xdtype, zx in ((np.int8, 0), (np.int8, -128), (np.uint8, 3)):
+        lo, hi = im.int_range(xdtype)
+        x = np.where(rng.random((1, c, h, w)) < 0.5, lo, hi).astype(xdtype)
+        geometry = {"strides": ints(strides), "pads": ints(pads), "dilations": ints(dilations), "group": i64attr(1),
+                    "input_scale": f64attr(1.0), "input_zero_point": i64attr(zx), "weight_scales": floats([1.0])}
+        got = run(qnn.Conv2dOp, [x, weights], (out, np.int32), **geometry)
+        want = reference_conv(x, weights, zx, 0, strides, pads, dilations, 1, out[2:])
+        assert np.array_equal(got, want)
+        assert np.abs(want).max() > 2**12  # large sums, not a trivially small case
 
 
 def test_conv2d_offset_follows_its_bias_and_weight_arrays() -> None:

@@ -45,6 +45,7 @@ from backends.reference.kernels import (
     as_nchw,
     conv2d,
     derived,
+    gemm,
     kernel,
     pad_nhwc,
     window_counts,
@@ -640,13 +641,52 @@ def conv_attributes(op: qnn.Conv2dOp) -> tuple:
             _result_shape(op)[2:], op.input_quantization()[1], qnn.ival(op.weight_zero_point) or 0)
 
 
+# A stride-1 convolution of one image as one GEMM per kernel tap, accumulated into one output:
+# in the padded channels-last input flattened to rows of C values, output pixel (y, x) is the
+# sum over taps (i, j) of row (y + i) Wp + x + j times that tap's (C, M) weights, so each tap's
+# left operand is a contiguous run of the input's own rows, not an im2col copy. The GEMMs run
+# over all Wp columns of each output row; the last kw - 1 straddle the next row (sums of inputs
+# all the same, so within the bound) and are dropped after the output stage. Every partial sum,
+# within a GEMM or across them, is a sum of some of the products x * w: the bound that makes the
+# one im2col GEMM exact in float32 makes these exact too. Measured on ResNet-50's 3x3 layers:
+# up to 128 input channels faster than im2col (64 channels at 56x56: 2.0 against 2.3 ms on one
+# thread, 1.1 against 2.3 on two, where these GEMMs split better); beyond, slower.
+SHIFTED_MAX_CHANNELS = 128
+
+
+def shifted_applies(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides: list[int], dilations: list[int],
+                    group: int) -> bool:
+    return (x_shape[0] == 1 and group == 1 and w_shape[1] <= SHIFTED_MAX_CHANNELS and w_shape[2] * w_shape[3] > 1
+            and list(strides) == [1, 1] and list(dilations) == [1, 1])
+
+
+def shifted_conv2d(x: np.ndarray, w: np.ndarray, zx: int, zw: int, pads: list[int], out_hw: tuple[int, ...]) -> np.ndarray:
+    """The exact conv of the one image `x` (stride 1) as a channels-last (1, OH, Wp, M) array
+    whose first OW columns are the result (see above)."""
+    m, c, kh, kw = w.shape
+    xp = pad_nhwc(x, pads, zx, extra=(1, 0)).astype(np.float32)  # a row more: the last tap reads kw - 1 past the map
+    wide = xp.shape[2]
+    rows = out_hw[0] * wide
+    flat = xp.reshape(-1, c)
+    taps = derived(w, f"qnn-taps{zw}", lambda a: np.ascontiguousarray(centred(a, zw).transpose(2, 3, 1, 0)))
+    acc = np.empty((rows, m), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * wide + j
+            gemm(flat[start : start + rows], taps[i, j], out=acc, accumulate=i > 0 or j > 0)
+    return acc.reshape(1, out_hw[0], wide, m)
+
+
 def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.ndarray, int]:
     """sum x * (w - z_w) over each window of `x` padded with its zero point, as a
-    channels-last (N, OH, OW, M) array of exact integers, and the bound on its magnitude."""
+    channels-last (N, OH, OW, M) array of exact integers (or (N, OH, OW', M) with OW' > OW,
+    the first OW columns the result: `shifted_conv2d`), and the bound on its magnitude."""
     strides, pads, dilations, group, out_hw, zx, zw = parameters(op, "conv", lambda: conv_attributes(op))
     wc = centred_weight(w, zw)
     x_bound = 128 if x.dtype == np.int8 else max(abs(v) for v in im.int_range(x.dtype))
     chunks, bound = channel_chunks(w, zw, x_bound)
+    if len(chunks) == 1 and shifted_applies(x.shape, w.shape, strides, dilations, group):
+        return shifted_conv2d(x, w, zx, zw, pads, out_hw), bound
     xp = as_nchw(pad_nhwc(x, pads, zx).astype(np.float32))  # padding holds z_x, i.e. real 0
     no_pads = (0, 0, 0, 0)
     if len(chunks) == 1:
@@ -864,7 +904,11 @@ def _conv2d(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     assert isinstance(op, qnn.Conv2dOp)
     x, w = args[0], args[1]
     acc, bound = exact_conv2d(x, w, op)
-    return [as_nchw(finish_contraction(op, acc, conv_offset(op, w, args[2] if len(args) > 2 else None), bound))]
+    y = finish_contraction(op, acc, conv_offset(op, w, args[2] if len(args) > 2 else None), bound)
+    width = parameters(op, "conv", lambda: conv_attributes(op))[4][1]
+    if y.shape[2] != width:  # shifted_conv2d's extra columns
+        y = np.ascontiguousarray(y[:, :, :width])
+    return [as_nchw(y)]
 
 
 def conv_offset(op: qnn.Conv2dOp, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray | None:
