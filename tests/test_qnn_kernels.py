@@ -459,6 +459,24 @@ def test_shifted_conv2d_matches_int64_reference(kernel: tuple[int, int], pads: l
         assert np.abs(want).max() > 2**12  # large sums, not a trivially small case
 
 
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm_with_a_weight_takes_its_column_norms(trans_b: bool) -> None:
+    """A read-only weight (as the executor hands them) bounds the sums by its columns' L1 norms:
+    inputs at their ends against weights at +-127, K = 1500 (K * 128 * 127 is over 2^24, the
+    norms of the sparse columns are not; a dense column makes the other test): the int64
+    reference either way."""
+    rng = np.random.default_rng(3)
+    k, n = 1500, 7
+    for density in (0.1, 1.0):
+        w = np.where(rng.random((k, n)) < 0.5, -127, 127) * (rng.random((k, n)) < density)
+        weight = (w.T if trans_b else w).astype(np.int8)
+        weight.flags.writeable = False
+        a = np.where(rng.random((3, k)) < 0.5, -128, 127).astype(np.int8)
+        got = run(qnn.GemmOp, [a, weight], ((3, n), np.int32), trans_b=i64attr(int(trans_b)), input_scale=f64attr(1.0),
+                  input_zero_point=i64attr(0), weight_scales=floats([1.0]))
+        assert np.array_equal(got, a.astype(np.int64) @ w.astype(np.int64))
+
+
 def test_conv2d_offset_follows_its_bias_and_weight_arrays() -> None:
     """A conv keeps its offset (bias - z_x sum(w - z_w)) while it gets the same read-only
     weight and bias arrays, as in the executor's runs, and computes it again for new ones."""
