@@ -38,6 +38,7 @@ from compiler.engines.base import Tile as CostTile
 from compiler.engines.workload import Workload
 from compiler.errors import LayerloomError
 from compiler.hw import load_target
+from compiler.quant import intmath as im
 from tests import dpu_programs as dp
 
 B512, B1024, B4096 = (DpuConfig.from_arch(a) for a in ("B512", "B1024", "B4096"))
@@ -212,6 +213,28 @@ def test_weights_unpacked_once_per_blob() -> None:
         assert np.array_equal(simulate(case.program, image, B512).read(case.output), case.expected)
         kept.append(sum(1 for key in sim._DERIVED if key[0] == id(blob)))
     assert kept[0] > 0 and kept[1] > 0 and kept[2] == kept[0]  # the third run unpacked nothing new
+
+
+def test_folded_weights_are_one_copy_and_other_scales_still_exact(rng: np.random.Generator) -> None:
+    """A power-of-two stage folds its scale into the weights' own float32 matrix (no second
+    copy); a stage of other scales sharing those weights gets the plain product, exactly."""
+    w = rng.integers(-128, 128, (72, 8)).astype(np.int8)
+    x = rng.integers(-128, 128, (30, 72)).astype(np.int8)
+    weights = sim.GemmWeights.of(w)
+    matrix = weights.matrix
+    stages = [sim.ConvStage.of(rng.integers(-500, 500, 8).astype(np.int64),
+                               im.OutputStage(sim.pow2(1, rng.integers(8, 12, 8) + k), 0, -128, 127))
+              for k in (0, 3)]
+    assert all(s.pow2 for s in stages)
+    folded = stages[0].fold(weights)
+    assert folded is matrix and weights.folded is stages[0].scale  # scaled in place
+    assert stages[0].fold(weights) is matrix and stages[1].fold(weights) is None
+    product, _ = weights.matmul(x.astype(np.float32), x)
+    assert np.array_equal(product, x.astype(np.int64) @ w.astype(np.int64))
+    for stage in stages:  # either way, the reference stage's outputs
+        out = np.empty((30, 8), np.int8)
+        sim.ConvTile(x, weights, stage, out.reshape(30, 1, 8), out).outputs(None, x.astype(np.float32), out)  # type: ignore[arg-type]
+        assert np.array_equal(out, stage.stage(x.astype(np.int64) @ w.astype(np.int64) + stage.bias))
 
 
 def test_untimed_run_computes_the_same(rng: np.random.Generator) -> None:

@@ -250,11 +250,13 @@ def activation_bounds(cfg: Any) -> tuple[int, int]:
     return INT8
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class GemmWeights:
     """An unpacked (K, oc) int8 weight matrix as float32 and the largest L1 norm of its
     columns: every partial sum of x @ w is at most max|x| times that (the reference
-    kernels' bound), so one float32 GEMM is exact far beyond K * max|x| * max|w| < 2^24."""
+    kernels' bound), so one float32 GEMM is exact far beyond K * max|x| * max|w| < 2^24.
+    One float32 copy per weights: a stage that folds its scale into them does so in place
+    (`ConvStage.fold`; `folded` is then that scale)."""
 
     matrix: np.ndarray
     l1: int
@@ -262,6 +264,7 @@ class GemmWeights:
     # The larger of a column's positive and negative weight sums, at most: for inputs >= 0
     # (a ReLU's outputs) every partial sum lies between -max x * that and max x * that.
     one_sided: int
+    folded: np.ndarray | None = None  # the per-column powers of two `matrix` is multiplied by
 
     @staticmethod
     def of(w: np.ndarray) -> GemmWeights:
@@ -270,23 +273,29 @@ class GemmWeights:
         l1 = int((positive + negative).max(initial=0))
         return GemmWeights(w.astype(np.float32), l1, qk.max_abs(w), int(np.maximum(positive, negative).max(initial=0)))
 
+    def plain(self) -> np.ndarray:
+        """The weights themselves (a folded matrix divided back: exact, the scales are
+        powers of two; only weights shared by stages of other scales come here)."""
+        return self.matrix if self.folded is None else self.matrix / self.folded
+
     def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
         """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
         from one BLAS call where that is exact (int8 inputs always are for most layers;
         else max |source| decides, or for inputs >= 0 the one-sided sums), else the
         reference kernels' float32 chunks summed in float64 (int64 beyond); and a bound on
         the magnitude of the result and its partial sums."""
+        w = self.plain()
         bound = 128 * self.l1
         if bound < qk.FLOAT32_EXACT:
-            return np.matmul(x, self.matrix), bound
+            return np.matmul(x, w), bound
         low, high = int(source.min(initial=0)), int(source.max(initial=0))
         peak = max(high, -low)
         bound = peak * self.l1
         if bound < qk.FLOAT32_EXACT:
-            return np.matmul(x, self.matrix), bound
+            return np.matmul(x, w), bound
         if low == 0 and high * self.one_sided < qk.FLOAT32_EXACT:  # no input below 0
-            return np.matmul(x, self.matrix), high * self.one_sided
-        return qk.exact_matmul(x, self.matrix, peak * self.peak), bound
+            return np.matmul(x, w), high * self.one_sided
+        return qk.exact_matmul(x, w, peak * self.peak), bound
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,7 +319,6 @@ class ConvStage:
     top: np.float32 = np.float32(255)  # hi - lo, the clip's upper end
     lift: np.uint8 = np.uint8(0)  # lo modulo 256, added back after the clip
     pow2: bool = False  # every scale a power of two
-    folds: dict[int, tuple[GemmWeights, np.ndarray]] = field(default_factory=dict)  # `fold`'s, per weights
 
     @staticmethod
     def of(bias: np.ndarray, stage: im.OutputStage) -> ConvStage:
@@ -326,14 +334,20 @@ class ConvStage:
         """w's matrix times the scale, where x @ that is exactly x @ w times the scale for
         every int8 x (then `shifted` finishes the stage): the scales are powers of two
         and x @ w is exact in float32 and within the float32 limit, whatever x (every
-        partial sum is then the scale times an integer below 2^24: no rounding). None
+        partial sum is then the scale times an integer below 2^24: no rounding). The
+        matrix is scaled in place, once: weights folded by another scale (a stage of
+        other bias records sharing them; the compiler never emits that) are not. None
         where not."""
         if not self.pow2 or 128 * w.l1 >= qk.FLOAT32_EXACT or 128 * w.l1 > self.limit:
             return None
-        kept = self.folds.get(id(w))
-        if kept is None or kept[0] is not w:
-            kept = self.folds[id(w)] = (w, w.matrix * self.scale)
-        return kept[1]
+        scale = self.scale
+        assert scale is not None
+        if w.folded is None:
+            w.matrix *= scale
+            w.folded = scale
+        elif w.folded is not scale and not np.array_equal(w.folded, scale):
+            return None
+        return w.matrix
 
     def rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The float32 scale and offset repeated for `count` rows (on a tile, whole rows are
