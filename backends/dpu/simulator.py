@@ -1135,8 +1135,12 @@ def schedule(
     the program on its own frame from cycle 0. Each queue runs in program order; an
     instruction starts once its queue is free, its tokens are given (the signallers
     ended) and a port of each feature-map bank it touches is free; a LOAD / SAVE moves
-    its bytes when the DDR (one channel shared by all cores) is free. Queue heads go in
-    the order they become ready (ties: lower index, then lower core)."""
+    its bytes after its DDR latency when its core's earlier transfers have moved. The DDR
+    serves the cores round robin in small bursts, an equal share to each core with a
+    transfer in flight; cores that run the same program from the same cycle then stay in
+    lockstep (what one does, all do at once), so each core's transfers move at exactly
+    1/cores of the bandwidth, which is how they are timed. Queue heads go in the order
+    they become ready (ties: lower index, then lower core)."""
     n = len(steps)
     start = [[-1] * n for _ in range(cores)]  # lists, not arrays: this loop reads them one number at a time
     end = [[-1] * n for _ in range(cores)]
@@ -1164,7 +1168,7 @@ def schedule(
     head = [[0] * len(QUEUES) for _ in range(cores)]
     free = [[0] * len(QUEUES) for _ in range(cores)]
     ports = [[[0] * timing.ports for _ in range(banks)] for _ in range(cores)]  # each bank's, in ascending order
-    ddr_free = 0
+    ddr_free = [0] * cores  # when each core's share of the DDR has moved its transfers so far
     heap: list[tuple[int, int, int, int]] = []  # (ready, index, core, queue)
 
     def offer(core: int, q: int) -> None:
@@ -1194,8 +1198,8 @@ def schedule(
             if core_ports[b][used - 1] > t0:
                 t0 = core_ports[b][used - 1]
         if q != COMPUTE:
-            data = max(t0 + timing.ddr_latency, ddr_free)
-            t1 = ddr_free = data + durations[i]
+            data = max(t0 + timing.ddr_latency, ddr_free[core])
+            t1 = ddr_free[core] = data + durations[i] * cores
         else:
             t1 = t0 + durations[i] * slow
         for b, used in uses:

@@ -311,14 +311,12 @@ class DpuEngine(EngineKind):
             # The SAVE before the last may still move when the last compute ends: the last
             # one waits for it (one save queue).
             fixed += int(max(0.0, timing.ddr_latency + end.save - end.gap))
-        memory = timing.ddr_latency * len(loads)
-        if engine.count == 1:
-            # One load queue: each LOAD waits its latency before its bytes move, and the DDR
-            # idles meanwhile unless a SAVE moves (every SAVE but the last comes before a
-            # later tile's LOAD); with other cores, their transfers fill those gaps.
-            records = 2 * slices if layer.has_macs else int(layer.op in ("avgpool", "global_avgpool"))
-            hidden = (tiles - 1) * min(timing.ddr_latency, memory_cycles(outputs, target, engine) / tiles)
-            memory = max(memory, int(timing.ddr_latency * (tiles * layer.inputs + records) - hidden))
+        # One load queue: each LOAD waits its latency before its bytes move, and the core's
+        # share of the DDR idles meanwhile unless a SAVE moves (every SAVE but the last
+        # comes before a later tile's LOAD).
+        records = 2 * slices if layer.has_macs else int(layer.op in ("avgpool", "global_avgpool"))
+        hidden = (tiles - 1) * min(timing.ddr_latency, memory_cycles(outputs, target, engine) / tiles)
+        memory = max(timing.ddr_latency * len(loads), int(timing.ddr_latency * (tiles * layer.inputs + records) - hidden))
         # After its last LOAD the last tile computes, the SAVE before the last moving meanwhile.
         memory += int(max(0.0, end.last_step - (end.save or 0.0)))
         # The layer before ends with a SAVE whose DDR latency the first LOAD overlaps.
@@ -508,12 +506,9 @@ def boundary(before: tuple[Workload, Tile], after: tuple[Workload, Tile], target
                         gates += (last_save,)
                     else:
                         start = max(start, written)
-            # The cores run the same program in near lockstep: on average (cores - 1) / 2
-            # of them move the same LOAD just before this core's, the rest just after.
-            transfers.append((math.ceil(b * full) * (cores + 1) / 2, max(tail.loads_done, start), gates))
+            # At the core's share of the DDR (the cores run the same program in lockstep).
+            transfers.append((math.ceil(b * full) * cores, max(tail.loads_done, start), gates))
             previous = (len(transfers) - 1,)
-            if cores > 1:
-                transfers.append((math.ceil(b * full) * (cores - 1) / 2, -math.inf, previous))
         ends: dict[int, float] = {}
         ddr = tail.loads_done  # the last LOAD of `before` moved its bytes
         while len(ends) < len(transfers):
