@@ -539,6 +539,11 @@ def test_cores_share_the_ddr(rng: np.random.Generator) -> None:
     assert three.cores == 3 and three.latency_cycles > 2.5 * one.latency_cycles
     assert three.fps == pytest.approx(3 * TIMING.clock_hz / three.latency_cycles)
     assert three.fps < 1.3 * one.fps  # the DDR is the bottleneck: more cores hardly help
+    # Round robin between the cores: they stay in lockstep, each transfer at a third of the bandwidth.
+    assert (three.start == three.start[0]).all() and (three.end == three.end[0]).all()
+    first = next(i for i, s in enumerate(three.steps) if s.ins.mnemonic == "LOAD")  # waits for nothing
+    moving = one.end[0, first] - one.start[0, first] - TIMING.ddr_latency
+    assert three.end[0, first] - three.start[0, first] == TIMING.ddr_latency + 3 * moving
     light = dp.conv_case(rng, B4096, 64, 16, 16, 64, (3, 3), pads=(1, 1, 1, 1), tile=bld.Tile(2))  # compute-bound
     fast = {**TIMING.__dict__, "ddr_bytes_per_cycle": 64.0}
     one, three = (light.run(B4096, timing=Timing(**{**fast, "cores": n})) for n in (1, 3))
