@@ -46,15 +46,20 @@ class Run:
 def lower_and_simulate(name: str, resolution: int, hw: str = HW, seed: int = 0, width: float = 1.0) -> Run:
     """The example model (full width by default), pow2-quantized on seeded random
     calibration data, lowered for `hw`, simulated once on a seeded random input."""
+    from examples.models import build
+
+    return simulate_model(name, build(name, width=width, resolution=resolution), resolution, hw, seed)
+
+
+def simulate_model(name: str, model: Any, resolution: int, hw: str = HW, seed: int = 0) -> Run:
+    """`lower_and_simulate` of an ONNX model with one 3 x `resolution`^2 input."""
     import numpy as np
 
     from backends.dpu.artifacts import program_of, weights_blob
     from backends.dpu.runtime import run_program
     from compiler import import_onnx, quantize, run_pipeline
-    from examples.models import build
 
-    program = run_pipeline(import_onnx(build(name, width=width, resolution=resolution)),
-                           "canonicalize,fold-batchnorm,fuse-activation")
+    program = run_pipeline(import_onnx(model), "canonicalize,fold-batchnorm,fuse-activation")
     rng = np.random.default_rng(seed)
     shape = (1, 3, resolution, resolution)
     quantized = quantize(program, [{"input": rng.standard_normal(shape).astype(np.float32)}], scheme="pow2")
@@ -121,6 +126,40 @@ def core_cycles(run: Run) -> dict[str, Any]:
 def cores_alike(run: Run) -> bool:
     """Whether every core took the same cycles for every layer (the DDR shared round robin)."""
     return all(int(c.max()) == int(c.min()) for c in core_cycles(run).values())
+
+
+# Single layers (docs/isa.md section 12, "Measured"), each after a 1x1 convolution that
+# makes its input map: (description, map side, input channels, the layer).
+SINGLE_LAYERS: list[tuple[str, int, int, Any]] = [
+    ("3x3 conv + relu, 56x56x64 -> 64 (ResNet-50 res2)", 56, 64,
+     lambda g, x: g.activation("relu", "layer_relu", g.conv("layer", x, 64, 3))),
+    ("1x1 conv, 56x56x64 -> 256 (res2)", 56, 64, lambda g, x: g.conv("layer", x, 256, 1)),
+    ("3x3 conv + relu, 7x7x512 -> 512 (res5)", 7, 512,
+     lambda g, x: g.activation("relu", "layer_relu", g.conv("layer", x, 512, 3))),
+    ("depthwise 3x3, 112x112x32", 112, 32, lambda g, x: g.conv("layer", x, 32, 3, group=32)),
+    ("max pool 3x3 stride 2, 112x112x64", 112, 64,
+     lambda g, x: g.node("MaxPool", [x], "layer", 64, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+    ("add, 56x56x256", 56, 256, lambda g, x: g.add("layer", x, g.conv("other", x, 256, 1))),
+]
+
+
+def single_layers_table() -> str:
+    """Each of `SINGLE_LAYERS` lowered on its own (after the convolution making its input)
+    for zcu102-dpu and for one B4096 core: the simulator's cycles against the model's."""
+    from examples.models.builders import Graph
+
+    rows = []
+    for label, side, channels, make in SINGLE_LAYERS:
+        cells = [label]
+        for hw in (HW, SINGLE_CORE):
+            g = Graph(seed=0)
+            x = g.activation("relu", "before", g.conv("before_conv", g.input("input", 3), channels, 1))
+            run = simulate_model("layer", g.model("layer", side, [make(g, x)]), side, hw)
+            ratio = next(r for r in layer_ratios(run) if r[0] == "layer")  # (a fused relu keeps the conv's name)
+            cells += [f"{ratio[2]:,}", f"{ratio[3]:,}", f"{ratio[4]:.2f}"]
+        rows.append(cells)
+    header = ["layer", f"{HW}: simulator", "cost model", "ratio", f"{SINGLE_CORE}: simulator", "cost model", "ratio"]
+    return markdown_table(header, rows)
 
 
 def fps_table(runs: list[Run]) -> str:
@@ -252,7 +291,11 @@ def section(runs: list[Run], single: list[Run], speed: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="replace the '## DPU' section of docs/performance.md")
+    parser.add_argument("--single-layers", action="store_true", help="print only docs/isa.md's single-layer table")
     args = parser.parse_args()
+    if args.single_layers:
+        print(single_layers_table())
+        return 0
     runs = [lower_and_simulate(name, resolution) for name, (_, resolution, _) in PUBLISHED.items()]
     single = [lower_and_simulate(name, resolution, SINGLE_CORE) for name, (_, resolution, _) in PUBLISHED.items()]
     print(fps_table(runs), end="\n\n")
