@@ -322,7 +322,7 @@ def test_compile_writes_the_build_folder(built: Path) -> None:
     report = json.loads((built / "report.json").read_text())
     assert report["throughput_fps"] > 0 and report["latency_s"] > 0 and report["check"]["bit_exact"]
     assert report["check"]["input"] == "the first sample of calib.npz"
-    # Per-layer cycles add up to core 0's time; the three cores share the DDR, the last one ends last.
+    # Per-layer cycles add up to core 0's time (the three cores, sharing the DDR round robin, run in lockstep).
     core0 = max(layer["end"] for layer in report["layers"])
     assert sum(layer["cycles"] for layer in report["layers"]) == core0 <= report["latency_cycles"]
     conv = next(layer for layer in report["layers"] if layer["kind"] == "conv")
