@@ -34,8 +34,8 @@ memory + b) cycles, with what the queues cannot overlap (`overheads`):
         compute, its compute for tile k's SAVE), the SAVE before the last still moving
         when the last compute ends (`tail`); the layer before's last SAVE overlaps the
         first LOAD by its latency;
-    b = latency · prologue LOADs (on one core at least every LOAD's latency no SAVE
-        hides) + the last tile's compute after the last LOAD.
+    b = latency · prologue LOADs (at least every LOAD's latency no SAVE hides) + the
+        last tile's compute after the last LOAD.
 In a program (`program_cycles`, what lower-to-dpu records) each boundary then moves what
 the next layer's first LOADs, issued during this layer's tail, do to its last SAVE from
 the next layer to this one (`boundary`): the simulator counts a layer's cycles from the
@@ -45,7 +45,8 @@ Limits are Vitis AI's (UG1414, "Currently Supported
 Operators", DPUCZDX8G_ISA1_B4096): conv kernel 1..16, stride 1..8, group 1,
 R·S·ceil(C/ICP) <= bank_depth (2048), C and M <= 256·ICP; depthwise kernel 1..256,
 stride 1..8; pooling kernel 1..8 (PG338). Multiple cores (`count 3;`) run different
-frames: a layer's cycles are one core's.
+frames, in lockstep, each with its share (1/cores) of the DDR, which the simulator's
+round-robin DDR gives them: a layer's cycles are one core's.
 """
 
 from __future__ import annotations
@@ -458,8 +459,8 @@ def boundary(before: tuple[Workload, Tile], after: tuple[Workload, Tile], target
     `before`'s LOADs are done and the bank words they write are no longer read: the
     weights and bias records at once (they read no map), an input tile once the SAVEs of
     `before` that wrote it are done (`reads_before`: per operand, whether it is
-    `before`'s output; else at once). On the DDR, first come first served, they may go
-    ahead of `before`'s last SAVE, which ends that layer, and `after` starts with them
+    `before`'s output; else at once). On the core's share of the DDR, first come first
+    served, they may go ahead of `before`'s last SAVE, which ends that layer, and `after` starts with them
     done. A few transfers replayed as the simulator orders them (ready time, then
     program order); with none of them early this is the per-layer model's convention
     (the first LOAD's latency overlaps the last SAVE)."""
