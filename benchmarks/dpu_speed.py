@@ -132,24 +132,24 @@ def phases(dpu: Any, q: Any, blob: Any, runs: int) -> dict[str, float]:
     from backends.dpu.runtime import blas_threads_limited
 
     gemm = [0.0]
-    plain = sim.ConvTile.outputs
+    plain = sim.block_outputs
 
-    def timed_outputs(self: sim.ConvTile, step: Any, x: Any, out: Any) -> None:
+    def timed_outputs(step: Any, tiles: Any, joint: Any, patches: Any) -> Any:
         started = time.perf_counter()
         try:
-            plain(self, step, x, out)
+            return plain(step, tiles, joint, patches)
         finally:
             gemm[0] += time.perf_counter() - started
 
     best: dict[str, float] = {}
-    sim.ConvTile.outputs = timed_outputs  # type: ignore[method-assign]
+    sim.block_outputs = timed_outputs
     try:
         with blas_threads_limited(1), sim.cyclic_gc_paused():
             for _ in range(runs):
                 seconds = phase_run(dpu, q, blob, gemm)
                 best = {k: min(v, best.get(k, v)) for k, v in seconds.items()}
     finally:
-        sim.ConvTile.outputs = plain  # type: ignore[method-assign]
+        sim.block_outputs = plain
     return best
 
 
@@ -288,8 +288,10 @@ layer's first LOAD), as float32 GEMMs of about 1024 rows per weights (exact: max
 times the largest L1 norm of a weight column stays below 2^24, else the reference
 kernels' float32 chunks summed in float64) and the output stage in place on the float32
 accumulator where the reference's `float_stage` says float32 is exact (its power-of-two
-scales folded into the weights where that is exact too); then each tile's rows go to
-its bank and each SAVE runs, in order. Each tile multiplied on its own (the
+scales folded into the weights' own float32 copy where that is exact too); then each
+tile's rows go to its bank and each SAVE runs, in order. Output-channel tiles whose
+input the program loads anew with the same LOAD fields (the 7x7 layers' 48-channel
+tiles) read those rows once and share one GEMM, their weights side by side. Each tile multiplied on its own (the
 `batched=False` row) is BLAS on the DPU's tiles (28-pixel tiles of the 1024-channel
 layers, 7x7 maps cut into 48-channel output tiles), where it is slower than on whole
 layers and gains little from a second thread. The unpacked weights and compiled stages

@@ -265,6 +265,21 @@ def test_batched_run_computes_what_one_by_one_does(name: str, rng: np.random.Gen
     assert np.array_equal(case.run(B512, order=order).ddr.data, one_by_one)
 
 
+def test_output_channel_tiles_reading_the_same_input_share_a_gemm(rng: np.random.Generator,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3x3 layer's three 8-channel tiles load each input tile anew (the same LOAD
+    fields, other banks): one GEMM of the weights side by side, with the results of each
+    tile multiplied on its own."""
+    case = BATCH_CASES["3x3 in 2x5x8 tiles"](rng)
+    one_by_one = case.run(B512, batched=False).ddr.data
+    gemms: list[tuple[int, bool]] = []
+    block_outputs = sim.block_outputs
+    monkeypatch.setattr(sim, "block_outputs", lambda step, tiles, joint, patches: gemms.append(
+        (len(tiles), joint is not None)) or block_outputs(step, tiles, joint, patches))
+    assert np.array_equal(case.run(B512).ddr.data, one_by_one)
+    assert gemms == [(3, True)]
+
+
 def test_batched_run_flushes_before_reading_deferred_outputs(rng: np.random.Generator,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """conv1's tiles share one GEMM; conv2 LOADs what conv1's deferred SAVEs write, so the

@@ -74,6 +74,9 @@ TABLE_WORDS = 32
 TILED_ROWS = 512
 CHUNK_ROWS = 1024  # GEMM rows of a layer's deferred CONV tiles at once (`run_batched`)  # ConvStage keeps its scale and offset repeated for accumulators of up to this many rows
 ZERO32 = np.float32(0)
+# Output-channel tiles reading the same rows share a GEMM up to this many columns in all
+# (`joint_weights`): wider, the accumulator outgrows the cache the stage reads it from.
+JOINT_COLUMNS = 512
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,7 +225,9 @@ class Step:
     ddr: tuple[str, int] = ("", 0)  # LOAD / SAVE: the DDR region and the box's offset in it
     # CONV: the first half of `run` -- its input as GEMM rows, its weights and output
     # stage -- for a GEMM shared with the layer's other tiles (`run_batched`)
-    operands: Callable[[Machine], ConvTile] | None = None
+    operands: Callable[[Machine, InputRows | None], ConvTile] | None = None
+    fills: tuple[int, ...] = ()  # the feature-map banks it writes
+    fill: tuple[int, int, tuple] | None = None  # a LOAD into one: its words' range, its other fields (one object per distinct)
 
     @property
     def name(self) -> str:
@@ -265,6 +270,8 @@ class GemmWeights:
     # (a ReLU's outputs) every partial sum lies between -max x * that and max x * that.
     one_sided: int
     folded: np.ndarray | None = None  # the per-column powers of two `matrix` is multiplied by
+    # `joint_weights`' matrix side by side with other weights (`matrix` is then its view)
+    joint: tuple[tuple[GemmWeights, ...], np.ndarray] | None = None
 
     @staticmethod
     def of(w: np.ndarray) -> GemmWeights:
@@ -278,24 +285,46 @@ class GemmWeights:
         powers of two; only weights shared by stages of other scales come here)."""
         return self.matrix if self.folded is None else self.matrix / self.folded
 
-    def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
-        """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
-        from one BLAS call where that is exact (int8 inputs always are for most layers;
-        else max |source| decides, or for inputs >= 0 the one-sided sums), else the
-        reference kernels' float32 chunks summed in float64 (int64 beyond); and a bound on
-        the magnitude of the result and its partial sums."""
-        w = self.plain()
+    def float32_bound(self, extremes: Callable[[], tuple[int, int]]) -> int | None:
+        """A bound on x @ w and its partial sums where one float32 GEMM of it is exact, for
+        x of the int8 values whose (min, max) `extremes` gives (asked only if needed):
+        int8 inputs always are for most layers; else max |x| decides, or for inputs >= 0
+        the one-sided sums. None where not."""
         bound = 128 * self.l1
         if bound < qk.FLOAT32_EXACT:
-            return np.matmul(x, w), bound
-        low, high = int(source.min(initial=0)), int(source.max(initial=0))
-        peak = max(high, -low)
-        bound = peak * self.l1
+            return bound
+        low, high = extremes()
+        bound = max(high, -low) * self.l1
         if bound < qk.FLOAT32_EXACT:
-            return np.matmul(x, w), bound
+            return bound
         if low == 0 and high * self.one_sided < qk.FLOAT32_EXACT:  # no input below 0
-            return np.matmul(x, w), high * self.one_sided
-        return qk.exact_matmul(x, w, peak * self.peak), bound
+            return high * self.one_sided
+        return None
+
+    def matmul(self, x: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, int]:
+        """x @ w exactly, for float32 `x` holding values of the int8 array `source`: float32
+        from one BLAS call where that is exact (`float32_bound`), else the reference
+        kernels' float32 chunks summed in float64 (int64 beyond); and a bound on the
+        magnitude of the result and its partial sums."""
+        extremes = extremes_of(source)
+        bound = self.float32_bound(extremes)
+        if bound is not None:
+            return np.matmul(x, self.plain()), bound
+        low, high = extremes()
+        peak = max(high, -low)
+        return qk.exact_matmul(x, self.plain(), peak * self.peak), peak * self.l1
+
+
+def extremes_of(values: np.ndarray) -> Callable[[], tuple[int, int]]:
+    """(min, max) of int `values` and 0, computed at the first call."""
+    kept: list[tuple[int, int]] = []
+
+    def extremes() -> tuple[int, int]:
+        if not kept:
+            kept.append((int(values.min(initial=0)), int(values.max(initial=0))))
+        return kept[0]
+
+    return extremes
 
 
 @dataclass(frozen=True, eq=False)
@@ -460,7 +489,13 @@ class Planner:
         self.inits: dict[str, Instruction] = {}
         self.planners = {m: getattr(self, f"plan_{m.lower()}") for m in OPCODES if m != "END" and m not in INITS}
         self.offset_at = {m: OPCODES[m].record._fields.index("offset") for m in ("LOAD", "SAVE")}
+        self.fields_at = OPCODES["LOAD"].record._fields.index("reg")  # a LOAD's fields after its destination
         self.shared: dict[tuple, tuple] = {}
+        self.interns: dict[Any, Any] = {}
+
+    def interned(self, value: Any) -> Any:
+        """One object per distinct (hashable) value."""
+        return self.interns.setdefault(value, value)
 
     # -- checks shared by the instructions ------------------------------------------------
 
@@ -523,11 +558,12 @@ class Planner:
         shared = self.shared.get(key)
         if shared is None:
             self.planners[mnemonic](step)
+            step.fills = tuple(r_bank(r) for r in step.writes if r.space.startswith("fmap"))
             shared = self.shared[key] = (step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs,
-                                         step.run, step.operands)
+                                         step.run, step.operands, step.fills)
         else:
             (step.reads, step.writes, step.banks, step.ddr_bytes, step.cycles, step.macs, step.run,
-             step.operands) = shared
+             step.operands, step.fills) = shared
         if offset is not None:
             self.place(step, record)
         return step
@@ -536,6 +572,9 @@ class Planner:
         """A LOAD / SAVE's DDR box: its region and offset there, and what it reads or writes."""
         space, start = self.ddr_box(step, i)
         step.ddr = (space[4:], start)
+        if step.fills:  # a LOAD into a feature-map bank: where, and what (its fields but where)
+            written = step.writes[0]
+            step.fill = (written.start, written.stop, self.interned(i[self.fields_at:]))
         box = Region(space, start, i.rows, i.cols, i.chans, i.row_stride, i.col_stride)
         if step.ins.mnemonic == "SAVE":
             if space in self.read_only:
@@ -651,16 +690,28 @@ class Planner:
             y = m.tile(i.bank_out, i.addr_out, *shape, p_out)
             return m.tile(i.bank_in, i.addr_in, in_rows, in_cols, p_in), y, y[:, :, : i.oc].reshape(-1, i.oc)
 
-        def operands(m: Machine) -> ConvTile:
+        cut = self.interned((in_rows, in_cols, p_in, i.ic, kernel, stride, dilation, shape))  # its rows' other fields
+
+        def operands(m: Machine, inputs: InputRows | None) -> ConvTile:
+            """`inputs`: rows read for the deferred CONVs, shared where the same bytes."""
             x, y, out = m.viewed(operands, views)
             w = m.unpacked("weights", weights_key,
                            lambda: GemmWeights.of(conv_weight_matrix(m.words("weights", i.addr_w, n_words),
                                                                      i.oc, i.ic, *kernel, c)))
             stage = m.unpacked("bias", stage_key, lambda: conv_stage(m, cfg, i.addr_bias, i.oc))
-            return ConvTile(im2col(x, i.ic, kernel, stride, dilation, shape), w, stage, y, out)
+            if inputs is None:
+                return ConvTile(im2col(x, i.ic, kernel, stride, dilation, shape), w, stage, y, out)
+            load = inputs.loads[i.bank_in]
+            if load is None or not (load[0] <= src.start and src.stop <= load[1]):
+                return ConvTile(im2col(x, i.ic, kernel, stride, dilation, shape), w, stage, y, out)
+            key = (id(cut), id(load[2]), src.start - load[0])  # interned: the same id, the same fields
+            rows = inputs.rows.get(key)
+            if rows is None:
+                rows = inputs.rows[key] = im2col(x, i.ic, kernel, stride, dilation, shape)
+            return ConvTile(rows, w, stage, y, out)
 
         def run(m: Machine) -> None:
-            tile = operands(m)
+            tile = operands(m, None)
             tile.clear_tail()
             tile.outputs(m.step, tile.patches.astype(np.float32), tile.out)
 
@@ -997,25 +1048,60 @@ def run_in_order(steps: Sequence[Step], sequence: Sequence[int], machine: Machin
     return host
 
 
+class InputRows:
+    """The GEMM rows the deferred CONVs read, kept for a CONV of other weights reading the
+    same bytes (a layer's next output-channel tile, its input loaded anew: one GEMM with
+    both weights side by side, `joint_weights`). Bytes are known to be the same by where
+    they came from: `loads` holds per feature-map bank the LOAD (`Step.fill`: its words,
+    and its fields but its destination, one object per distinct fields) that last wrote
+    it, while nothing else wrote the bank or DDR since; rows are kept per tile cut
+    (`plan_conv`), those fields and the tile's place in that LOAD's words."""
+
+    def __init__(self, banks: int) -> None:
+        self.banks = banks
+        self.loads: list[tuple[int, int, tuple] | None] = [None] * banks
+        self.rows: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def wrote(self, step: Step) -> None:
+        """After `step` ran (not deferred): what its writes leave known."""
+        if step.queue == SAVE:  # DDR changed: a LOAD of the same fields may bring other bytes
+            self.loads = [None] * self.banks
+        for bank in step.fills:
+            self.loads[bank] = step.fill
+
+    def clear(self) -> None:
+        """Forget everything (the deferred CONVs' outputs and SAVEs are written)."""
+        self.loads = [None] * self.banks
+        self.rows.clear()
+
+
+# Deferred CONVs that read the same input rows: one tile per weights (output channels)
+Block = list[tuple[Step, "ConvTile"]]
+
+
 class Deferred:
     """CONV tiles read but not yet multiplied, and the SAVEs after them, in sequence
     order; with the bounding range per space of what they write and of what the SAVEs
-    will read (conservative: a range may cover gaps)."""
+    will read (conservative: a range may cover gaps); and the input rows read since
+    nothing wrote them (`InputRows`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, banks: int) -> None:
         self.steps: list[tuple[Step, ConvTile | None]] = []
         self.writes: dict[str, tuple[int, int]] = {}
         self.reads: dict[str, tuple[int, int]] = {}
-        self.covered: set[tuple[int, int]] = set()  # (ranges, region list) done: a layer's tiles share their lists
+        # the region lists (by id) already in `writes` / `reads`: a layer's tiles share theirs
+        self.covered: tuple[set[int], set[int]] = (set(), set())
+        self.inputs = InputRows(banks)
 
-    def cover(self, ranges: dict[str, tuple[int, int]], regions: list[Region]) -> None:
-        key = (id(ranges), id(regions))
-        if key in self.covered:
+    @staticmethod
+    def cover(ranges: dict[str, tuple[int, int]], covered: set[int], regions: list[Region]) -> None:
+        if id(regions) in covered:
             return
-        self.covered.add(key)
+        covered.add(id(regions))
         for r in regions:
-            low, high = ranges.get(r.space, (r.start, r.stop))
-            ranges[r.space] = (min(low, r.start), max(high, r.stop))
+            start, stop = r.start, r.stop
+            low, high = ranges.get(r.space, (start, stop))
+            ranges[r.space] = (low if low < start else start, high if high > stop else stop)
 
     @staticmethod
     def meets(ranges: dict[str, tuple[int, int]], regions: Sequence[Region]) -> bool:
@@ -1027,47 +1113,65 @@ class Deferred:
 
     def add(self, step: Step, tile: ConvTile | None) -> None:
         self.steps.append((step, tile))
-        self.cover(self.writes, step.writes)
+        self.cover(self.writes, self.covered[0], step.writes)
         if tile is None:  # a CONV read its input already; a SAVE reads its tile when replayed
-            self.cover(self.reads, step.reads)
+            self.cover(self.reads, self.covered[1], step.reads)
 
     def conflicts(self, step: Step) -> bool:
         """Whether `step`, run now, would read what a deferred step writes or write what
         one reads or writes."""
-        return bool(self.steps) and (self.meets(self.writes, step.reads) or self.meets(self.writes, step.writes)
-                                     or self.meets(self.reads, step.writes))
+        meets = self.meets
+        return bool(self.steps) and (meets(self.writes, step.reads) or meets(self.writes, step.writes)
+                                     or meets(self.reads, step.writes))
+
+    def blocks(self) -> list[tuple[np.ndarray | None, list[Block]]]:
+        """The deferred CONVs in blocks that read the same input rows, gathered per the
+        weights and stages of a block's tiles (a layer's output-channel tiles side by side:
+        their `joint_weights`, None for a block of one tile): the blocks of a GEMM."""
+        blocks: dict[int, Block] = {}
+        for step, tile in self.steps:
+            if tile is not None:
+                blocks.setdefault(id(tile.patches), []).append((step, tile))
+        groups: dict[tuple[tuple[int, int], ...], tuple[np.ndarray | None, list[Block]]] = {}
+        for block in blocks.values():
+            key = tuple((id(tile.weights), id(tile.stage)) for _, tile in block)
+            joint = (None if len(block) == 1 or len(set(key)) < len(key)
+                     or sum(t.out.shape[1] for _, t in block) > JOINT_COLUMNS else joint_weights([t for _, t in block]))
+            if len(block) > 1 and joint is None:  # each tile a block of its own
+                for member, one in zip(block, key, strict=True):
+                    groups.setdefault((one,), (None, []))[1].append([member])
+            else:
+                groups.setdefault(key, (joint, []))[1].append(block)
+        return list(groups.values())
 
     def flush(self, machine: Machine, host: list[float]) -> None:
-        """One GEMM and output stage per weights over their deferred tiles' rows, then the
-        deferred steps in order: each CONV writes its rows into its output tile, each
-        SAVE runs."""
+        """One GEMM and output stage per weights (or weights side by side) over their
+        deferred tiles' rows, then the deferred steps in order: each CONV writes its rows
+        into its output tile, each SAVE runs."""
         clock = time.perf_counter
-        groups: dict[tuple[int, int], list[tuple[Step, ConvTile]]] = {}
-        for step, tile in self.steps:
-            if tile is not None:
-                groups.setdefault((id(tile.weights), id(tile.stage)), []).append((step, tile))
         rows: dict[int, np.ndarray] = {}  # per CONV: its output rows
-        for members in groups.values():
-            for chunk in chunks(members):
+        for joint, blocks in self.blocks():
+            for chunk in chunks(blocks):
                 started = clock()
-                step, first = chunk[0]
                 # the GEMM rows as float32, whose values are the int8 inputs: they bound the products as the tiles do
-                patches = np.concatenate([tile.patches for _, tile in chunk], dtype=np.float32)
-                machine.step = step
-                out = np.empty((patches.shape[0], first.out.shape[1]), np.int8)
-                first.outputs(step, patches, out)
+                patches = np.concatenate([block[0][1].patches for block in chunk], dtype=np.float32)
+                step = machine.step = chunk[0][0][0]
+                out = block_outputs(step, [tile for _, tile in chunk[0]], joint, patches)
+                seconds = (clock() - started) / (patches.shape[0] * len(chunk[0]))
                 offset = 0
-                seconds = (clock() - started) / patches.shape[0]
-                for step, tile in chunk:  # its share of the time
-                    n = tile.patches.shape[0]
-                    rows[step.index] = out[offset : offset + n]
-                    host[step.index] += seconds * n
+                for block in chunk:  # each tile's rows and columns, and its share of the time
+                    n, col = block[0][1].patches.shape[0], 0
+                    for step, tile in block:
+                        oc = tile.out.shape[1]
+                        rows[step.index] = out[offset : offset + n, col : col + oc]
+                        host[step.index] += seconds * n
+                        col += oc
                     offset += n
-        for step, tile in self.steps:
+        for step, deferred in self.steps:
             started = clock()
-            if tile is not None:
-                tile.clear_tail()
-                tile.out[...] = rows[step.index]
+            if deferred is not None:
+                deferred.clear_tail()
+                deferred.out[...] = rows[step.index]
             else:
                 machine.step = step
                 step.run(machine)  # type: ignore[misc]
@@ -1075,17 +1179,80 @@ class Deferred:
         self.steps.clear()
         self.writes.clear()
         self.reads.clear()
-        self.covered.clear()
+        for covered in self.covered:
+            covered.clear()
+        self.inputs.clear()
 
 
-def chunks(members: list[tuple[Step, ConvTile]]) -> Iterator[list[tuple[Step, ConvTile]]]:
-    """Consecutive tiles of about CHUNK_ROWS rows in all: a GEMM that large runs as fast
+def joint_weights(tiles: Sequence[ConvTile]) -> np.ndarray | None:
+    """The weight matrices of tiles that read the same input rows side by side, for one
+    GEMM of all their output channels (a 7x7 layer's 48-channel tiles re-read their rows
+    in skinny GEMMs): every stage folding its scale into its weights (`ConvStage.fold`)
+    or none; None if mixed. Kept with the first weights, the others' matrices becoming
+    views of it: still one float32 copy per weights."""
+    folded = [tile.stage.fold(tile.weights) for tile in tiles]
+    if any(f is None for f in folded):
+        if any(f is not None or tile.weights.folded is not None for f, tile in zip(folded, tiles, strict=True)):
+            return None
+        folded = [tile.weights.matrix for tile in tiles]
+    first = tiles[0].weights
+    kept = first.joint
+    if kept is not None and len(kept[0]) == len(tiles) and all(w is t.weights for w, t in zip(kept[0], tiles, strict=True)):
+        return kept[1]
+    matrix: np.ndarray = np.concatenate(folded, axis=1)  # type: ignore[arg-type]
+    col = 0
+    for tile in tiles:
+        n = tile.weights.matrix.shape[1]
+        tile.weights.matrix = matrix[:, col : col + n]
+        col += n
+    first.joint = (tuple(tile.weights for tile in tiles), matrix)
+    return matrix
+
+
+def block_outputs(step: Step, tiles: Sequence[ConvTile], joint: np.ndarray | None, patches: np.ndarray) -> np.ndarray:
+    """The int8 outputs of the GEMM rows `patches` (float32 holding int8 values) times a
+    block's weights: one tile's (`ConvTile.outputs`), or several side by side (`joint`,
+    each tile's columns finished by its stage) where one float32 GEMM is exact for every
+    tile's columns (each column is its own dot products), else tile by tile."""
+    if joint is None:
+        tile = tiles[0]
+        out = np.empty((patches.shape[0], tile.out.shape[1]), np.int8)
+        tile.outputs(step, patches, out)
+        return out
+    folded = tiles[0].weights.folded is not None
+    if folded:
+        bounds = [0] * len(tiles)
+    else:
+        extremes = extremes_of(patches)
+        bounds = [tile.weights.float32_bound(extremes) for tile in tiles]  # type: ignore[misc]
+    out = np.empty((patches.shape[0], joint.shape[1]), np.int8)
+    if any(b is None for b in bounds):
+        col = 0
+        for tile in tiles:
+            oc = tile.out.shape[1]
+            tile.outputs(step, patches, out[:, col : col + oc])
+            col += oc
+        return out
+    acc = np.matmul(patches, joint)
+    col = 0
+    for tile, bound in zip(tiles, bounds, strict=True):
+        oc = tile.out.shape[1]
+        if folded:
+            tile.stage.shifted(acc[:, col : col + oc], out[:, col : col + oc])
+        else:
+            tile.stage(step, acc[:, col : col + oc], bound, out[:, col : col + oc])  # type: ignore[arg-type]
+        col += oc
+    return out
+
+
+def chunks(blocks: list[Block]) -> Iterator[list[Block]]:
+    """Consecutive blocks of about CHUNK_ROWS rows in all: a GEMM that large runs as fast
     as one of the whole layer, and its accumulator stays in the cache for the stage."""
-    chunk: list[tuple[Step, ConvTile]] = []
+    chunk: list[Block] = []
     count = 0
-    for member in members:
-        chunk.append(member)
-        count += member[1].patches.shape[0]
+    for block in blocks:
+        chunk.append(block)
+        count += block[0][1].patches.shape[0]
         if count >= CHUNK_ROWS:
             yield chunk
             chunk, count = [], 0
@@ -1104,20 +1271,31 @@ def run_batched(steps: Sequence[Step], sequence: Sequence[int], machine: Machine
     sum), and faster: BLAS is slow on a tile's few rows."""
     host = [0.0] * len(steps)
     clock = time.perf_counter
-    deferred = Deferred()
+    deferred = Deferred(machine.config.bank_num)
+    pending, inputs, meets = deferred.steps, deferred.inputs, deferred.meets
     for i in sequence:
         step = steps[i]
-        if step.run is None:
+        run = step.run
+        if run is None:
             continue
-        conv, save = step.operands is not None, bool(deferred.steps) and step.ins.mnemonic == "SAVE"
-        if not save and (deferred.meets(deferred.writes, step.reads) if conv else deferred.conflicts(step)):
-            deferred.flush(machine, host)
-        started = clock()
-        machine.step = step
-        if conv or save:
-            deferred.add(step, step.operands(machine) if conv else None)  # type: ignore[misc]
+        operands = step.operands
+        if operands is not None:  # a CONV
+            if pending and meets(deferred.writes, step.reads):
+                deferred.flush(machine, host)
+            started = clock()
+            machine.step = step
+            deferred.add(step, operands(machine, inputs))
+        elif pending and step.queue == SAVE:
+            started = clock()
+            deferred.add(step, None)
         else:
-            step.run(machine)
+            if pending and deferred.conflicts(step):
+                deferred.flush(machine, host)
+            started = clock()
+            machine.step = step
+            run(machine)
+            if step.fills or step.queue == SAVE:
+                inputs.wrote(step)
         host[i] += clock() - started
     deferred.flush(machine, host)
     return host
