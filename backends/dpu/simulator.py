@@ -68,6 +68,7 @@ LOAD, COMPUTE, SAVE = range(3)
 QUEUE_INDEX: dict[str | None, int] = {q: k for k, q in enumerate(QUEUES)}
 INIT_OF = {"CONV": "CONVINIT", "DWCONV": "DWINIT", "POOL": "POOLINIT", "ELEW": "ELEWINIT"}
 INITS = frozenset(INIT_OF.values())
+QUEUE_OF = {m: QUEUE_INDEX.get(spec.queue) for m, spec in OPCODES.items()}  # queue index per mnemonic
 FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
@@ -540,11 +541,11 @@ class Planner:
         in force) is kept per distinct fields and shared by the instructions that repeat
         them (a layer's tiles): its run functions take the instruction from the machine;
         LOAD and SAVE add their DDR box per instruction."""
-        queue = QUEUE_INDEX.get(ins.spec.queue)
+        mnemonic = ins.mnemonic
+        queue = QUEUE_OF[mnemonic]
         step = Step(index, ins, queue)
         if queue is None:
             return step
-        mnemonic = ins.mnemonic
         if mnemonic in INITS:
             self.plan_init(step)
             return step
@@ -958,7 +959,14 @@ def write_tile(tile: np.ndarray, values: np.ndarray) -> None:
 def image_locator(ddr: DdrImage) -> Locate:
     """DDR accesses of the simulator: absolute addresses, each box inside one region."""
 
+    spans = sorted(ddr.regions.values())
+    disjoint = all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:], strict=False))
+    own = {reg: (size, f"ddr:{reg}") for reg, (_, size) in ddr.regions.items()} if disjoint else {}
+
     def locate(reg: str, offset: int, end: int) -> tuple[str, int]:
+        inside = own.get(reg)
+        if inside is not None and 0 <= offset and end <= inside[0]:  # its register's region, the only one holding it
+            return inside[1], offset
         start = ddr.base(reg) + offset
         region = ddr.region_of(start, ddr.base(reg) + end)
         if region is None:
