@@ -296,6 +296,37 @@ def test_batched_run_flushes_before_reading_deferred_outputs(rng: np.random.Gene
     assert not np.array_equal(result.read(case.output), case.expected)
 
 
+def test_a_program_run_again_is_planned_once(rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same instructions (or binary) on a DDR image of the same regions are planned
+    and checked once and compute the same; a program that fails the hazard check fails
+    every run; new DDR regions are planned anew."""
+    case = dp.residual_case(rng, B512, 16, 6, 6, tile=bld.Tile(2))
+    planned: list[int] = []
+    checked: list[int] = []
+    plan, check = sim.plan, sim.check_hazards
+    monkeypatch.setattr(sim, "plan", lambda program, *a: planned.append(len(program)) or plan(program, *a))
+    monkeypatch.setattr(sim, "check_hazards", lambda steps, clock: checked.append(len(steps)) or check(steps, clock))
+    monkeypatch.setattr(sim, "PREPARED", [])
+    first = case.run(B512, hazards=False)
+    again, binary = case.run(B512), encode(case.program)
+    assert len(planned) == 1 and len(checked) == 1  # the second run checked what the first had planned
+    assert np.array_equal(again.ddr.data, first.ddr.data) and again.steps[5] is first.steps[5]
+    for _ in range(2):
+        case.run(B512, program=binary)
+    assert len(planned) == 2 and len(checked) == 2
+    broken = dp.without_token(case.program, tokens(case.program)[0])
+    for _ in range(2):
+        with pytest.raises(LayerloomError, match="hazard"):
+            simulate(broken, case.ddr(), B512)
+    assert len(planned) == 3 and len(checked) == 4
+    bigger = DdrImage.allocate(np.frombuffer(case.built.weights, np.uint8),
+                               **{reg: size + 4096 for reg, size in case.built.sizes.items()})
+    for fmap, array in case.inputs:
+        bigger.write(fmap, array)
+    assert np.array_equal(simulate(case.program, bigger, B512).read(case.output), case.expected)
+    assert len(planned) == 4
+
+
 def test_builder_leaves_out_redundant_inits(rng: np.random.Generator) -> None:
     case = dp.residual_case(rng, B1024, 16, 6, 6)
     assert [i.mnemonic for i in case.program].count("CONVINIT") == 2  # conv1 has relu, conv2 not
