@@ -823,11 +823,16 @@ class Planner:
                     m.tile(i.bank_b, i.addr_b, *shape, p)[:, :, : i.chans].view(np.uint8),
                     m.tile(i.bank_out, i.addr_out, *shape, p))
 
+        whole = i.chans == p * self.config.icp  # no word tail: the lookup can write the tile itself
+
         def run(m: Machine) -> None:
             x, b, y = m.viewed(run, views)
             if cfg.inputs == 2:  # one lookup per element: the table holds every pair of operand bytes
                 index = np.left_shift(x, 8, dtype=np.uint16)
                 index |= b
+                if whole:
+                    np.take(table, index, out=y, mode="clip")  # every index is in the table
+                    return
                 x = index
             write_tile(y, np.take(table, x))
 
