@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -44,9 +46,22 @@ from tests import dpu_programs as dp
 B512, B1024, B4096 = (DpuConfig.from_arch(a) for a in ("B512", "B1024", "B4096"))
 
 
+T = TypeVar("T")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def noting(calls: list[Any], what: Callable[..., Any], function: Callable[..., T]) -> Callable[..., T]:
+    """`function`, noting `what(*args)` in `calls` at each call (for monkeypatch)."""
+
+    def noted(*args: Any) -> T:
+        calls.append(what(*args))
+        return function(*args)
+
+    return noted
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +115,7 @@ def test_ddr_image_regions() -> None:
 # Functional: bit-exact against the reference kernels
 # ---------------------------------------------------------------------------------------
 
-CONV_CASES = {
+CONV_CASES: dict[str, dict[str, Any]] = {
     "3x3 pad relu, tiles of 4x5x16": dict(c=20, h=9, w=11, oc=24, kernel=(3, 3), pads=(1, 1, 1, 1), act="relu",
                                           tile=bld.Tile(4, 5, 16)),
     "stride 2, dilation 2x1, leaky": dict(c=13, h=12, w=10, oc=9, kernel=(3, 3), stride=(2, 2), dilation=(2, 1),
@@ -124,7 +139,7 @@ def test_conv_bit_exact(name: str, config: DpuConfig, rng: np.random.Generator) 
     case.run(config)
 
 
-POOL_CASES = {
+POOL_CASES: dict[str, dict[str, Any]] = {
     "max 3x3 stride 2 pad 1": dict(kind="max", kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), tile=bld.Tile(2, 3)),
     "max 2x2 ceil_mode": dict(kind="max", kernel=(2, 2), stride=(2, 2), ceil_mode=True),
     "avg 3x3 pad 1, counts without padding": dict(kind="avg", kernel=(3, 3), pads=(1, 1, 1, 1), tile=bld.Tile(4, 4, 8)),
@@ -274,8 +289,8 @@ def test_output_channel_tiles_reading_the_same_input_share_a_gemm(rng: np.random
     one_by_one = case.run(B512, batched=False).ddr.data
     gemms: list[tuple[int, bool]] = []
     block_outputs = sim.block_outputs
-    monkeypatch.setattr(sim, "block_outputs", lambda step, tiles, joint, patches: gemms.append(
-        (len(tiles), joint is not None)) or block_outputs(step, tiles, joint, patches))
+    monkeypatch.setattr(sim, "block_outputs",
+                        noting(gemms, lambda step, tiles, joint, patches: (len(tiles), joint is not None), block_outputs))
     assert np.array_equal(case.run(B512).ddr.data, one_by_one)
     assert gemms == [(3, True)]
 
@@ -287,7 +302,7 @@ def test_batched_run_flushes_before_reading_deferred_outputs(rng: np.random.Gene
     case = dp.residual_case(rng, B512, 16, 8, 8, tile=bld.Tile(2))
     gemms: list[int] = []
     outputs = sim.ConvTile.outputs
-    monkeypatch.setattr(sim.ConvTile, "outputs", lambda self, step, x, out: gemms.append(len(x)) or outputs(self, step, x, out))
+    monkeypatch.setattr(sim.ConvTile, "outputs", noting(gemms, lambda self, step, x, out: len(x), outputs))
     case.run(B512)
     convs = sum(1 for i in case.program if i.mnemonic == "CONV")
     assert len(gemms) == 2 and sum(gemms) == 2 * 8 * 8 and convs == 8  # one GEMM per layer, 4 tiles each
@@ -304,8 +319,8 @@ def test_a_program_run_again_is_planned_once(rng: np.random.Generator, monkeypat
     planned: list[int] = []
     checked: list[int] = []
     plan, check = sim.plan, sim.check_hazards
-    monkeypatch.setattr(sim, "plan", lambda program, *a: planned.append(len(program)) or plan(program, *a))
-    monkeypatch.setattr(sim, "check_hazards", lambda steps, clock: checked.append(len(steps)) or check(steps, clock))
+    monkeypatch.setattr(sim, "plan", noting(planned, lambda program, *_: len(program), plan))
+    monkeypatch.setattr(sim, "check_hazards", noting(checked, lambda steps, _: len(steps), check))
     monkeypatch.setattr(sim, "PREPARED", [])
     first = case.run(B512, hazards=False)
     again, binary = case.run(B512), encode(case.program)
@@ -373,7 +388,7 @@ def test_every_token_is_needed(rng: np.random.Generator) -> None:
         assert f"instruction {token.signaller} ({case.program[token.signaller].mnemonic})" in message
 
 
-def first_hazard_by_replay(steps: list, clock: list) -> int | None:
+def first_hazard_by_replay(steps: list, clock: Any) -> int | None:
     """The first instruction the access-by-access tracker (the builder's) objects to."""
     tracker = HazardTracker()
     for s in steps:
@@ -419,7 +434,7 @@ def test_interleaved_boxes_meet_only_where_they_share_bytes() -> None:
     tile = Region.words("fmap0", 0, 16)
 
     def check(reads: list[Region], written: Region = tile) -> int | None:
-        load = (0, 0, [], [written])  # a LOAD that writes bank 0, then a SAVE of it
+        load: tuple[int, int, list[Region], list[Region]] = (0, 0, [], [written])  # a LOAD that writes bank 0, then a SAVE of it
         return first_hazard([load, (1, 2, [tile], [save]),
                              (2, 0, reads, [Region.words("fmap1", 0, 4)])],
                             [(0, -1, -1), (0, -1, 1), (2, -1, -1)])
