@@ -18,10 +18,13 @@ A run has four phases, each over the instructions in program order:
 4. the functional run executes the steps in program order (or any order the caller gives
    that respects the queues and the tokens: the hazard check guarantees it computes the
    same); `schedule` times them (`timed=False` leaves that out).
+A program run again (the same instruction objects or binary, DDR regions of the same
+sizes) keeps its decoding and phases 1-3 from its first run (`prepared`).
 A CONV reads its tile where it stands in that order, but its multiply waits for the
 layer's other tiles (`run_batched`): one float32 GEMM per layer's weights (exact: the
-reference kernels' bound) and the reference kernels' output stage, each tile's rows
-written back before anything reads them; each other compute instruction is a few
+reference kernels' bound; output-channel tiles that read the same rows side by side,
+`joint_weights`) and the reference kernels' output stage, each tile's rows written back
+before anything reads them; each other compute instruction is a few
 whole-tile NumPy operations or a table lookup; every rounding is intmath's, bit for bit.
 """
 
@@ -72,8 +75,8 @@ QUEUE_OF = {m: QUEUE_INDEX.get(spec.queue) for m, spec in OPCODES.items()}  # qu
 FMAP_SPACES = tuple(f"fmap{b}" for b in range(16))  # bank fields are 4 bits
 INT8 = (-128, 127)
 TABLE_WORDS = 32
-TILED_ROWS = 512
-CHUNK_ROWS = 1024  # GEMM rows of a layer's deferred CONV tiles at once (`run_batched`)  # ConvStage keeps its scale and offset repeated for accumulators of up to this many rows
+TILED_ROWS = 512  # ConvStage keeps its scale and offset repeated for accumulators of up to this many rows
+CHUNK_ROWS = 1024  # GEMM rows of a layer's deferred CONV tiles at once (`run_batched`)
 ZERO32 = np.float32(0)
 # Output-channel tiles reading the same rows share a GEMM up to this many columns in all
 # (`joint_weights`): wider, the accumulator outgrows the cache the stage reads it from.
