@@ -248,7 +248,7 @@ def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp,
     for conv, _, act in residuals.values():
         options[conv] = {"residual": True, "activation": None if act is None else activation_of(act)}
     for op in block.ops:
-        source = _sole_reader_of(op)
+        source = _conv_read_only_by(op)
         if source is None:
             continue
         if isinstance(op, nn.PoolOp):
@@ -266,8 +266,9 @@ def _conv_fusions(block: Block, residuals: Mapping[Operation, tuple[nn.Conv2dOp,
     return {op: ConvFusion(**kwargs) for op, kwargs in options.items() if kwargs}, pools  # type: ignore[arg-type]
 
 
-def _sole_reader_of(op: Operation) -> nn.Conv2dOp | None:
-    """The conv whose result `op`, a conv or pool, reads as its input, when nothing else reads it."""
+def _conv_read_only_by(op: Operation) -> nn.Conv2dOp | None:
+    """The conv whose result `op` (a conv or pool) reads as its input, when `op` is that
+    result's only reader."""
     if not (isinstance(op, (nn.Conv2dOp, nn.PoolOp)) and fusable(op)):
         return None
     source = op.operands[0].owner
@@ -278,7 +279,7 @@ def _sole_reader_of(op: Operation) -> nn.Conv2dOp | None:
 
 def _bias_channel_source(op: Operation) -> nn.Conv2dOp | None:
     """The conv that can give `op` (a 1x1 conv with a bias) its input with a channel of ones."""
-    source = _sole_reader_of(op)
+    source = _conv_read_only_by(op)
     if source is not None and takes_ones_channel(op) and makes_ones_channel(source):  # type: ignore[arg-type]
         return source
     return None

@@ -487,6 +487,14 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, accumulate
     return np.matmul(a, b, out=out)
 
 
+def with_ones_channel(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array of `shape` (channels last) whose memory holds one more
+    channel, of ones: the view of the first shape[-1] channels (see `conv1x1_bias_in_k`)."""
+    whole = np.empty((*shape[:-1], shape[-1] + 1), dtype=dtype)
+    whole[..., -1] = 1
+    return whole[..., :-1]
+
+
 def initial_output(rows: int, bias: np.ndarray | None, residual: np.ndarray | None, dtype: np.dtype,
                    columns: int = 0, ones_channel: bool = False) -> np.ndarray | None:
     """The (rows, M) array a GEMM accumulates into: `bias` broadcast over the rows plus the
@@ -495,9 +503,7 @@ def initial_output(rows: int, bias: np.ndarray | None, residual: np.ndarray | No
     the first M = `columns` columns of a (rows, M + 1) array whose last column is 1."""
     if ones_channel:
         assert residual is None
-        whole = np.empty((rows, columns + 1), dtype=dtype)
-        whole[:, columns] = 1
-        out = whole[:, :columns]
+        out = with_ones_channel((rows, columns), dtype)
         if bias is None:
             out.fill(0)
         else:
@@ -775,12 +781,7 @@ def winograd_conv3x3(
         else:
             input_activation(columns, inside[:, :, start : start + columns.shape[2]])
     u = derived(w, "winograd", winograd_weights)
-    if ones_channel:
-        y = np.empty((n, oh, ow, m + 1), dtype=x.dtype)
-        y[..., m] = 1
-        y = y[..., :m]
-    else:
-        y = np.empty((n, oh, ow, m), dtype=x.dtype)
+    y = with_ones_channel((n, oh, ow, m), x.dtype) if ones_channel else np.empty((n, oh, ow, m), dtype=x.dtype)
     chunks = -(-th // max(1, WINOGRAD_CHUNK_TILES // (n * tw)))
     per_chunk = -(-th // chunks)
     for t0 in range(0, th, per_chunk):
