@@ -46,12 +46,14 @@ from backends.reference.kernels import (
     conv2d,
     derived,
     gemm,
+    hwio_weights,
     kernel,
     pad_nhwc,
     window_counts,
     window_view,
 )
 from compiler.quant import intmath as im
+from compiler.quant.intmath import max_abs
 from compiler.tensors import dtype_of
 from dialects import nn, qnn
 
@@ -137,6 +139,17 @@ def scratch(n: int, dtype: np.dtype, extra_type: np.dtype) -> tuple[np.ndarray, 
     return v[:n], extra[:n]
 
 
+def scratch_one(n: int, dtype: type) -> np.ndarray:
+    """A per-thread `dtype` buffer of n elements, one per type, beside `scratch`'s pairs
+    (a second int32 buffer, CheckedStage's flags for a whole layer, the add's table index)."""
+    buffers = getattr(SCRATCH, "singles", {})
+    SCRATCH.singles = buffers
+    buffer = buffers.get(dtype)
+    if buffer is None or buffer.size < n:
+        buffer = buffers[dtype] = np.empty(n, dtype)
+    return buffer[:n]
+
+
 @dataclass(frozen=True)
 class FloatStage:
     """y = clip(floor(a K + C - [a < T] D), lo, hi) per channel (last axis); for a leaky
@@ -208,7 +221,7 @@ class FloatStage:
             v += extra
         bytes_ = out.view(np.uint8)
         if self.int32_clip:  # the truncating cast, then an integer clip: cheaper than a float64 clip
-            h = scratch_int32(n)
+            h = scratch_one(n, np.int32)
             h[...] = v  # truncation toward 0 is the floor for v >= 0; v in (-1, 0) clips to 0 either way
             clip(h, 0, self.hi - self.lo, out=h)
             bytes_[...] = h
@@ -310,7 +323,7 @@ class FixedStage:
             np.floor(v, out=v)
         h[...] = v  # lifted: the truncating cast is the floor (see above)
         if self.sign is not False:
-            t = scratch_int32(n)
+            t = scratch_one(n, np.int32)
             np.right_shift(h, LIFT_BITS if self.lifted else 31, out=t)  # 1 - [h < 0] (lifted), or -[h < 0]
             if self.sign is not True:
                 if self.lifted:
@@ -458,24 +471,6 @@ def flagged(flags: np.ndarray) -> np.ndarray:
     return np.concatenate([hits, whole + np.flatnonzero(flags[whole:])])
 
 
-def scratch_flags(n: int) -> np.ndarray:
-    """A per-thread bool buffer of n elements (CheckedStage's flags for a whole layer)."""
-    buffer = getattr(SCRATCH, "flags", None)
-    if buffer is None or buffer.size < n:
-        buffer = np.empty(n, bool)
-        SCRATCH.flags = buffer
-    return buffer[:n]
-
-
-def scratch_int32(n: int) -> np.ndarray:
-    """A second per-thread int32 buffer of n elements (beside `scratch`'s)."""
-    buffer = getattr(SCRATCH, "int32", None)
-    if buffer is None or buffer.size < n:
-        buffer = np.empty(n, np.int32)
-        SCRATCH.int32 = buffer
-    return buffer[:n]
-
-
 def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None) -> FloatStage | None:
     """`stage` (parameters along the last axis) applied to a + offset as a FloatStage, exact
     for |a| up to its `limit`; None when no magnitude would be exact."""
@@ -554,11 +549,6 @@ def requant_terms(r: im.Requant, channels: int, clamped_below: bool) -> tuple | 
 # ---------------------------------------------------------------------------------------
 # Exact integer sums in float BLAS
 # ---------------------------------------------------------------------------------------
-
-
-def max_abs(a: np.ndarray) -> int:
-    """max |a| as a Python int (an int8 -128 is 128: taken after the conversion)."""
-    return max(int(a.max(initial=0)), -int(a.min(initial=0))) if a.size else 0
 
 
 def centred(a: np.ndarray, zero_point: int) -> np.ndarray:
@@ -660,15 +650,15 @@ def shifted_applies(x_shape: tuple[int, ...], w_shape: tuple[int, ...], strides:
             and list(strides) == [1, 1] and list(dilations) == [1, 1])
 
 
-def shifted_conv2d(x: np.ndarray, w: np.ndarray, zx: int, zw: int, pads: list[int], out_hw: tuple[int, ...]) -> np.ndarray:
-    """The exact conv of the one image `x` (stride 1) as a channels-last (1, OH, Wp, M) array
-    whose first OW columns are the result (see above)."""
-    m, c, kh, kw = w.shape
+def shifted_conv2d(x: np.ndarray, wc: np.ndarray, zx: int, pads: list[int], out_hw: tuple[int, ...]) -> np.ndarray:
+    """The exact conv of the one image `x` (stride 1) by the centred weight `wc` as a
+    channels-last (1, OH, Wp, M) array whose first OW columns are the result (see above)."""
+    m, c, kh, kw = wc.shape
     xp = pad_nhwc(x, pads, zx, extra=(1, 0)).astype(np.float32)  # a row more: the last tap reads kw - 1 past the map
     wide = xp.shape[2]
     rows = out_hw[0] * wide
     flat = xp.reshape(-1, c)
-    taps = derived(w, f"qnn-taps{zw}", lambda a: np.ascontiguousarray(centred(a, zw).transpose(2, 3, 1, 0)))
+    taps = hwio_weights(wc).reshape(kh, kw, c, m)  # tap (i, j)'s (C, M) weights, contiguous
     acc = np.empty((rows, m), np.float32)
     for i in range(kh):
         for j in range(kw):
@@ -686,7 +676,7 @@ def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.nda
     x_bound = 128 if x.dtype == np.int8 else max(abs(v) for v in im.int_range(x.dtype))
     chunks, bound = channel_chunks(w, zw, x_bound)
     if len(chunks) == 1 and shifted_applies(x.shape, w.shape, strides, dilations, group):
-        return shifted_conv2d(x, w, zx, zw, pads, out_hw), bound
+        return shifted_conv2d(x, wc, zx, pads, out_hw), bound
     xp = as_nchw(pad_nhwc(x, pads, zx).astype(np.float32))  # padding holds z_x, i.e. real 0
     no_pads = (0, 0, 0, 0)
     if len(chunks) == 1:
@@ -768,7 +758,7 @@ def staged_rows(op: Operation, acc: np.ndarray, stage: im.OutputStage, dtype: np
     if dtype.itemsize != 1 or not acc.flags.c_contiguous:
         tiled = single = checked = None
     if checked is not None and bound <= checked.limit:
-        flags = scratch_flags(acc.size)
+        flags = scratch_one(acc.size, np.bool_)
         flat_acc, flat_out = acc.reshape(-1), out.reshape(-1)
         checked.store(flat_acc, flat_out, flags)
         checked.redo(flat_acc, flat_out, flags, cols)
@@ -979,15 +969,6 @@ def _matmul(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
-def scratch_uint16(n: int) -> np.ndarray:
-    """A per-thread uint16 buffer of n elements (the add's table index)."""
-    buffer = getattr(SCRATCH, "uint16", None)
-    if buffer is None or buffer.size < n:
-        buffer = np.empty(max(n, SLAB_ELEMENTS), np.uint16)
-        SCRATCH.uint16 = buffer
-    return buffer[:n]
-
-
 @lru_cache(maxsize=64)
 def add_table(a_type: str, b_type: str, za: int, zb: int, scheme: str, operand: tuple, output: tuple,
               out_type: str = "<i2") -> np.ndarray:
@@ -1023,7 +1004,7 @@ def _add(op: Operation, args: list[np.ndarray]) -> list[np.ndarray]:
     if a.strides != b.strides or fa is None or fb is None or fo is None:
         return [table[(a_bytes.astype(np.uint16) << 8) | b_bytes]]
     step = ADD_SLAB_ELEMENTS
-    index, eight = scratch_uint16(step), np.uint16(8)
+    index, eight = scratch_one(step, np.uint16), np.uint16(8)
     for i in range(0, a.size, step):  # the index in one reused buffer, the gather into out
         j = min(i + step, a.size)
         if j - i < step:

@@ -205,7 +205,7 @@ def exact_int_matmul(a: ArrayLike, b: ArrayLike) -> IntArray:
     float64 BLAS below 2^53 (K * max|a| * max|b| bounds them), else in int64. The bound
     is taken on the operands as given (int8 stays int8: no int64 temporaries)."""
     a, b = np.asarray(a), np.asarray(b)
-    bound = a.shape[-1] * _max_abs(a) * _max_abs(b)
+    bound = a.shape[-1] * max_abs(a) * max_abs(b)
     if bound < 2**24:
         return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
     if bound < 2**53:
@@ -213,7 +213,8 @@ def exact_int_matmul(a: ArrayLike, b: ArrayLike) -> IntArray:
     return np.matmul(ints(a), ints(b))
 
 
-def _max_abs(x: np.ndarray) -> int:
+def max_abs(x: np.ndarray) -> int:
+    """max |x| as a Python int (0 when empty; an int8 -128 is 128: negated after the conversion)."""
     return max(-int(x.min(initial=0)), int(x.max(initial=0)))
 
 
