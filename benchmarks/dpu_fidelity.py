@@ -92,10 +92,6 @@ def errors(run: Run) -> list[float]:
     return [abs(r - 1) for *_, r in layer_ratios(run)]
 
 
-def median_error(run: Run) -> float:
-    return statistics.median(errors(run))
-
-
 def worst(run: Run) -> tuple[str, float]:
     """The layer furthest from the model and its |sim / model - 1|."""
     name, *_, r = max(layer_ratios(run), key=lambda t: abs(t[4] - 1))
@@ -201,11 +197,6 @@ def worst_layers(runs: list[Run], count: int = 4) -> str:
         for name, kind, sim, model, r in ratios:
             rows.append([PUBLISHED[run.name][0], name, kind, f"{sim:,}", f"{model:,}", f"{r:.2f}"])
     return markdown_table(["model", "layer", "kind", "simulator cycles", "cost model cycles", "ratio"], rows)
-
-
-def bullet(text: str) -> str:
-    """A markdown list item, wrapped as the docs are."""
-    return textwrap.fill(text, 98, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
 
 
 def verdict(runs: list[Run]) -> str:

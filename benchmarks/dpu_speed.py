@@ -73,6 +73,7 @@ def child(threads: int) -> dict[str, object]:
     from backends.dpu.artifacts import program_of, weights_blob
     from backends.dpu.runtime import run_program
     from backends.reference import execute
+    from benchmarks.common import timed
     from compiler import import_onnx, quantize, run_pipeline
     from examples.models import build
 
@@ -86,9 +87,7 @@ def child(threads: int) -> dict[str, object]:
     blob = weights_blob(lowered, run)
     q = rng.integers(-128, 128, x.shape).astype(np.int8)  # the simulator's time does not depend on the values
 
-    started = time.perf_counter()
-    _, first = run_program(dpu, [q], blob)  # unpacks the weights (kept for later runs, as the reference does)
-    first_s = time.perf_counter() - started
+    first_s, (_, first) = timed(lambda: run_program(dpu, [q], blob))  # unpacks the weights (kept, as the reference does)
     executing: list[float] = []
 
     host_time: dict[str, tuple[int, float]] = {}
@@ -116,10 +115,7 @@ def child(threads: int) -> dict[str, object]:
     for _ in range(BLOCKS):
         for key, work in runs.items():
             work()  # untimed: the caches after the other variant's block
-            for _ in range(RUNS_PER_BLOCK):
-                started = time.perf_counter()
-                work()
-                times[key].append(time.perf_counter() - started)
+            times[key] += [timed(work)[0] for _ in range(RUNS_PER_BLOCK)]
         split = {k: min(v, split.get(k, v)) for k, v in phases(dpu, q, blob, RUNS_PER_BLOCK).items()}
     return {"threads": threads, "blas_threads": blas_threads(), "times": times, "executing": executing,
             "first": first_s, "instructions": len(first.steps), "load": os.getloadavg()[0], "host_time": host_time,

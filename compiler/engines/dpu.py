@@ -290,21 +290,20 @@ class DpuEngine(EngineKind):
         prologue = sum(transfer(b) for b in loads)
         epilogue = transfer(last_rows * last_cols * last_chans * layer.elem_bytes)
         fixed = timing.init_cycles + timing.compute_latency * tiles
+        step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
+        inputs, _, outputs = self.traffic(layer, engine, tile)
         if layer.has_macs and slices > 1 and rows * cols > 1:
             # The load queue runs at most two tiles ahead of compute (each input bank is
             # reused two tiles later), so the next output-channel tile's weights, bias and
             # first input load only while the last two tiles of this one compute.
-            step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
-            last_input = transfer(self.traffic(layer, engine, tile)[0] // tiles)
+            last_input = transfer(inputs // tiles)
             for chans in [tile.m] * (slices - 2) + [last_chans]:
                 reload = last_input + sum(transfer(b) for b in self.prologue_loads(layer, engine, (tile.e, tile.f, chans)))
                 fixed += max(0, int(reload - 2 * step))
-        inputs, _, outputs = self.traffic(layer, engine, tile)
         if tiles > 2:
             # Two banks per operand: tile k+2's LOAD waits for tile k's compute to free its
             # input bank and its compute for tile k's SAVE to free its output bank, so the
             # two transfers and a DDR latency fall between computes two tiles apart.
-            step = self.compute_cycles(layer, engine, self.fixed_pes(engine), tile) / tiles + timing.compute_latency
             period = (step + timing.ddr_latency + memory_cycles(inputs + outputs, target, engine) / tiles) / 2
             fixed += int((tiles - 2) * max(0.0, period - step))
         end = self.tail(layer, engine, target, tile)
@@ -389,13 +388,6 @@ class DpuEngine(EngineKind):
             input_free += (-math.inf,)  # a second operand's bank it never reads
         return Tail(period, gap, step_last, save_before if tiles > 1 else None, save_last, loads_done, weights_free, bias_free,
                     input_free, tile.e, cols, per_slice, tile.m, slices, latency + save)
-
-    def independent_loads(self, layer: Workload, engine: Engine, tile: Tile) -> list[int]:
-        """Bytes of the prologue's LOADs that read no map: the first weights and bias
-        records, an average pool's divisor records."""
-        assert tile.m and tile.e and tile.f
-        loads = self.prologue_loads(layer, engine, (tile.e, tile.f, tile.m))
-        return loads[: len(loads) - layer.inputs]
 
     def prologue_loads(self, layer: Workload, engine: Engine, tile: tuple[int, int, int]) -> list[int]:
         """Bytes of each LOAD before a layer's first compute instruction can start, for its
