@@ -145,13 +145,7 @@ class InstructionOp(IRDLOperation):
         kept = self.__dict__.get("_kept_instruction")
         if kept is not None and kept[0] == self.properties:
             return kept[1]
-        spec = self.SPEC
-        values = dict(_DEFAULTS[spec.mnemonic])
-        for name, attr in self.properties.items():
-            f = spec.by_name[name]
-            made = _VALUES.get((id(f), id(attr)))
-            values[name] = made[1] if made is not None and made[0] is attr else field_value(f, attr)
-        ins = Instruction(spec.mnemonic, values)
+        ins = Instruction(self.SPEC.mnemonic, _defaults(self.SPEC) | self.values())
         self.__dict__["_kept_instruction"] = (dict(self.properties), ins)
         return ins
 

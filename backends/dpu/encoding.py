@@ -69,9 +69,7 @@ def decode(data: bytes, where: str = "") -> list[Instruction]:
     instructions of an opcode at once (numpy); a stream that breaks a rule anywhere is
     decoded again instruction by instruction, which names the first place."""
     if len(data) % WORD_BYTES:
-        raise LayerloomError(
-            f"{len(data)} bytes is not a whole number of 32-bit words (truncated, or not a DPU program)", where
-        )
+        return _decode_in_order(data, where)
     words = np.frombuffer(data, dtype="<u4").astype(np.int64)
     opcodes = (words >> OPCODE_LSB & ((1 << OPCODE_WIDTH) - 1)).tolist()
     starts: list[int] = []

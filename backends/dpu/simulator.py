@@ -321,14 +321,7 @@ class GemmWeights:
 
 def extremes_of(values: np.ndarray) -> Callable[[], tuple[int, int]]:
     """(min, max) of int `values` and 0, computed at the first call."""
-    kept: list[tuple[int, int]] = []
-
-    def extremes() -> tuple[int, int]:
-        if not kept:
-            kept.append((int(values.min(initial=0)), int(values.max(initial=0))))
-        return kept[0]
-
-    return extremes
+    return functools.cache(lambda: (int(values.min(initial=0)), int(values.max(initial=0))))
 
 
 @dataclass(frozen=True, eq=False)
