@@ -36,7 +36,6 @@ import heapq
 import json
 import math
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -61,6 +60,7 @@ from backends.dpu.memory import (
     strided_box,
 )
 from backends.reference import qnn_kernels as qk
+from backends.reference.kernels import kept_with_memory
 from compiler.errors import LayerloomError
 from compiler.quant import intmath as im
 
@@ -159,7 +159,7 @@ class Machine:
             addr, count, key = words
             source = next((data[(addr - a) * self.widths[space] : (addr - a + count) * self.widths[space]]
                            for a, n, data in self.sources[space] if a <= addr and addr + count <= a + n), None)
-            value = make() if source is None else derived_from(source, key, make)
+            value = make() if source is None else kept_with_memory(source, (source.size, key), make)
             entries[words] = value
         return value
 
@@ -190,24 +190,6 @@ class Machine:
         """(rows, cols, pitch*ICP) int8 view of a feature-map tile."""
         width = self.fmap_word
         return self.fmaps[bank][addr * width : (addr + rows * cols * pitch) * width].reshape(rows, cols, pitch * width)
-
-
-_DERIVED: dict[tuple, tuple[weakref.ref, Any]] = {}
-
-
-def derived_from(data: np.ndarray, key: Any, make: Callable[[], Any]) -> Any:
-    """`make()`, kept per read-only byte range `data` and `key` while the array holding
-    those bytes lives (the compiler's weights region: the same bytes every run)."""
-    root = data
-    while isinstance(root.base, np.ndarray):
-        root = root.base
-    k = (id(root), data.__array_interface__["data"][0], data.size, key)
-    hit = _DERIVED.get(k)
-    if hit is not None and hit[0]() is root:
-        return hit[1]
-    value = make()
-    _DERIVED[k] = (weakref.ref(root, lambda _, k=k, cache=_DERIVED: cache.pop(k, None)), value)  # type: ignore[misc]
-    return value
 
 
 @dataclass(slots=True)

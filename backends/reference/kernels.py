@@ -18,8 +18,9 @@ ops around it (residual add, activations, the next conv's bias).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -442,7 +443,7 @@ def window_view(
     )
 
 
-_DERIVED: dict[tuple, tuple[weakref.ref, np.ndarray]] = {}
+_DERIVED: dict[tuple, tuple[weakref.ref, Any]] = {}
 
 
 def derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -464,16 +465,27 @@ _DERIVED_BY_OBJECT: dict[tuple[int, str], tuple[weakref.ref, np.ndarray]] = {}
 
 
 def _derived(array: np.ndarray, kind: str, make: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    root = array
+    def made() -> np.ndarray:
+        value = make(array)
+        value.flags.writeable = False
+        return value
+
+    return kept_with_memory(array, (kind, array.shape, array.strides, array.dtype.str), made)
+
+
+def kept_with_memory(data: np.ndarray, key: Hashable, make: Callable[[], Any]) -> Any:
+    """`make()`, kept per (`data`'s place in memory, `key`) while the array that owns that
+    memory lives: for values derived from read-only bytes (weights, a DPU program's weight
+    region), which are then the same in every run."""
+    root = data
     while isinstance(root.base, np.ndarray):
         root = root.base
-    key = (id(root), kind, array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
-    hit = _DERIVED.get(key)
+    k = (id(root), data.__array_interface__["data"][0], key)
+    hit = _DERIVED.get(k)
     if hit is not None and hit[0]() is root:
         return hit[1]
-    value = make(array)
-    value.flags.writeable = False
-    _DERIVED[key] = (weakref.ref(root, lambda _, key=key, cache=_DERIVED: cache.pop(key, None)), value)  # type: ignore[misc]
+    value = make()
+    _DERIVED[k] = (weakref.ref(root, lambda _, k=k, cache=_DERIVED: cache.pop(k, None)), value)  # type: ignore[misc]
     return value
 
 

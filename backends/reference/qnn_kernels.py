@@ -93,6 +93,13 @@ def requantize(x: np.ndarray, r: im.Requant, clamped_below: bool = False) -> np.
     return p >> (31 + e)
 
 
+def per_channel(values: np.ndarray | None, channels: int, dtype: type) -> np.ndarray:
+    """`values` (one per channel, or one for all; None: zeros) as a fresh (channels,) array."""
+    if values is None:
+        return np.zeros(channels, dtype)
+    return np.broadcast_to(values.reshape(-1), (channels,)).astype(dtype)
+
+
 def output_stage(acc: np.ndarray, stage: im.OutputStage) -> np.ndarray:
     """`stage(acc)` (intmath.OutputStage) for int64 `acc` holding int32 values."""
     v = requantize(acc, stage.requant, stage.lo >= stage.zero_point)
@@ -281,13 +288,13 @@ class FixedStage:
         requant = stage.requant
         if requant.scheme != "fixed" or stage.negative is not None:
             return None
-        m = np.broadcast_to(requant.multipliers.reshape(-1), (channels,)).astype(np.float64)
-        s = np.broadcast_to(requant.shifts.reshape(-1), (channels,)).astype(np.int64)
+        m = per_channel(requant.multipliers, channels, np.float64)
+        s = per_channel(requant.shifts, channels, np.int64)
         left, e = np.maximum(-s, 0), np.maximum(s, 0)
         if e.max(initial=0) > MAX_INT32_STAGE_SHIFT:
             return None
         scaled = m * np.exp2(left.astype(np.float64))  # M', exact
-        off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
+        off = per_channel(offset, channels, np.float64)
         spread = float(np.abs(off).max(initial=0))
         k1 = scaled * 2.0**-31
         no_saturation = im.INT32_MAX / float(np.exp2(left.max(initial=0)))  # x << left stays in int32
@@ -377,9 +384,8 @@ class CheckedStage:
     threshold: np.ndarray  # int32: ceil((2d + Z) 2^14), tiled, or its largest value alone where no tie term varies it
     lo: int
     hi: int
-    zero_point: int
-    ties: bool  # the tie term applies somewhere
-    exact_terms: np.ndarray  # int64 (channels, 5): M0, 2^30 + 2^(30+e) [e > 0], 31 + e, the tie's 2^31 or 0, offset
+    exact: im.OutputStage  # the stage with one parameter set per channel (1-d), for `redo`
+    offset: np.ndarray  # int64, per channel
     limit: float = float(im.INT32_MAX)
 
     @staticmethod
@@ -390,11 +396,11 @@ class CheckedStage:
         top = stage.hi - stage.lo
         if requant.scheme != "fixed" or stage.negative is not None or top > 255:
             return None
-        m = np.broadcast_to(requant.multipliers.reshape(-1), (channels,)).astype(np.int64)
-        e = np.broadcast_to(requant.shifts.reshape(-1), (channels,)).astype(np.int64)
+        m = per_channel(requant.multipliers, channels, np.int64)
+        e = per_channel(requant.shifts, channels, np.int64)
         if e.min(initial=0) < 0 or e.max(initial=0) > 30:
             return None
-        off = np.zeros(channels, np.int64) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.int64)
+        off = per_channel(offset, channels, np.int64)
         k = m * np.exp2(-31.0 - e)
         c = np.exp2(-1.0 - e) + np.where(e > 0, 0.5, 0.0) + (stage.zero_point - stage.lo) + off * k
         d = 2.0**-23 * ((top + 4 + np.abs(c)) + np.abs(c) + 1100)
@@ -403,15 +409,13 @@ class CheckedStage:
         threshold = 2 * d + z
         if threshold.max(initial=0) > 0.25:
             return None
-        halves = (1 << 30) + np.where(e > 0, np.left_shift(1, 30 + e), 0)
-        exact = np.stack([m, halves, 31 + e, np.where((e > 0) & tie, 1 << 31, 0), off], axis=1)
         units = np.ceil(threshold * 2**CHECKED_FRACTION_BITS).astype(np.int32)
         # Without the tie term the channels' thresholds differ little: their largest, unrepeated, is a cheaper compare.
         flag_below = np.tile(units, rows) if tie else units.max(initial=0, keepdims=True)
+        exact = im.OutputStage(im.Requant("fixed", m, e), stage.zero_point, stage.lo, stage.hi)
         return CheckedStage(np.tile(k.astype(np.float32), rows),
                             np.tile((c + CHECKED_BINADE + stage.lo % 256 + d).astype(np.float32), rows), flag_below,
-                            stage.lo, stage.hi, stage.zero_point, bool(np.any(exact[:, 3])), exact,
-                            float(im.INT32_MAX - np.abs(off).max(initial=0)))
+                            stage.lo, stage.hi, exact, off, float(im.INT32_MAX - np.abs(off).max(initial=0)))
 
     def store(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray) -> None:
         """On the flat float32 `a` into the flat 8-bit `out`, slab by slab (the tiles' length:
@@ -439,23 +443,16 @@ class CheckedStage:
             np.copyto(out_bytes[i:j], raw, casting="unsafe")  # F + result - lo: the byte is the result's
 
     def redo(self, a: np.ndarray, out: np.ndarray, flags: np.ndarray, channels: int) -> None:
-        """Recompute the flagged elements of the flat `a` (rows of `channels`) in int64:
-        `requantize`'s one floor, (P + 2^30 + 2^(30+e) - [P < -2^30] 2^31) >> (31 + e) for
-        P = (a + offset) M0, with per-channel terms looked up per element."""
+        """Recompute the flagged elements of the flat `a` (rows of `channels`) exactly, in
+        int64 (`output_stage`), with each element's channel's parameters."""
         where = flagged(flags)
         if where.size == 0:
             return
         channel = where & (channels - 1) if channels & (channels - 1) == 0 else where % channels
-        multiplier, halves, shift, tie, offset = np.take(self.exact_terms, channel, axis=0).T
         p = np.take(a, where).astype(np.int64)
-        p += offset
-        p *= multiplier
-        p += halves
-        if self.ties:
-            np.subtract(p, tie, out=p, where=p < halves - (1 << 30))  # P < -2^30: ties go down
-        p >>= shift
-        p += self.zero_point
-        out[where] = clip(p, self.lo, self.hi, out=p)
+        p += np.take(self.offset, channel)
+        stage = self.exact
+        out[where] = output_stage(p, im.OutputStage(stage.requant.take(channel), stage.zero_point, stage.lo, stage.hi))
 
 
 def flagged(flags: np.ndarray) -> np.ndarray:
@@ -474,7 +471,7 @@ def flagged(flags: np.ndarray) -> np.ndarray:
 def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None) -> FloatStage | None:
     """`stage` (parameters along the last axis) applied to a + offset as a FloatStage, exact
     for |a| up to its `limit`; None when no magnitude would be exact."""
-    off = np.zeros(channels) if offset is None else np.broadcast_to(offset.reshape(-1), (channels,)).astype(np.float64)
+    off = per_channel(offset, channels, np.float64)
     spread = float(np.abs(off).max(initial=0))
     main = requant_terms(stage.requant, channels, stage.lo >= stage.zero_point)
     if main is None:
@@ -482,8 +479,8 @@ def float_stage(stage: im.OutputStage, channels: int, offset: np.ndarray | None)
     k, half, t, d, limit = main
     r = stage.requant
     if r.scheme == "fixed" and t is None and stage.negative is None:
-        m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
-        s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.int64)
+        m = per_channel(r.multipliers, channels, np.float64)
+        s = per_channel(r.shifts, channels, np.int64)
         scaled = float((m * np.exp2(np.maximum(-s, 0).astype(np.float64))).max(initial=0))
         if s.max(initial=0) <= MAX_SATURATING_SHIFT and spread * scaled < FLOAT64_EXACT / 4:
             # Beyond |x M'| < 2^53, |a K| >= 1.5 * 2^(21-e) while the constant's offset part stays
@@ -510,8 +507,8 @@ def single_limit(stage: im.OutputStage, channels: int, off: np.ndarray) -> float
     r = stage.requant
     if r.scheme != "pow2":
         return -1.0
-    m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
-    s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.float64)
+    m = per_channel(r.multipliers, channels, np.float64)
+    s = per_channel(r.shifts, channels, np.float64)
     spread = abs(stage.zero_point - stage.lo)
     numerator = np.abs(off) * m + np.where(s > 0, np.exp2(s - 1), 0.0) + spread * np.exp2(np.maximum(s, 0))
     limits = np.where(s >= 0, (FLOAT32_EXACT - 1 - numerator) / m,
@@ -522,8 +519,8 @@ def single_limit(stage: im.OutputStage, channels: int, off: np.ndarray) -> float
 def requant_terms(r: im.Requant, channels: int, clamped_below: bool) -> tuple | None:
     """(K, the constant, T, D, the largest exact |a + offset|) of one requantization (see
     above), or None if its shifts are too long to be exact."""
-    m = np.broadcast_to(r.multipliers.reshape(-1), (channels,)).astype(np.float64)
-    s = np.broadcast_to(r.shifts.reshape(-1), (channels,)).astype(np.int64)
+    m = per_channel(r.multipliers, channels, np.float64)
+    s = per_channel(r.shifts, channels, np.int64)
     if r.scheme == "pow2":
         if s.max(initial=0) > MAX_POW2_SHIFT:
             return None
@@ -799,8 +796,8 @@ def flat(a: np.ndarray) -> np.ndarray | None:
 
 
 def staged_flat(arrays: list[np.ndarray], fn: Callable[..., np.ndarray], dtype: np.dtype) -> np.ndarray:
-    """`fn(*slabs)` over same-shaped arrays, slab by slab in memory order (on the pool's
-    threads) when they share a layout, into an array of that layout; else in one piece."""
+    """`fn(*slabs)` over same-shaped arrays, slab by slab in memory order
+    when they share a layout, into an array of that layout; else in one piece."""
     first = arrays[0]
     out = np.empty_like(first, dtype=dtype)
     flats = [flat(a) for a in arrays]
