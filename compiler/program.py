@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +195,19 @@ def io_names(attrs: object, kind: str, count: int) -> list[str]:
                 name = value.data
         names.append(name or f"{kind}{i}")
     return names
+
+
+def check_input_names(names: list[str], given: Iterable[str], what: str, where: str) -> None:
+    """A LayerloomError naming the inputs missing from `given` and those it has beyond
+    `names` (the graph's inputs), if any: "`what`: missing input 'x'; unknown input 'y' ..."."""
+    given = set(given)
+    missing = [n for n in names if n not in given]
+    extra = sorted(given - set(names))
+    if not missing and not extra:
+        return
+    parts = [f"{kind} input{'s' if len(found) > 1 else ''} {', '.join(repr(n) for n in found)}"
+             for kind, found in (("missing", missing), ("unknown", extra)) if found]
+    raise LayerloomError(f"{what}{'; '.join(parts)} (the model's inputs: {', '.join(repr(n) for n in names)})", where)
 
 
 def array_of(attr: DenseIntOrFPElementsAttr, t: TensorType) -> np.ndarray:

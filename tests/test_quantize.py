@@ -269,7 +269,7 @@ def test_bad_options_are_named(digits: dict, options: dict, message: str) -> Non
 
 @pytest.mark.parametrize(("data", "message"), [
     ([], "calibration data is empty"),
-    ([{"x": np.zeros((400, 1, 8, 8), np.float32)}], "missing 'input'; unknown 'x'"),
+    ([{"x": np.zeros((400, 1, 8, 8), np.float32)}], "missing input 'input'; unknown input 'x'"),
     ([{"input": np.zeros((3, 8, 8), np.float32)}], "calibration input 'input' has shape 3x8x8"),
     ([{"input": np.zeros((400, 1, 8, 8), np.int32)}], "calibration input 'input' is int32"),
 ])

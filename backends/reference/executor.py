@@ -43,7 +43,7 @@ from backends.reference.kernels import (
     weight_array,
 )
 from compiler.errors import LayerloomError
-from compiler.program import Program, WeightStore, io_names, weights_of
+from compiler.program import Program, WeightStore, check_input_names, io_names, weights_of
 from compiler.tensors import dtype_of
 from dialects import nn
 from dialects.nn import WeightOp
@@ -323,15 +323,7 @@ def checked_inputs(
 ) -> list[np.ndarray]:
     """The inputs in argument order, as read-only views; every mismatch with the function's
     signature (missing, extra, wrong shape or dtype) is a LayerloomError."""
-    missing = [n for n in names if n not in inputs]
-    extra = sorted(set(inputs) - set(names))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(repr(n) for n in missing)}")
-        if extra:
-            parts.append(f"unknown input{'s' if len(extra) > 1 else ''} {', '.join(repr(n) for n in extra)}")
-        raise LayerloomError(f"{'; '.join(parts)} (the model's inputs: {', '.join(repr(n) for n in names)})", source)
+    check_input_names(names, inputs, "", source)
     arrays = []
     for name, t in zip(names, main.function_type.inputs, strict=True):
         assert isinstance(t, TensorType)

@@ -35,7 +35,7 @@ from xdsl.dialects.func import FuncOp, ReturnOp
 from xdsl.ir import SSAValue
 
 from compiler.errors import LayerloomError
-from compiler.program import Program, WeightStore, io_names
+from compiler.program import Program, WeightStore, check_input_names, io_names
 from compiler.quant import intmath as im
 from compiler.tensors import dtype_of
 
@@ -117,16 +117,7 @@ def batches(specs: Sequence[InputSpec], data: Iterable[Mapping[str, ArrayLike]],
     names = [s.name for s in specs]
     out: list[Batch] = []
     for item in data:
-        missing = [n for n in names if n not in item]
-        extra = sorted(set(item) - set(names))
-        if missing or extra:
-            what = []
-            if missing:
-                what.append(f"missing {', '.join(repr(n) for n in missing)}")
-            if extra:
-                what.append(f"unknown {', '.join(repr(n) for n in extra)}")
-            raise LayerloomError(f"calibration data: {'; '.join(what)} (the program's inputs: "
-                                 f"{', '.join(repr(n) for n in names)})", where)
+        check_input_names(names, item, "calibration data: ", where)
         parts = {s.name: split_batch(s, np.asarray(item[s.name]), where) for s in specs}
         counts = {len(p) for p in parts.values()}
         if len(counts) != 1:
