@@ -460,6 +460,24 @@ def version_problem(op_type: str, opset: int) -> str | None:
     return None
 
 
+def attribute_problems(n: Node) -> list[str]:
+    """What the ONNX spec rejects in `n`'s attributes (the checker's rule, which onnxruntime
+    applies too): names its op does not define, and values of another type than defined."""
+    try:
+        defined = onnx.defs.get_schema(n.op_type, max_inclusive_version=n.opset, domain="").attributes
+    except onnx.defs.SchemaError:
+        return []
+    problems = []
+    for a in n.proto.attribute:
+        spec = defined.get(a.name)
+        given = AttributeProto.AttributeType.Name(a.type)
+        if spec is None:
+            problems.append(f"attribute '{a.name}' is not defined for {n.op_type}-{n.opset}")
+        elif given != spec.type.name:
+            problems.append(f"attribute '{a.name}' is {given}, {n.op_type} defines it as {spec.type.name}")
+    return problems
+
+
 def input_types(
     graph: onnx.GraphProto, initializers: set[str], input_shapes: dict[str, Sequence[int]], where: str
 ) -> list[tuple[str, TensorType]]:
@@ -537,7 +555,8 @@ def scan_unsupported(
             reasons = ["op not supported"]
         else:
             version = version_problem(n.op_type, n.opset)
-            reasons = [version] if version else list(node_problems(n, constants, used, graph_inputs))
+            # Attributes of the wrong type would mislead the converters' checks: reported alone.
+            reasons = [version] if version else attribute_problems(n) or list(node_problems(n, constants, used, graph_inputs))
         if reasons:
             bad_nodes.append(f"{n.label}: {', '.join(reasons)}")
 

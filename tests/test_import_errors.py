@@ -153,6 +153,16 @@ def test_inconsistent_nodes(nodes: list[onnx.NodeProto], inputs: dict, init: dic
     raises(ModelError, model(nodes, inputs, ["y"] if "y" in nodes[0].output else ["a"], init), "n (", needle)
 
 
+def test_attributes_of_the_wrong_type_or_undefined_are_listed() -> None:
+    """What the ONNX checker rejects in attributes is reported per node, before any converter
+    reads them (a kernel_shape given as one int made the window check fail with a TypeError)."""
+    pool = node("MaxPool", ["x"], ["p"], name="pool")
+    pool.attribute.append(helper.make_attribute("kernel_shape", 2))
+    m = model([pool, node("Relu", ["p"], ["y"], name="act", alpha=0.5)], {"x": [1, 1, 4, 4]}, ["y"])
+    raises(UnsupportedError, m, "2 unsupported nodes", "pool (MaxPool): attribute 'kernel_shape' is INT, MaxPool defines it as INTS",
+           "act (Relu): attribute 'alpha' is not defined for Relu-")
+
+
 def test_element_types_must_agree() -> None:
     m = model([node("Add", ["x", "c"], ["y"], name="mixed")], {"x": [2]}, ["y"], {"c": np.ones(2, np.float64)})
     raises(ModelError, m, "mixed (Add)", "element types differ")
