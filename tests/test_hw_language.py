@@ -179,6 +179,8 @@ def error_with(extra: str) -> LayerloomError:
         ("cache c { size 1 KB; }", "6:5", "unexpected block 'cache' in a target block; it takes dram, memory, engine"),
         ('part xczu9eg;', "6:10", "'part' takes a quoted string, got 'xczu9eg'"),
         ("clok 200 MHz;", "6:5", "unknown setting 'clok' in target 't' (did you mean 'clock'?)"),
+        ("memory m { size 1e999 KB; }", "6:21", "'size' is too large to represent, got '1e999 KB'"),
+        ("engine e { kind seml; clock 2 x 1e308 GHz; }", "6:37", "'clock' is too large to represent"),
     ],
 )
 def test_meaning_errors_are_located(extra: str, where: str, message: str) -> None:

@@ -446,6 +446,8 @@ class _Reader:
                 )
             scale = scale_or_none
         value = multiplier * last.number * scale
+        if not math.isfinite(value):
+            raise self.error(f"'{key}' is too large to represent, got {_show(v)}", last.pos)
         for f in factors:
             if f.number < 0 or (f.number == 0 and not param.allow_zero):
                 raise self.error(f"'{key}' must be {'non-negative' if param.allow_zero else 'positive'}, got {f.text}", f.pos)
