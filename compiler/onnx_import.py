@@ -472,9 +472,9 @@ def attribute_problems(n: Node) -> list[str]:
         spec = defined.get(a.name)
         given = AttributeProto.AttributeType.Name(a.type)
         if spec is None:
-            problems.append(f"attribute '{a.name}' is not defined for {n.op_type}-{n.opset}")
-        elif given != spec.type.name:
-            problems.append(f"attribute '{a.name}' is {given}, {n.op_type} defines it as {spec.type.name}")
+            problems.append(f"attribute '{a.name}' is not defined for {n.op_type} in opset {n.opset}")
+        elif given != (expected := str(spec.type).rsplit(".", 1)[-1]):  # "AttrType.INTS"
+            problems.append(f"attribute '{a.name}' is {given}, {n.op_type} defines it as {expected}")
     return problems
 
 
