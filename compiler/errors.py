@@ -25,3 +25,8 @@ class UnsupportedError(LayerloomError):
 
 class ModelError(LayerloomError):
     """The model file itself is malformed (unreadable, cyclic, inconsistent)."""
+
+
+class OutOfRangeError(LayerloomError, ValueError):
+    """An integer program's values leave the range its spec gives them (an accumulator
+    beyond int32): its parameters make it impossible, it is not a bug of layerloom."""

@@ -92,11 +92,17 @@ class LayerloomOptMain(xDSLOptMain):
         return super().prepare_output()
 
     def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
-        module = super().parse_chunk(chunk, file_extension, start_offset)
+        try:
+            module = super().parse_chunk(chunk, file_extension, start_offset)
+        except (ValueError, NotImplementedError, OverflowError) as e:  # see registry.parse_module
+            raise LayerloomError(f"invalid attribute: {one_line(e)}", self.get_input_name()) from None
         if module is None:
             return None
         if not self.args.disable_verify:
-            module.verify()  # before reading inline values, which must match their types
+            try:
+                module.verify()  # before reading inline values, which must match their types
+            except ValueError as e:  # xDSL printing a malformed op for its report (see registry.verify_module)
+                raise LayerloomError(f"IR does not verify: {one_line(e)}", self.get_input_name()) from None
         Program(module, WeightStore(self.input_weights), self.get_input_name())
         return module
 

@@ -15,7 +15,7 @@ from xdsl.dialects.func import Func
 from xdsl.ir import Dialect
 from xdsl.parser import Parser
 from xdsl.passes import ModulePass
-from xdsl.utils.exceptions import ParseError
+from xdsl.utils.exceptions import ParseError, VerifyException
 
 from compiler.errors import LayerloomError
 
@@ -107,14 +107,16 @@ def parse_module(text: str, where: str = "<input>") -> ModuleOp:
         location = lines[0] if lines else where
         reason = lines[-1].strip() if len(lines) > 1 else "parse error"
         raise LayerloomError(reason, location) from None
+    except (VerifyException, ValueError, NotImplementedError, OverflowError) as e:
+        # xDSL checks some attributes while it builds them (an integer out of its type's
+        # range, a dense array of an unsupported width): the text is at fault, line unknown.
+        raise LayerloomError(f"invalid attribute: {str(e).strip().splitlines()[0]}", where) from None
     verify_module(module, where)
     return module
 
 
 def verify_module(module: ModuleOp, where: str = "") -> None:
-    from xdsl.utils.exceptions import VerifyException
-
     try:
         module.verify()
-    except VerifyException as e:
+    except (VerifyException, ValueError) as e:  # ValueError: xDSL printing a malformed op for its report
         raise LayerloomError(f"IR does not verify: {str(e).splitlines()[0]}", where) from None

@@ -345,6 +345,16 @@ class WeightOp(NNOp):
                 tuple(self.value.get_shape() or ()) == shape_of(self.result) or self.value.get_shape() is None,
                 f"inline value shape {self.value.get_shape()} differs from {shape_of(self.result)}",
             )
+            element = self.value.get_element_type()
+            self.check(element == element_type_of(self.result),
+                       f"inline value of type {element} differs from the result's {element_type_of(self.result)}")
+            try:
+                item = element.compile_time_size
+            except NotImplementedError:  # xDSL packs only 8 to 64-bit integers
+                raise VerifyException(f"inline values of type {element} are not supported") from None
+            size, count = len(self.value.data.data), math.prod(shape_of(self.result))
+            self.check(size in (item, item * count),
+                       f"inline value holds {size} bytes; {count} values of {element} take {item * count}")
 
 
 @irdl_op_definition

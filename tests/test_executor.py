@@ -11,7 +11,8 @@ from onnx import helper
 
 from backends.reference import KERNELS, execute, register_kernel
 from backends.reference.kernels import evaluate
-from compiler.errors import LayerloomError, UnsupportedError
+from compiler import quantize
+from compiler.errors import LayerloomError, OutOfRangeError, UnsupportedError
 from compiler.program import Program, WeightStore
 from compiler.registry import parse_module
 from dialects import nn
@@ -189,6 +190,17 @@ def test_unused_results_and_inputs_are_fine() -> None:
     )
     out = execute(module, {"x": np.arange(4, dtype=np.float32), "u": np.zeros(2, np.float32)})
     assert out["y"].tolist() == [2.0, 3.0]
+
+
+def test_parameters_that_overflow_int32_are_a_user_error_naming_the_layer() -> None:
+    """An int8 layer whose bias drives its accumulator out of int32 breaks the spec: the
+    executor refuses it as a LayerloomError that names the layer (not a bare ValueError)."""
+    rng = np.random.default_rng(0)
+    q = quantize(small_cnn(), [{"image": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(2)])
+    q.weights.set("conv1.q_1", np.full(4, np.iinfo(np.int32).max, np.int32))  # conv1's int32 bias
+    with pytest.raises(OutOfRangeError, match="leaves int32") as info:
+        execute(q, {"image": np.ones((1, 3, 8, 8), np.float32)})
+    assert info.value.where == "layer 'conv1' (qnn.conv2d)"
 
 
 def test_kernel_bugs_are_not_disguised(monkeypatch: pytest.MonkeyPatch) -> None:

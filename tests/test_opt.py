@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from backends.reference import execute
+from compiler.errors import LayerloomError
 from compiler.opt import main
 from compiler.program import Program
 from compiler.registry import parse_module
@@ -132,8 +133,13 @@ def test_bad_arguments_give_one_line(
         ("func.func @f(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %y = nn.relu %x : (tensor<2xf32>) -> tensor<3xf32>\n"
          "  func.return %x : tensor<2xf32>\n}\n", "nn.relu: result shape (3,) should be (2,)"),
         ("func.func @f() -> tensor<2xf32> {\n  %w = nn.weight \"w\" : tensor<2xf32>\n", "bad.mlir:3:"),
+        ("func.func @f() -> tensor<2xf32> {\n  %w = nn.weight \"w\" {value = dense<[1, 2]> : tensor<2xi32>} : tensor<2xf32>\n"
+         "  func.return %w : tensor<2xf32>\n}\n", "nn.weight: inline value of type i32 differs from the result's f32"),
+        ("func.func @f(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %y = nn.pool %x {kind = \"max\", kernel = array<i1000000: 3>}"
+         " : (tensor<2xf32>) -> tensor<2xf32>\n  func.return %y : tensor<2xf32>\n}\n",
+         "bad.mlir: invalid attribute: Format not implemented for i1000000"),
     ],
-    ids=["garbage", "does-not-verify", "truncated"],
+    ids=["garbage", "does-not-verify", "truncated", "inline-value-of-another-type", "unpackable-integer-width"],
 )
 def test_bad_input_files_give_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
@@ -143,6 +149,22 @@ def test_bad_input_files_give_one_line(
     assert code == 2
     assert err.startswith("layerloom-opt: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("func.func @f() -> tensor<2xf32> {\n  %w = nn.weight \"w\" {value = dense<[1, 2]> : tensor<2xi32>} : tensor<2xf32>\n"
+         "  func.return %w : tensor<2xf32>\n}\n", "inline value of type i32 differs from the result's f32"),
+        ("func.func @f(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %y = nn.pool %x {kind = \"max\", kernel = array<i1000000: 3>}"
+         " : (tensor<2xf32>) -> tensor<2xf32>\n  func.return %y : tensor<2xf32>\n}\n", "invalid attribute"),
+    ],
+)
+def test_malformed_attributes_are_layerloom_errors(text: str, message: str) -> None:
+    """What xDSL checks while building attributes, or trips on while reporting a malformed
+    op, reaches `layerloom run` (Program.load) as one LayerloomError, not a ValueError."""
+    with pytest.raises(LayerloomError, match=message):
+        parse_module(text, "bad.mlir")
 
 
 def test_missing_input_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from backends.reference.kernels import (
     copies_input,
     fusable,
     fused_activation,
+    layer_name,
     makes_ones_channel,
     pool_commutes,
     prepare,
@@ -78,6 +79,7 @@ class _Step:
     results: tuple[int, ...]
     dtypes: tuple[np.dtype, ...]  # of the results
     drops: tuple[int, ...]  # slots whose last use this step is
+    where: str  # the layer's name and op, for errors
 
 
 class _Plan:
@@ -111,7 +113,7 @@ class _Plan:
             elif op in fused:
                 conv, add, act = fused[op]
                 residual = add.operands[1] if add.operands[0] is conv.results[0] else add.operands[0]
-                steps.append((prepare(conv, options[conv]), [*conv.operands, residual], (act or add).results, act or add))
+                steps.append((prepare(conv, options[conv]), [*conv.operands, residual], (act or add).results, conv))
             elif op not in absorbed:
                 steps.append((prepare(op, options.get(op), pool_activations.get(op)), list(op.operands), op.results, op))
         self.outputs = [slot(v) for v in returned]
@@ -139,8 +141,9 @@ class _Plan:
                 tuple(slot(v) for v in results),
                 tuple(dtype_of(v.type) for v in results),
                 tuple(drops.get(index, ())),
+                _where(op),
             )
-            for index, (run, operands, results, _) in enumerate(steps)
+            for index, (run, operands, results, op) in enumerate(steps)
         ]
         self.slot_count = len(slots)
         self._weights_seen: dict[int, tuple[object, np.ndarray]] = {}
@@ -160,7 +163,12 @@ class _Plan:
                     env[s] if how == _CONSTANT or how == _HANDOVER and owners[id(_memory(env[s]))] == 1 else read_only(env[s])
                     for s, how in zip(step.operands, step.handover, strict=True)
                 ]
-                outs = step.run(args)
+                try:
+                    outs = step.run(args)
+                except LayerloomError as e:  # e.g. an int8 layer whose accumulator leaves int32
+                    if e.where:
+                        raise
+                    raise type(e)(e.message, f"{self.source}: {step.where}" if self.source else step.where) from None
                 del args
                 for s, array, dtype in zip(step.results, outs, step.dtypes, strict=True):
                     array = np.asarray(array)
@@ -283,6 +291,12 @@ def _bias_channel_source(op: Operation) -> nn.Conv2dOp | None:
     if source is not None and takes_ones_channel(op) and makes_ones_channel(source):  # type: ignore[arg-type]
         return source
     return None
+
+
+def _where(op: Operation) -> str:
+    """How errors name an op: "layer 'conv1' (nn.conv2d)", or the op alone when unnamed."""
+    name = layer_name(op)
+    return f"layer '{name}' ({op.name})" if name else op.name
 
 
 def _memory(array: np.ndarray) -> np.ndarray:

@@ -52,6 +52,7 @@ from backends.reference.kernels import (
     window_counts,
     window_view,
 )
+from compiler.errors import UnsupportedError
 from compiler.quant import intmath as im
 from compiler.quant.intmath import max_abs
 from compiler.tensors import dtype_of
@@ -693,7 +694,7 @@ def exact_conv2d(x: np.ndarray, w: np.ndarray, op: qnn.Conv2dOp) -> tuple[np.nda
     if len(chunks) == 1:
         return conv2d(xp, wc, strides, no_pads, dilations, group, out_hw), bound
     if bound >= FLOAT64_EXACT:
-        raise ValueError(f"convolution sums bounded by {bound} are not exact in float64")
+        raise UnsupportedError(f"convolution sums bounded by {bound} are not exact in float64")
     if group > 1:  # grouped convs have short reductions: this rare rest is float64
         return conv2d(xp.astype(np.float64), wc.astype(np.float64), strides, no_pads, dilations, group, out_hw), bound
     # conv(x, w) is the sum of the convs of input-channel slices.

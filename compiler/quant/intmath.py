@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from compiler.errors import LayerloomError
+from compiler.errors import LayerloomError, OutOfRangeError
 
 IntArray = NDArray[np.int64]
 
@@ -67,7 +67,7 @@ def saturate(x: ArrayLike, lo: int, hi: int) -> IntArray:
 
 def check_int32(x: IntArray, what: str) -> None:
     if x.size and (int(x.min()) < INT32_MIN or int(x.max()) > INT32_MAX):
-        raise ValueError(f"{what} leaves int32: [{int(x.min())}, {int(x.max())}]")
+        raise OutOfRangeError(f"{what} leaves int32: [{int(x.min())}, {int(x.max())}]")
 
 
 def rounding_shift_right(v: ArrayLike, s: ArrayLike) -> IntArray:
