@@ -312,6 +312,8 @@ class Builder:
         props = {k: v for k, v in properties.items() if v is not None}
         if self.node is not None:
             props.setdefault("name", StringAttr(self.node.name))
+        for s in shapes:  # a huge pad or input dim must not reach the executor's allocations
+            check_size(s, "the output")
         types = [tensor_type(s, element) for s in shapes]
         ops_operands = [[] if o is None else o for o in operands]
         op = op_class.build(

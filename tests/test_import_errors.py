@@ -147,6 +147,9 @@ def test_inconsistent_shapes_name_the_node(tmp_path: Path) -> None:
         ([node("Gather", ["s", "i"], ["y"], name="n")], {}, {"s": np.arange(3), "i": np.array([5])}, "out of range"),
         ([node("Softmax", ["x"], ["y"], name="n", axis=4)], {"x": [2, 3]}, {}, "axis 4 out of range"),
         ([node("MaxPool", ["x"], ["y"], name="n", kernel_shape=[2, 2], pads=[2, 2, 2, 2])], {"x": [1, 1, 5, 5]}, {}, "smaller than the kernel"),
+        ([node("Conv", ["x", "w"], ["y"], name="n", pads=[0, 0, 0, 2**33])], {"x": [1, 1, 5, 5]},
+         {"w": np.ones((1, 1, 3, 3), np.float32)}, "the output has an absurd size"),
+        ([node("Concat", ["x", "x"], ["y"], name="n", axis=0)], {"x": [2**30 + 1]}, {}, "the output has an absurd size"),
     ],
 )
 def test_inconsistent_nodes(nodes: list[onnx.NodeProto], inputs: dict, init: dict, needle: str) -> None:
