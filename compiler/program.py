@@ -8,13 +8,16 @@ the store of the module they transform through `weights_of(module)`.
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import re
 import tempfile
 import weakref
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from xdsl.dialects.builtin import BytesAttr, DenseIntOrFPElementsAttr, ModuleOp, StringAttr, TensorType
@@ -86,7 +89,7 @@ class WeightStore:
         try:
             with np.load(p, allow_pickle=False) as data:
                 return WeightStore({k: data[k] for k in data.files})
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a damaged file: a bad CRC, a cut zip
             raise LayerloomError(f"cannot read weights: {e}", str(p)) from None
 
 
@@ -179,8 +182,28 @@ class Program:
             raise LayerloomError("file not found", str(p))
         wpath = Path(weights) if weights is not None else p.parent / WEIGHTS_FILE
         store = WeightStore.load(wpath) if (weights is not None or wpath.is_file()) else WeightStore()
-        module = parse_module(p.read_text(), str(p))
+        module = parse_module(read_text(p), str(p))
         return Program(module, store, str(p))
+
+
+def read_text(path: Path) -> str:
+    """A text file of a build folder, or a LayerloomError naming it (missing, unreadable, not UTF-8)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise LayerloomError("file not found", str(path)) from None
+    except OSError as e:
+        raise LayerloomError(f"cannot read: {e.strerror}", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise LayerloomError(f"not UTF-8 text (byte {e.start}): the file is damaged", str(path)) from None
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of a build folder, or a LayerloomError naming it."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise LayerloomError(f"not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}", str(path)) from None
 
 
 def io_names(attrs: object, kind: str, count: int) -> list[str]:

@@ -4,6 +4,7 @@ at most three lines, no traceback, name the problem and where it is, and leave n
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -206,6 +207,36 @@ def test_bad_run_input(case: str, build: Path, tmp_path: Path) -> None:
     before = set(tmp_path.iterdir())
     check_clean_error(layerloom("run", str(build), "--input", input_file, "--output", "y.npz", cwd=tmp_path), fragments)
     assert set(tmp_path.iterdir()) == before, "run left files behind"
+
+
+def cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def not_utf8(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] = 0xFF  # never valid in UTF-8
+    path.write_bytes(bytes(data))
+
+
+DAMAGES: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    "weights-cut": ("weights.npz", cut_in_half, "cannot read weights"),
+    "model-not-utf8": ("model.mlir", not_utf8, "not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGES)
+def test_damaged_build_folder_is_named(case: str, build: Path, tmp_path: Path) -> None:
+    """A damaged file of a build folder is a clean error naming that file, not an internal
+    error (found by flipping and cutting the files of built folders)."""
+    name, damage, message = DAMAGES[case]
+    damaged = tmp_path / "build"
+    shutil.copytree(build, damaged)
+    damage(damaged / name)
+    np.savez(tmp_path / "in.npz", x=ONES)
+    result = layerloom("run", "build", "--input", "in.npz", "--output", "y.npz", cwd=tmp_path)
+    check_clean_error(result, [name, message])
 
 
 def test_run_of_a_missing_build_folder(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backends.hls import csim
 from backends.hls.emit import STEP_FIELDS, emit_project, find_top
 from backends.hls.error_bound import error_bound
 from backends.hls.project import HlsProject
@@ -438,3 +439,15 @@ def test_estimates_more_pes_are_never_slower_nor_cheaper(model: tuple[Net, str],
     assert more["latency_cycles"] <= fewer["latency_cycles"]
     assert more["total"]["dsp"] >= fewer["total"]["dsp"]
     assert more["total"]["lut"] >= fewer["total"]["lut"]
+
+
+def test_damaged_project_files_are_clean_errors(tmp_path: Path) -> None:
+    """A damaged project.json, or a source g++ echoes as bytes that are not UTF-8, is a
+    LayerloomError (found by flipping bytes of built folders), not a decode error."""
+    (tmp_path / "project.json").write_text("")
+    with pytest.raises(LayerloomError, match="not valid JSON") as info:
+        HlsProject(tmp_path)
+    assert info.value.where.endswith("project.json")
+    (tmp_path / "bad.cpp").write_bytes(b"int broken = \xff;\n")
+    with pytest.raises(LayerloomError, match="C\\+\\+ compilation failed"):
+        csim.build([tmp_path / "bad.cpp"], [], tmp_path / "out")

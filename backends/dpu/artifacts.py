@@ -33,7 +33,7 @@ from backends.dpu.isa import REGISTERS
 from backends.dpu.memory import REGION_ALIGN, DdrImage
 from backends.dpu.runtime import binary_digest, recording, region_sizes
 from compiler.errors import LayerloomError
-from compiler.program import Program, atomic_write_with, print_module
+from compiler.program import Program, atomic_write_with, print_module, read_json
 from dialects.dpu import ProgramOp, RunOp, feature_map_fields
 from dialects.nn import WeightOp, shape_of
 
@@ -248,4 +248,4 @@ def run_build(folder: Path, inputs: Mapping[str, np.ndarray], trace: Path | None
 
 
 def read_report(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / REPORT).read_text())
+    return read_json(folder / REPORT)

@@ -48,7 +48,7 @@ def compiler() -> str:
 
 @functools.cache
 def _compiler_identity(path: str) -> str:
-    result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    result = subprocess.run([path, "--version"], capture_output=True, text=True, errors="replace", check=False)
     return f"{path}\n{result.stdout.splitlines()[0] if result.stdout else ''}"
 
 
@@ -116,7 +116,8 @@ def build(
     fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.")
     os.close(fd)
     try:
-        result = subprocess.run([cxx, *command, *map(str, source_paths), "-o", tmp], capture_output=True, text=True)
+        result = subprocess.run([cxx, *command, *map(str, source_paths), "-o", tmp], capture_output=True, text=True,
+                                errors="replace")  # a damaged source makes g++ echo its bytes
         if result.returncode != 0:
             raise compile_error(result.stderr)
         os.replace(tmp, target)
@@ -131,7 +132,7 @@ def run(binary: PathLike, args: Sequence[str] = (), *, cwd: PathLike | None = No
     last line it wrote to stderr."""
     path = Path(binary)
     try:
-        result = subprocess.run([str(path), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        result = subprocess.run([str(path), *args], capture_output=True, text=True, errors="replace", cwd=cwd, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise LayerloomError(f"{path.name} did not finish within {timeout} s", WHERE) from e
     except OSError as e:
@@ -195,7 +196,7 @@ class SharedLibrary:
         function = self.cdll.layerloom_last_error
         function.restype = ctypes.c_char_p
         message = function()
-        return message.decode() if message else ""
+        return message.decode(errors="replace") if message else ""
 
     def check(self, name: str, *args: Argument) -> None:
         """`call`, raising LayerloomError when the status is not 0."""

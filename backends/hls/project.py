@@ -11,7 +11,6 @@ back, and hands the DDR image (weights.bin) to the reused engines.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from backends.hls import csim
 from compiler.errors import LayerloomError
+from compiler.program import read_json
 
 CSIM_DIR = "csim"
 SOURCES = ("top.cpp",)
@@ -30,7 +30,7 @@ class HlsProject:
         manifest = self.folder / "project.json"
         if not manifest.is_file():
             raise LayerloomError("not an HLS project (no project.json; write one with the hls target)", str(self.folder))
-        self.manifest = json.loads(manifest.read_text())
+        self.manifest = read_json(manifest)
 
     @property
     def include_dirs(self) -> list[Path]:

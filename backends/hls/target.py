@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from compiler.cli import Target, register_runner, register_target
 from compiler.errors import LayerloomError
+from compiler.program import read_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,9 +106,8 @@ def build(program: Program, folder: Path, args: argparse.Namespace) -> dict[str,
     (folder / DATAFLOW_FILE).write_text(print_module(lowered.module))
     emit_project(lowered.module, lowered.weights, folder, test_inputs=x, test_outputs=y, test_tolerance=tolerance,
                  target=hw, source=Path(getattr(args, "model", "")).name)
-    import json
 
-    report = json.loads((folder / "report.json").read_text())
+    report = read_json(folder / "report.json")
     print(f"hls: {arch} {dtype} accelerator for {hw.name}: {report['total']['dsp']} DSP, {report['total']['bram']} BRAM, "
           f"{report['total']['lut']} LUT (estimates), {report['throughput_fps']:.1f} images/s at {hw.clock / 1e6:g} MHz")
     return {"hls": {"arch": arch, "dtype": dtype, "hw": hw.name, "report": "report.json", "dataflow": DATAFLOW_FILE,
