@@ -960,7 +960,6 @@ def convert_resize(b: Builder, n: Node) -> list[Value]:
         scales[axis], out[axis] = float(s), int(size)
     if min(out, default=1) < 1:
         raise ValueError(f"output shape {out} has an empty axis")
-    check_size(out, "the output")
     if legacy and mode == "nearest":
         # onnxruntime's opset < 11 nearest: floor when enlarging an axis, ceil when shrinking.
         if any(s < 1 for s in scales) and any(s > 1 for s in scales):

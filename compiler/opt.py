@@ -33,7 +33,7 @@ from xdsl.xdsl_opt_main import xDSLOptMain
 
 from compiler.errors import LayerloomError
 from compiler.program import WEIGHTS_FILE, Program, WeightStore, dense_attr_of, weights_of
-from compiler.registry import all_dialects, all_passes
+from compiler.registry import XDSL_INPUT_ERRORS, all_dialects, all_passes
 from dialects.nn import WeightOp
 
 PROG = "layerloom-opt"
@@ -94,14 +94,14 @@ class LayerloomOptMain(xDSLOptMain):
     def parse_chunk(self, chunk: IO[bytes], file_extension: str, start_offset: int = 0) -> ModuleOp | None:
         try:
             module = super().parse_chunk(chunk, file_extension, start_offset)
-        except (ValueError, NotImplementedError, OverflowError) as e:  # see registry.parse_module
+        except XDSL_INPUT_ERRORS as e:
             raise LayerloomError(f"invalid attribute: {one_line(e)}", self.get_input_name()) from None
         if module is None:
             return None
         if not self.args.disable_verify:
             try:
                 module.verify()  # before reading inline values, which must match their types
-            except ValueError as e:  # xDSL printing a malformed op for its report (see registry.verify_module)
+            except ValueError as e:  # see XDSL_INPUT_ERRORS (its VerifyExceptions stay for --verify-diagnostics)
                 raise LayerloomError(f"IR does not verify: {one_line(e)}", self.get_input_name()) from None
         Program(module, WeightStore(self.input_weights), self.get_input_name())
         return module

@@ -97,6 +97,13 @@ def make_context() -> Context:
     return ctx
 
 
+# What xDSL raises, besides its ParseError and VerifyException, for malformed text: it checks
+# some attributes while it builds them (a dense array of an integer width it cannot pack:
+# NotImplementedError), and a malformed op's verifier report can fail to print it (ValueError).
+# The text is at fault, so these are LayerloomErrors (parse_module, layerloom-opt).
+XDSL_INPUT_ERRORS = (ValueError, NotImplementedError, OverflowError)
+
+
 def parse_module(text: str, where: str = "<input>") -> ModuleOp:
     """Parse MLIR text into a verified module; errors become one LayerloomError."""
     try:
@@ -107,9 +114,7 @@ def parse_module(text: str, where: str = "<input>") -> ModuleOp:
         location = lines[0] if lines else where
         reason = lines[-1].strip() if len(lines) > 1 else "parse error"
         raise LayerloomError(reason, location) from None
-    except (VerifyException, ValueError, NotImplementedError, OverflowError) as e:
-        # xDSL checks some attributes while it builds them (an integer out of its type's
-        # range, a dense array of an unsupported width): the text is at fault, line unknown.
+    except (VerifyException, *XDSL_INPUT_ERRORS) as e:
         raise LayerloomError(f"invalid attribute: {str(e).strip().splitlines()[0]}", where) from None
     verify_module(module, where)
     return module
@@ -118,5 +123,5 @@ def parse_module(text: str, where: str = "<input>") -> ModuleOp:
 def verify_module(module: ModuleOp, where: str = "") -> None:
     try:
         module.verify()
-    except (VerifyException, ValueError) as e:  # ValueError: xDSL printing a malformed op for its report
+    except (VerifyException, ValueError) as e:  # ValueError: see XDSL_INPUT_ERRORS
         raise LayerloomError(f"IR does not verify: {str(e).splitlines()[0]}", where) from None
