@@ -343,3 +343,32 @@ def test_accumulate_product(dtype: type, through_cblas: bool, layout: str, monke
     result = blas.accumulate_product(a, b, c)
     assert result is target
     np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# blas.batched_product
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(16, 196, 128, 96), (3, 101, 100, 102), (16, 9, 6, 5)])  # the last: np.matmul
+def test_batched_product(dtype: type, shape: tuple[int, int, int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    if np.dtype(dtype) not in blas.CBLAS_BATCH:
+        pytest.fail(f"NumPy's BLAS has no cblas gemm_batch_strided for {np.dtype(dtype)} (blas.py found none)")
+    count, p, k, m = shape
+    calls: list[int] = []
+    batch = blas.CBLAS_BATCH[np.dtype(dtype)]
+    monkeypatch.setitem(blas.CBLAS_BATCH, np.dtype(dtype), lambda a, b, c: (calls.append(1), batch(a, b, c)))
+    a, b = random(count, p, k, dtype=dtype, seed=1), random(count, k, m, dtype=dtype, seed=2)
+    result = blas.batched_product(a, b)
+    assert result.shape == (count, p, m) and result.dtype == dtype
+    assert len(calls) == (p * m * k >= blas.BATCH_MIN_PRODUCT)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(result, expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+
+
+def test_blas_threads_reads_openblas() -> None:
+    from threadpoolctl import threadpool_info
+
+    counts = [int(pool["num_threads"]) for pool in threadpool_info() if pool.get("internal_api") == "openblas"]
+    assert counts and blas.blas_threads() == max(counts)

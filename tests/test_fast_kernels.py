@@ -35,6 +35,7 @@ def relu(x: np.ndarray, out: np.ndarray) -> None:
         (1, 32, 16, 10, 13, (0, 0, 0, 0)),  # "valid"
         (1, 16, 16, 8, 8, (2, 3, 0, 1)),  # pads wider than the kernel's half
         (1, 64, 64, 28, 28, (1, 1, 1, 1)),  # a ResNet-50 stage-2 layer
+        (1, 128, 96, 29, 27, (1, 1, 1, 1)),  # GEMMs above blas.BATCH_MIN_PRODUCT: one batched call
     ],
 )
 @pytest.mark.parametrize("bias", [False, True])

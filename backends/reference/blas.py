@@ -9,6 +9,13 @@ NumPy's extension module links (OpenBLAS wheels name it `scipy_cblas_sgemm64_`);
 candidate must first compute a small product correctly. Where none is found (another
 BLAS, another build), `accumulate_product` is `C += np.matmul(A, B)`: the same values,
 one temporary more.
+
+`batched_product` computes a stack of products, c[i] = a[i] @ b[i], in one call of
+OpenBLAS's `?gemm_batch_strided`, which shares the stack between its threads (a product
+each): `np.matmul` calls gemm once per product, and OpenBLAS does not split a product
+as small as a Winograd tile row's over two threads. That call's own path for products of
+at most 100^3 multiply-adds crashes in NumPy's OpenBLAS 0.3.31 wheels (a kernel table
+read as addresses in DYNAMIC_ARCH builds), so only larger products take it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ _CANDIDATES = (
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 Gemm = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+# The smallest product (m * n * k multiply-adds) that `?gemm_batch_strided` is given, see above.
+BATCH_MIN_PRODUCT = 100**3 + 1
 
 
 def _numpy_blas() -> ctypes.CDLL | None:
@@ -79,14 +88,52 @@ def _checked(gemm: Gemm | None, dtype: type) -> Gemm | None:
     return gemm if np.allclose(c, expected, rtol=1e-5) else None
 
 
-def _find() -> dict[np.dtype, Gemm]:
+def _cblas_gemm_batch(lib: ctypes.CDLL, letter: str, scalar: type, integer: type) -> Gemm | None:
+    """`batch(a, b, c)`: c[i] = a[i] @ b[i] for C-contiguous 3-d stacks, through the cblas
+    symbol, if `lib` has it (OpenBLAS exports it without the wheel's prefix)."""
+    for pattern, int_type in _CANDIDATES:
+        if int_type is not integer:
+            continue
+        try:
+            fn = lib[pattern.format(letter).replace("gemm", "gemm_batch_strided").replace("64_", "")]
+        except AttributeError:
+            continue
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int] * 3 + [int_type] * 3 + [scalar, ctypes.c_void_p, int_type, int_type,
+                                                          ctypes.c_void_p, int_type, int_type, scalar,
+                                                          ctypes.c_void_p, int_type, int_type, int_type]
+
+        def batch(a: np.ndarray, b: np.ndarray, c: np.ndarray, fn: Callable[..., None] = fn) -> None:
+            count, m, k = a.shape
+            n = b.shape[2]
+            fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, k, m * k,
+               b.ctypes.data, n, k * n, 0.0, c.ctypes.data, n, m * n, count)
+
+        return batch
+    return None
+
+
+def _checked_batch(batch: Gemm | None, dtype: type) -> Gemm | None:
+    """`batch` if it computes a small stack of products right (each above the size limit)."""
+    if batch is None:
+        return None
+    rng = np.random.default_rng(0)
+    a: np.ndarray = rng.standard_normal((2, 101, 100)).astype(dtype)
+    b: np.ndarray = rng.standard_normal((2, 100, 102)).astype(dtype)
+    c: np.ndarray = np.full((2, 101, 102), np.nan, dtype)
+    batch(a, b, c)
+    return batch if np.allclose(c, np.matmul(a, b), rtol=1e-4, atol=1e-4) else None
+
+
+def _find(make: Callable[..., Gemm | None], check: Callable[[Gemm | None, type], Gemm | None]
+          ) -> dict[np.dtype, Gemm]:
     lib = _numpy_blas()
     found: dict[np.dtype, Gemm] = {}
     if lib is None:
         return found
     for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double)):
         for integer in (ctypes.c_int64, ctypes.c_int):
-            gemm = _checked(_cblas_gemm(lib, letter, scalar, integer), dtype)
+            gemm = check(make(lib, letter, scalar, integer), dtype)
             if gemm is not None:
                 found[np.dtype(dtype)] = gemm
                 break
@@ -123,4 +170,37 @@ def accumulate_product(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarra
     return c
 
 
-CBLAS: dict[np.dtype, Gemm] = _find()
+def blas_threads() -> int:
+    """How many threads NumPy's OpenBLAS uses now (1 when it cannot tell)."""
+    return _GET_THREADS() if _GET_THREADS is not None else 1
+
+
+def _thread_count_function() -> Callable[[], int] | None:
+    lib = _numpy_blas()
+    for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        try:
+            fn = lib[name] if lib is not None else None
+        except AttributeError:
+            continue
+        if fn is not None:
+            fn.restype, fn.argtypes = ctypes.c_int, []
+            return lambda fn=fn: max(1, int(fn()))
+    return None
+
+
+def batched_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul(a, b) for 3-d stacks (S, P, K) @ (S, K, M): a fresh (S, P, M) array."""
+    batch = CBLAS_BATCH.get(a.dtype)
+    count, p, k = a.shape
+    m = b.shape[2]
+    if (batch is None or p * m * k < BATCH_MIN_PRODUCT or a.dtype != b.dtype or b.shape[:2] != (count, k)
+            or not (a.flags.c_contiguous and b.flags.c_contiguous)):
+        return np.matmul(a, b)
+    c = np.empty((count, p, m), dtype=a.dtype)
+    batch(a, b, c)
+    return c
+
+
+CBLAS: dict[np.dtype, Gemm] = _find(_cblas_gemm, _checked)
+CBLAS_BATCH: dict[np.dtype, Gemm] = _find(_cblas_gemm_batch, _checked_batch)
+_GET_THREADS = _thread_count_function()
