@@ -21,6 +21,7 @@ read as addresses in DYNAMIC_ARCH builds), so only larger products take it.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 from collections.abc import Callable
 
@@ -184,8 +185,12 @@ def _thread_count_function() -> Callable[[], int] | None:
             continue
         if fn is not None:
             fn.restype, fn.argtypes = ctypes.c_int, []
-            return lambda fn=fn: max(1, int(fn()))
+            return functools.partial(_at_least_one, fn)
     return None
+
+
+def _at_least_one(count: Callable[[], int]) -> int:
+    return max(1, int(count()))
 
 
 def batched_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
