@@ -322,6 +322,7 @@ def report(results: dict) -> str:
         markdown_table(["threads", "BLAS threads seen", "layerloom ms", "onnxruntime ms", "ratio", "goal met",
                         "max abs diff (softmax)", "load before / after"], execution_rows),
         "",
+        *EARLIER_MACHINES,
         *profile_lines(results["profile"]),
         "### Peak memory (ResNet-50)",
         "",
@@ -349,6 +350,16 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+# The same measurement on the machines of earlier sessions (the ratio depends on the CPU:
+# onnxruntime's MLAS kernels gain more from AVX-512 on the Intel part than OpenBLAS does).
+EARLIER_MACHINES = [
+    "The same benchmark on the Intel Xeon (2 cores) of the sessions before 2026-11-23, before",
+    "the batched Winograd GEMMs: 1 thread 81 against 55-56 ms (1.47); 2 threads 57 against",
+    "31-38 ms (1.50-1.80, with onnxruntime's two-thread time in two modes from run to run).",
+    "",
+]
+
+
 # What the executor does for speed and what was tried (prose of the docs section; numbers
 # that are not measured by this script say where they come from).
 FOUNDATION_NOTES = [
@@ -370,8 +381,10 @@ FOUNDATION_NOTES = [
     "- 3x3 stride-1 dense convolutions with at least 32 output tiles and 16 channels run as",
     "  Winograd F(2x2, 3x3) (16 batched GEMMs with 2.25x fewer multiply-adds, bias on one",
     "  transform entry, the output transform one small GEMM, the activation fused into the",
-    "  output interleave), on large maps in chunks of 196 tiles whose transforms stay in the L2",
-    "  cache; other convolutions are im2col from a strided channels-last view (none for 1x1),",
+    "  output interleave), on large maps in chunks of 196 tiles per BLAS thread whose transforms",
+    "  stay in the L2 cache, a chunk's 16 GEMMs one cblas `sgemm_batch_strided` call that gives",
+    "  each thread its own GEMMs; other convolutions are im2col from a strided channels-last",
+    "  view (none for 1x1),",
     "  copied in chunks of whole output rows of at most 1 MiB, each multiplied while it is in",
     "  cache (in a whole run the stem's 7.4 MB copy otherwise left the caches before its GEMM",
     "  read it: -1.1 ms a run at one thread, -1.7 ms at two; a single layer timed alone does not",
@@ -384,6 +397,8 @@ FOUNDATION_NOTES = [
     "Python (ResNet-50 on a 32x32 input, whose maps are tiny, spends 2.6 ms a run outside its",
     "GEMMs).",
     "",
+    "The times quoted from here on were measured on the Intel Xeon (2 cores) of the runs before",
+    "2026-11-23, except the batched Winograd GEMMs' (this AMD EPYC); the tables are this run's.",
     "Threads are OpenBLAS's, inside each GEMM; the NumPy passes between the GEMMs run on one",
     "thread (they are bound by memory bandwidth, which two threads share: a ReLU over 56x56x256",
     "split in two halves took 0.22-0.23 ms on two threads against 0.19-0.27 ms on one, too",
@@ -396,16 +411,16 @@ FOUNDATION_NOTES = [
     "with the GEMMs turned round to suit their 16 tiles (ResNet-50 83.6 against 81.6 ms: the",
     "transformed weights are 16/9 the size); at two threads, Winograd's chunks on a pool of two",
     "Python threads (65 against 57 ms: the GIL and OpenBLAS's waiting threads), or im2col in place",
-    "of Winograd (no change). At two threads the 56x56 Winograd layers take as long as at one",
-    "(their 16 GEMMs per chunk are too small for OpenBLAS to split, their transforms are NumPy's",
-    "one thread), where onnxruntime halves them: most of the two-thread gap. Also measured and",
+    "of Winograd (no change). The 56x56 Winograd layers used to take as long at two threads as",
+    "at one (OpenBLAS does not split GEMMs as small as a chunk's 16); since a chunk's GEMMs are",
+    "one batched call, shared out between the threads, a 56x56x64 layer takes 1.35 against",
+    "1.77 ms at two threads (the transforms are still NumPy's one thread). Also measured and",
     "dropped at two threads, on single layers: each half of a layer's output rows through the",
     "whole Winograd on its own Python thread, OpenBLAS at one thread per caller",
     "(openblas_set_num_threads_local): 56x56x64 1.77-1.95 against 1.81-2.37 ms whole, 14x14x256",
     "1.80 against 1.15, no steady gain; nine GEMMs, one per kernel tap, over row-shifted views of",
     "the padded input (no transform, no im2col): 1.68 against Winograd's 1.83 ms on 56x56x64,",
-    "slower on the smaller maps and at one thread. One lead is left: on 28x28x128 the 16 small",
-    "GEMMs are slower with OpenBLAS's two threads than with one (2.3-3.1 against 1.6 ms).",
+    "slower on the smaller maps and at one thread.",
     "OpenBLAS's threading splits each GEMM statically and waits for both halves, so while",
     "another process holds a core a GEMM can wait a scheduler time slice, and whole runs take",
     "0.3-1.3 s; onnxruntime (spinning off) then runs at its one-thread speed. The two-thread row",

@@ -117,6 +117,10 @@ def verdict(results: dict) -> str:
 
 
 NOTES = [
+    "On the Intel Xeon (2 cores) of the sessions before 2026-11-23 the same benchmark gave, fixed",
+    "and pow2: 1.45 and 1.27 at 1 thread, 1.51 (missed) and 1.30 at 2 threads; the times quoted",
+    "below were measured there.",
+    "",
     "The integer convolutions run the same float32 BLAS GEMMs as the float ones (exact: the",
     "input channels are cut so that every partial sum stays below 2^24), but never Winograd,",
     "which the float run uses for its 3x3 convolutions (done exactly, its transformed inputs",
