@@ -146,6 +146,7 @@ def one_line(e: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tool: LayerloomOptMain | None = None
     try:
         try:
             tool = LayerloomOptMain(args=argv)
@@ -153,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LayerloomError(str(e), "pipeline") from None
         tool.run()
     except (LayerloomError, ParseError, DiagnosticException, ArgSpecParseError, OSError) as e:
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
+        where = ""
+        if tool is not None and isinstance(e, DiagnosticException) and not isinstance(e, ParseError):
+            where = f"{tool.get_input_name()}: "  # a verifier's message (a ParseError names its place)
+        print(f"{PROG}: error: {where}{one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

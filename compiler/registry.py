@@ -17,6 +17,7 @@ from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ParseError, VerifyException
 
+from compiler import xdsl_fixes  # noqa: F401  (xDSL fixes for malformed text, applied on import)
 from compiler.errors import LayerloomError
 
 # name -> "module:attribute"; imported only when asked for, so start-up stays fast.

@@ -20,6 +20,8 @@ from compiler.registry import parse_module
 from dialects.nn import NN
 from tests.test_passes import small_cnn
 
+ROOT = Path(__file__).resolve().parents[1]
+
 MLIR_OPT = Path("/usr/bin/mlir-opt-22")
 SMALL_IR = Path(__file__).parent / "filecheck" / "pipeline.mlir"
 FOLD = "canonicalize,fold-batchnorm,fuse-activation"
@@ -138,8 +140,11 @@ def test_bad_arguments_give_one_line(
         ("func.func @f(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %y = nn.pool %x {kind = \"max\", kernel = array<i1000000: 3>}"
          " : (tensor<2xf32>) -> tensor<2xf32>\n  func.return %y : tensor<2xf32>\n}\n",
          "bad.mlir: invalid attribute: Format not implemented for i1000000"),
+        ("func.func @f(%x: tensor<2xi2147483648>) -> tensor<2xi2147483648> {\n  func.return %x : tensor<2xi2147483648>\n}\n",
+         "bad.mlir: integer type bitwidth 2147483648 is above MLIR's limit of 16777215"),
     ],
-    ids=["garbage", "does-not-verify", "truncated", "inline-value-of-another-type", "unpackable-integer-width"],
+    ids=["garbage", "does-not-verify", "truncated", "inline-value-of-another-type", "unpackable-integer-width",
+         "integer-width-above-mlir-limit"],
 )
 def test_bad_input_files_give_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
@@ -226,3 +231,20 @@ def test_every_example_in_the_nn_dialect_reference_verifies() -> None:
     assert ops_in_doc >= {op.name for op in NN.operations}
     for text in examples:
         parse_module(text, "docs/dialects/nn.md")  # parses and verifies
+
+
+def test_a_string_left_open_is_an_error_at_once(tmp_path: Path) -> None:
+    """A weight blob that lost its opening quote leaves a string open to the end of its line:
+    xDSL's own lexer took minutes over it (compiler/xdsl_fixes.py); a subprocess, so that a
+    regression fails by its timeout instead of hanging the suite."""
+    blob = "0x" + "0000803F" * 2000
+    (tmp_path / "bad.mlir").write_text(
+        "func.func @f() -> tensor<2000xf32> {\n"
+        f'  %w = nn.weight "w" {{name = "weight_with_a_long_name", value = dense<{blob}"> : tensor<2000xf32>}} : tensor<2000xf32>\n'
+        "  func.return %w : tensor<2000xf32>\n}\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "compiler.opt", str(tmp_path / "bad.mlir")],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("End of file reached before closing string literal."), done.stderr
+    assert done.stderr.startswith(f"layerloom-opt: error: {tmp_path / 'bad.mlir'}:2:") and len(done.stderr.splitlines()) == 1
