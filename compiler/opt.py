@@ -33,7 +33,7 @@ from xdsl.xdsl_opt_main import xDSLOptMain
 
 from compiler.errors import LayerloomError
 from compiler.program import WEIGHTS_FILE, Program, WeightStore, dense_attr_of, weights_of
-from compiler.registry import XDSL_INPUT_ERRORS, all_dialects, all_passes
+from compiler.registry import XDSL_INPUT_ERRORS, all_dialects, all_passes, xdsl_input_error
 from dialects.nn import WeightOp
 
 PROG = "layerloom-opt"
@@ -95,7 +95,7 @@ class LayerloomOptMain(xDSLOptMain):
         try:
             module = super().parse_chunk(chunk, file_extension, start_offset)
         except XDSL_INPUT_ERRORS as e:
-            raise LayerloomError(f"invalid attribute: {one_line(e)}", self.get_input_name()) from None
+            raise xdsl_input_error(e, self.get_input_name(), self.chunk_text(chunk, start_offset)) from None
         if module is None:
             return None
         if not self.args.disable_verify:
@@ -105,6 +105,15 @@ class LayerloomOptMain(xDSLOptMain):
                 raise LayerloomError(f"IR does not verify: {one_line(e)}", self.get_input_name()) from None
         Program(module, WeightStore(self.input_weights), self.get_input_name())
         return module
+
+    @staticmethod
+    def chunk_text(chunk: IO[bytes], start_offset: int) -> str | None:
+        """The text of a chunk already parsed (None when it cannot be read again)."""
+        try:
+            chunk.seek(start_offset)
+            return chunk.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return None
 
     def output_resulting_program(self, prog: ModuleOp) -> str:
         store = weights_of(prog)

@@ -125,7 +125,7 @@ class Program:
 
     def __post_init__(self) -> None:
         attach_weights(self.module, self.weights)
-        internalize_inline_weights(self.module, self.weights)
+        internalize_inline_weights(self.module, self.weights, self.source)
 
     @property
     def main(self) -> FuncOp:
@@ -250,14 +250,22 @@ def dense_attr_of(array: np.ndarray, t: TensorType) -> DenseIntOrFPElementsAttr:
     return DenseIntOrFPElementsAttr(t, BytesAttr(raw.tobytes()))  # type: ignore[arg-type]
 
 
-def internalize_inline_weights(module: ModuleOp, store: WeightStore) -> None:
-    """Move inline `value`s of `nn.weight` ops into the store (handles stay as written)."""
+def internalize_inline_weights(module: ModuleOp, store: WeightStore, source: str = "") -> None:
+    """Move inline `value`s of `nn.weight` ops into the store (handles stay as written). One
+    handle given two different inline values is an error: the store keeps one array a handle,
+    so one of the ops would silently read the other's."""
     from dialects.nn import WeightOp
 
+    inlined: dict[str, np.ndarray] = {}
     for op in module.walk():
         if isinstance(op, WeightOp) and op.value is not None:
             assert isinstance(op.result.type, TensorType)
-            store.set(op.handle.data, array_of(op.value, op.result.type))
+            handle, array = op.handle.data, array_of(op.value, op.result.type)
+            earlier = inlined.setdefault(handle, array)
+            if earlier is not array and not (earlier.dtype == array.dtype and earlier.shape == array.shape
+                                              and earlier.tobytes() == array.tobytes()):
+                raise LayerloomError(f'nn.weight "{handle}" is given two different inline values', source)
+            store.set(handle, array)
             del op.properties["value"]
 
 

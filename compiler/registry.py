@@ -5,6 +5,7 @@ layerloom is edited to extend it."""
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from functools import cache, partial
 from importlib.metadata import entry_points
@@ -16,6 +17,7 @@ from xdsl.ir import Dialect
 from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ParseError, VerifyException
+from xdsl.utils.mlir_lexer import MLIRTokenKind
 
 from compiler import xdsl_fixes  # noqa: F401  (xDSL fixes for malformed text, applied on import)
 from compiler.errors import LayerloomError
@@ -100,9 +102,28 @@ def make_context() -> Context:
 
 # What xDSL raises, besides its ParseError and VerifyException, for malformed text: it checks
 # some attributes while it builds them (a dense array of an integer width it cannot pack:
-# NotImplementedError), and a malformed op's verifier report can fail to print it (ValueError).
+# NotImplementedError), a malformed op's verifier report can fail to print it (ValueError),
+# and its parser asserts the token it expects in places (a '(' inside a dense literal).
 # The text is at fault, so these are LayerloomErrors (parse_module, layerloom-opt).
-XDSL_INPUT_ERRORS = (ValueError, NotImplementedError, OverflowError)
+XDSL_INPUT_ERRORS = (ValueError, NotImplementedError, OverflowError, AssertionError)
+
+
+def xdsl_input_error(e: BaseException, where: str, text: str | None = None) -> LayerloomError:
+    """One of XDSL_INPUT_ERRORS as a LayerloomError; a parser assertion names its token and,
+    given the `text` parsed, its line and column."""
+    lines = str(e).strip().splitlines()
+    reason = lines[0] if lines else type(e).__name__
+    if not isinstance(e, AssertionError):
+        return LayerloomError(f"invalid attribute: {reason}", where)
+    token = re.search(r"Span\[(\d+):\d+\]\('(.*)'\)\), expected MLIRTokenKind\.(\w+)", reason)
+    if token is None:
+        return LayerloomError(f"parse error: {reason}", where)
+    offset, found, kind = int(token[1]), token[2], MLIRTokenKind.__members__.get(token[3])
+    expected = f"'{kind.value}'" if kind is not None and isinstance(kind.value, str) else token[3].lower()
+    if text is not None and offset <= len(text):
+        line = text.count("\n", 0, offset) + 1
+        where = f"{where}:{line}:{offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+    return LayerloomError(f"unexpected '{found}', expected {expected}", where)
 
 
 def parse_module(text: str, where: str = "<input>") -> ModuleOp:
@@ -116,7 +137,7 @@ def parse_module(text: str, where: str = "<input>") -> ModuleOp:
         reason = lines[-1].strip() if len(lines) > 1 else "parse error"
         raise LayerloomError(reason, location) from None
     except (VerifyException, *XDSL_INPUT_ERRORS) as e:
-        raise LayerloomError(f"invalid attribute: {str(e).strip().splitlines()[0]}", where) from None
+        raise xdsl_input_error(e, where, text) from None
     verify_module(module, where)
     return module
 

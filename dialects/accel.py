@@ -121,7 +121,9 @@ class EngineOp(IRDLOperation):
             return
         seen: dict[int, str] = {}
         for op in top.walk():
-            if isinstance(op, LayerOp) and op.engine.root_reference.data == self.engine_name:
+            # A layer without its slot (or engine) is reported by its own verifier, which may run later.
+            if (isinstance(op, LayerOp) and "slot" in op.properties and "engine" in op.properties
+                    and op.engine.root_reference.data == self.engine_name):
                 slot, name = op.slot_index, op.layer_name
                 self.check(slot not in seen, f"layers '{seen.get(slot)}' and '{name}' share slot {slot}")
                 seen[slot] = name

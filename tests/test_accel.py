@@ -72,6 +72,8 @@ BROKEN = {
         "holds 2 layer ops",
     ),
     "not isolated": (("%r = nn.relu %in {", "%r = nn.relu %a {"), "IsolatedFromAbove"),
+    # The engine's slot check once read the layer's missing slot: a KeyError, not this message.
+    "layer without slot": (("pes = 16 : i64, slot = 0 : i64, ", "pes = 16 : i64, "), "property 'slot' expected in operation 'accel.layer'"),
 }  # fmt: skip
 
 

@@ -140,11 +140,17 @@ def test_bad_arguments_give_one_line(
         ("func.func @f(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %y = nn.pool %x {kind = \"max\", kernel = array<i1000000: 3>}"
          " : (tensor<2xf32>) -> tensor<2xf32>\n  func.return %y : tensor<2xf32>\n}\n",
          "bad.mlir: invalid attribute: Format not implemented for i1000000"),
+        ("func.func @f() -> tensor<3xi8> {\n  %w = nn.weight \"w\" {value = dense<[1,( -2, 3]> : tensor<3xi8>} : tensor<3xi8>\n"
+         "  func.return %w : tensor<3xi8>\n}\n", "bad.mlir:2:47: unexpected ']', expected ')'"),
+        ("func.func @f() -> tensor<2xf32> {\n  %a = nn.weight \"w\" {value = dense<[1.0, 2.0]> : tensor<2xf32>} : tensor<2xf32>\n"
+         "  %b = nn.weight \"w\" {value = dense<[1.0, 3.0]> : tensor<2xf32>} : tensor<2xf32>\n"
+         "  %c = nn.add %a, %b : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>\n  func.return %c : tensor<2xf32>\n}\n",
+         'bad.mlir: nn.weight "w" is given two different inline values'),
         ("func.func @f(%x: tensor<2xi2147483648>) -> tensor<2xi2147483648> {\n  func.return %x : tensor<2xi2147483648>\n}\n",
          "bad.mlir: integer type bitwidth 2147483648 is above MLIR's limit of 16777215"),
     ],
     ids=["garbage", "does-not-verify", "truncated", "inline-value-of-another-type", "unpackable-integer-width",
-         "integer-width-above-mlir-limit"],
+         "parser-assertion", "one-handle-two-values", "integer-width-above-mlir-limit"],
 )
 def test_bad_input_files_give_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
