@@ -51,29 +51,41 @@ def _numpy_blas() -> ctypes.CDLL | None:
     return None  # pragma: no cover - a static or unusual build
 
 
-def _cblas_gemm(lib: ctypes.CDLL, letter: str, scalar: type, integer: type) -> Gemm | None:
-    """`gemm(a, b, c)`: c += a @ b through the cblas symbol, if `lib` has it."""
+def _cblas_function(lib: ctypes.CDLL, letter: str, integer: type, routine: str = "gemm") -> Callable[..., None] | None:
+    """The cblas `?{routine}` of `lib` taking `integer` ints, if it has one ("gemm_batch_strided":
+    OpenBLAS exports it without the wheel's prefix and suffix)."""
     for pattern, int_type in _CANDIDATES:
         if int_type is not integer:
             continue
+        name = pattern.format(letter)
+        if routine != "gemm":
+            name = name.replace("gemm", routine).replace("64_", "")
         try:
-            fn = lib[pattern.format(letter)]
+            fn = lib[name]
         except AttributeError:
             continue
         fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 3 + [int_type] * 3 + [scalar, ctypes.c_void_p, int_type,
-                                                          ctypes.c_void_p, int_type, scalar, ctypes.c_void_p, int_type]
-
-        def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, fn: Callable[..., None] = fn) -> None:
-            size = a.itemsize
-            # b may be a transposed view (columns contiguous), as a Gemm op's weight often is.
-            ldb = _leading_dimension(b)
-            b_trans, ldb = (_NO_TRANS, ldb) if ldb is not None else (_TRANS, b.strides[1] // size)
-            fn(_ROW_MAJOR, _NO_TRANS, b_trans, c.shape[0], c.shape[1], a.shape[1], 1.0,
-               a.ctypes.data, a.strides[0] // size, b.ctypes.data, ldb, 1.0, c.ctypes.data, c.strides[0] // size)
-
-        return gemm
+        return fn  # type: ignore[no-any-return]
     return None
+
+
+def _cblas_gemm(lib: ctypes.CDLL, letter: str, scalar: type, integer: type) -> Gemm | None:
+    """`gemm(a, b, c)`: c += a @ b through the cblas symbol, if `lib` has it."""
+    fn = _cblas_function(lib, letter, integer)
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [scalar, ctypes.c_void_p, integer,  # type: ignore[attr-defined]
+                                                    ctypes.c_void_p, integer, scalar, ctypes.c_void_p, integer]
+
+    def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        size = a.itemsize
+        # b may be a transposed view (columns contiguous), as a Gemm op's weight often is.
+        ldb = _leading_dimension(b)
+        b_trans, ldb = (_NO_TRANS, ldb) if ldb is not None else (_TRANS, b.strides[1] // size)
+        fn(_ROW_MAJOR, _NO_TRANS, b_trans, c.shape[0], c.shape[1], a.shape[1], 1.0,
+           a.ctypes.data, a.strides[0] // size, b.ctypes.data, ldb, 1.0, c.ctypes.data, c.strides[0] // size)
+
+    return gemm
 
 
 def _checked(gemm: Gemm | None, dtype: type) -> Gemm | None:
@@ -91,27 +103,21 @@ def _checked(gemm: Gemm | None, dtype: type) -> Gemm | None:
 
 def _cblas_gemm_batch(lib: ctypes.CDLL, letter: str, scalar: type, integer: type) -> Gemm | None:
     """`batch(a, b, c)`: c[i] = a[i] @ b[i] for C-contiguous 3-d stacks, through the cblas
-    symbol, if `lib` has it (OpenBLAS exports it without the wheel's prefix)."""
-    for pattern, int_type in _CANDIDATES:
-        if int_type is not integer:
-            continue
-        try:
-            fn = lib[pattern.format(letter).replace("gemm", "gemm_batch_strided").replace("64_", "")]
-        except AttributeError:
-            continue
-        fn.restype = None
-        fn.argtypes = [ctypes.c_int] * 3 + [int_type] * 3 + [scalar, ctypes.c_void_p, int_type, int_type,
-                                                          ctypes.c_void_p, int_type, int_type, scalar,
-                                                          ctypes.c_void_p, int_type, int_type, int_type]
+    symbol, if `lib` has it."""
+    fn = _cblas_function(lib, letter, integer, "gemm_batch_strided")
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_int] * 3 + [integer] * 3 + [scalar, ctypes.c_void_p, integer, integer,  # type: ignore[attr-defined]
+                                                    ctypes.c_void_p, integer, integer, scalar,
+                                                    ctypes.c_void_p, integer, integer, integer]
 
-        def batch(a: np.ndarray, b: np.ndarray, c: np.ndarray, fn: Callable[..., None] = fn) -> None:
-            count, m, k = a.shape
-            n = b.shape[2]
-            fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, k, m * k,
-               b.ctypes.data, n, k * n, 0.0, c.ctypes.data, n, m * n, count)
+    def batch(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        count, m, k = a.shape
+        n = b.shape[2]
+        fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, k, m * k,
+           b.ctypes.data, n, k * n, 0.0, c.ctypes.data, n, m * n, count)
 
-        return batch
-    return None
+    return batch
 
 
 def _checked_batch(batch: Gemm | None, dtype: type) -> Gemm | None:
