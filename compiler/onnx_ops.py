@@ -128,6 +128,11 @@ def _check_window(n: Node) -> Iterator[str]:
     auto_pad = n.attr("auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         yield f"auto_pad {auto_pad} not supported"
+    pads = n.attr("pads")
+    if auto_pad != "NOTSET" and pads is not None and (auto_pad != "VALID" or any(pads)):
+        # The spec allows one of the two; onnxruntime refuses a Conv with both, and lets a
+        # pool's auto_pad win: which one the author meant is anybody's guess.
+        yield f"auto_pad {auto_pad} together with pads {list(pads)} (the ONNX spec allows one of them)"
     if n.op_type != "Conv" and auto_pad.startswith("SAME") and max(n.attr("dilations", [1]), default=1) > 1:
         # onnxruntime pads pools for the undilated kernel, the ONNX spec for the dilated one.
         yield f"auto_pad {auto_pad} with dilations > 1 not supported (onnxruntime and the ONNX spec disagree)"

@@ -396,3 +396,16 @@ def test_pool_with_same_padding_and_dilations_is_refused() -> None:
 def test_pool_with_same_padding_that_would_be_negative_is_refused() -> None:
     m = model([node("AveragePool", ["x"], ["y"], name="ap", kernel_shape=[1, 1], strides=[3, 3], auto_pad="SAME_UPPER")], {"x": [1, 1, 6, 6]}, ["y"], opset=19)
     raises(UnsupportedError, m, "ap (AveragePool): auto_pad SAME_UPPER that needs negative padding (stride 3 over a window of 1) not supported")
+
+
+@pytest.mark.parametrize("op_type", ["MaxPool", "Conv"])
+def test_auto_pad_together_with_pads_is_refused(op_type: str) -> None:
+    """Found by a differential fuzz: the two disagree (onnxruntime refuses a Conv with both and
+    lets a pool's auto_pad win), so neither is guessed. VALID with zero pads says one thing twice."""
+    inputs, init = (["x", "w"], {"w": np.ones((1, 1, 3, 3), np.float32)}) if op_type == "Conv" else (["x"], {})
+    both = model([node(op_type, inputs, ["y"], name="p", kernel_shape=[3, 3], auto_pad="SAME_LOWER", pads=[1, 1, 1, 1])],
+                 {"x": [1, 1, 5, 5]}, ["y"], init, opset=19)
+    raises(UnsupportedError, both, f"p ({op_type}): auto_pad SAME_LOWER together with pads [1, 1, 1, 1]")
+    agreeing = model([node(op_type, inputs, ["y"], name="p", kernel_shape=[3, 3], auto_pad="VALID", pads=[0, 0, 0, 0])],
+                     {"x": [1, 1, 5, 5]}, ["y"], init, opset=19)
+    assert import_onnx(agreeing).main is not None
