@@ -430,3 +430,25 @@ def test_unsupported_quantization_is_refused_with_the_node_name() -> None:
     zeros.CopyFrom(numpy_helper.from_array(np.array([128, 127, 128], np.uint8), "wz"))
     with pytest.raises(LayerloomError, match=f"{conv.name} \\(QLinearConv\\): w zero point differs per channel"):
         import_onnx(model)
+
+
+def test_a_bias_too_large_for_the_accumulator_keeps_its_layer_in_float(tmp_path: Path) -> None:
+    """Found by a differential fuzz: a QDQ model's weight scale of 1e-30 for one channel puts
+    that channel's bias at ~1e30 accumulator steps. Importing it as an integer conv clipped
+    the bias to 2^24 (silently dropping it: 5 output steps off); the conv now stays float,
+    as the model computes it (onnxruntime without graph optimisations is the reference)."""
+    x_train, _, x_test, _ = train_digits.digits_split()
+    program = run_pipeline(import_onnx(EXAMPLES / train_digits.MODELS["cnn"], input_shapes={"input": x_test.shape}),
+                           "canonicalize,fold-batchnorm")
+    model = export_onnx(quantize(program, [{"input": x_train[:400]}]), tmp_path / "q.onnx")
+    scale = next(i for i in model.graph.initializer if i.name == "conv2.scale_1")
+    values = numpy_helper.to_array(scale).copy()
+    values[11] = 1e-30
+    scale.CopyFrom(numpy_helper.from_array(values, scale.name))
+    imported = import_onnx(model)
+    assert any(isinstance(op, qnn.Conv2dOp) for op in imported.module.walk())  # conv1 still integer
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {"input": x_test})[0]
+    steps = np.abs(execute(imported, {"input": x_test})["logits"] - theirs) / output_step(imported)
+    assert steps.max() <= 1.0 + 1e-3, steps.max()

@@ -120,10 +120,14 @@ def quantize_weights(w: np.ndarray, scales: np.ndarray, axis: int) -> np.ndarray
     return im.quantize_weights(w, s, axis).astype(np.int8)
 
 
-def quantize_bias(bias: np.ndarray, input_scale: float, scales: np.ndarray, channels: int) -> np.ndarray:
-    """int32 bias at the accumulator scale, kept below 2^24 in magnitude (spec section 5)."""
+def quantize_bias(bias: np.ndarray, input_scale: float, scales: np.ndarray, channels: int,
+                  clip: bool = True) -> np.ndarray:
+    """int32 bias at the accumulator scale, kept below 2^24 in magnitude (spec section 5):
+    clipped there, or, without `clip`, a LayerloomError when it does not fit."""
     b = np.broadcast_to(np.asarray(bias, dtype=np.float64).reshape(-1), (channels,))
     q = im.quantize_bias(b, input_scale, np.broadcast_to(scales, (channels,)))
+    if not clip and np.any(np.abs(q) > BIAS_LIMIT):
+        raise LayerloomError(f"a bias does not fit the accumulator (|{int(np.abs(q).max())}| > 2^24 - 1)")
     return np.clip(q, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
 
 
@@ -311,6 +315,10 @@ class Lowerer(ABC):
     the model's QuantizeLinear / DequantizeLinear nodes."""
 
     scheme = "fixed"
+    # Whether a bias that does not fit below 2^24 is clipped (the quantize pass chose the
+    # scales and accepts the error) or refused (the scales are a model's: clipping would
+    # silently change its arithmetic).
+    clips_bias = True
 
     @abstractmethod
     def int_operand(self, value: SSAValue, before: Operation) -> tuple[SSAValue, QParams]:
@@ -350,7 +358,10 @@ class Lowerer(ABC):
             w, scales, zw = self.quantized_weight(op.weight, 0, xq, out)
             b_float = self.corrected_bias(op, self.constant(op.bias), w, scales, 0)
             operands: list = [x, self.add_weight(w, op)]
-            operands.append([] if b_float is None else self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0]), op))
+            if b_float is not None:
+                operands.append(self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0], self.clips_bias), op))
+            else:
+                operands.append([])
             props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
             props |= contraction_props(xq, scales, zw, out, self.scheme, act or Activation.of_properties(op.properties))
             return build(qnn.Conv2dOp, operands, props)
@@ -367,7 +378,7 @@ class Lowerer(ABC):
                 w, scales, zw = self.quantized_weight(op.b, axis, aq, out, alpha)
                 c_float = self.corrected_bias(op, c_float, w, scales, axis, alpha)
                 b = self.add_weight(w, op)
-            bias = [] if c_float is None else [self.add_weight(quantize_bias(c_float, aq.scale, scales, n), op)]
+            bias = [] if c_float is None else [self.add_weight(quantize_bias(c_float, aq.scale, scales, n, self.clips_bias), op)]
             props = {"trans_b": op.trans_b} | contraction_props(aq, scales, zw, out, self.scheme,
                                                                 act or Activation.of_properties(op.properties))
             return build(qnn.GemmOp, [a, b, bias], props)
