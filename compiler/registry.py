@@ -121,8 +121,8 @@ def xdsl_input_error(e: BaseException, where: str, text: str | None = None) -> L
     offset, found, kind = int(token[1]), token[2], MLIRTokenKind.__members__.get(token[3])
     expected = f"'{kind.value}'" if kind is not None and isinstance(kind.value, str) else token[3].lower()
     if text is not None and offset <= len(text):
-        line = text.count("\n", 0, offset) + 1
-        where = f"{where}:{line}:{offset - (text.rfind(chr(10), 0, offset) + 1) + 1}"
+        line, line_start = text.count("\n", 0, offset) + 1, text.rfind("\n", 0, offset) + 1
+        where = f"{where}:{line}:{offset - line_start + 1}"
     return LayerloomError(f"unexpected '{found}', expected {expected}", where)
 
 

@@ -29,6 +29,8 @@ from compiler.program import Program
 from compiler.registry import parse_module
 
 TARGETS = sorted((Path(__file__).parents[1] / "compiler" / "hw" / "targets").glob("*.hw"))
+
+
 def outcome(fn: object, *args: object) -> object:
     """fn(*args), or None when it refuses with a LayerloomError (anything else fails the test)."""
     try:

@@ -184,14 +184,15 @@ def blas_threads() -> int:
 
 def _thread_count_function() -> Callable[[], int] | None:
     lib = _numpy_blas()
+    if lib is None:
+        return None
     for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
         try:
-            fn = lib[name] if lib is not None else None
+            fn = lib[name]
         except AttributeError:
             continue
-        if fn is not None:
-            fn.restype, fn.argtypes = ctypes.c_int, []
-            return functools.partial(_at_least_one, fn)
+        fn.restype, fn.argtypes = ctypes.c_int, []
+        return functools.partial(_at_least_one, fn)
     return None
 
 

@@ -358,10 +358,8 @@ class Lowerer(ABC):
             w, scales, zw = self.quantized_weight(op.weight, 0, xq, out)
             b_float = self.corrected_bias(op, self.constant(op.bias), w, scales, 0)
             operands: list = [x, self.add_weight(w, op)]
-            if b_float is not None:
-                operands.append(self.add_weight(quantize_bias(b_float, xq.scale, scales, w.shape[0], self.clips_bias), op))
-            else:
-                operands.append([])
+            operands.append([] if b_float is None else self.add_weight(
+                quantize_bias(b_float, xq.scale, scales, w.shape[0], self.clips_bias), op))
             props = {k: op.properties[k] for k in ("strides", "pads", "dilations", "group")}
             props |= contraction_props(xq, scales, zw, out, self.scheme, act or Activation.of_properties(op.properties))
             return build(qnn.Conv2dOp, operands, props)
